@@ -1,0 +1,268 @@
+//! A running fulcrum: everything built from one configuration, started in the right order
+//! (servers checked before the first client is accepted) and stopped gracefully.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, Config, Mode};
+use crate::events::Bus;
+use crate::pool::health::{self, Streak};
+use crate::pool::{Backend, Server};
+use crate::proxy::http::HttpFrontend;
+use crate::proxy::listener::{self, Shared};
+use crate::proxy::tcp::TcpFrontend;
+
+/// Why fulcrum could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        what: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The state every part of a running fulcrum shares: the configuration, the backends, the
+/// event bus. The admin plane and reload work through this.
+pub struct App {
+    pub config: ArcSwap<Config>,
+    /// Backends by name; the map is swapped whole by a reload.
+    pub backends: ArcSwap<BTreeMap<String, Arc<Backend>>>,
+    pub events: Bus,
+    /// Health checker per server, by `backend/server` and address, to stop removed ones.
+    checkers: Mutex<BTreeMap<(String, String, String), CancellationToken>>,
+    /// Stops every background task at shutdown.
+    pub stop: CancellationToken,
+}
+
+impl App {
+    /// A backend by name.
+    pub fn backend(&self, name: &str) -> Option<Arc<Backend>> {
+        self.backends.load().get(name).cloned()
+    }
+
+    /// Finds `SERVER` or `backend/SERVER`; an error says what is ambiguous or missing.
+    pub fn find_server(&self, spec: &str) -> Result<(Arc<Backend>, Arc<Server>), String> {
+        let backends = self.backends.load();
+        if let Some((b, s)) = spec.split_once('/') {
+            let backend = backends
+                .get(b)
+                .ok_or_else(|| format!("no backend named `{b}`"))?;
+            let server = backend
+                .server(s)
+                .ok_or_else(|| format!("backend `{b}` has no server `{s}`"))?;
+            return Ok((Arc::clone(backend), server));
+        }
+        let found: Vec<_> = backends
+            .values()
+            .filter_map(|b| b.server(spec).map(|s| (Arc::clone(b), s)))
+            .collect();
+        match found.len() {
+            0 => Err(format!("no server named `{spec}`")),
+            1 => Ok(found.into_iter().next().expect("one element")),
+            _ => Err(format!(
+                "`{spec}` names servers in several backends; write backend/{spec}"
+            )),
+        }
+    }
+}
+
+/// Handles to a started fulcrum.
+pub struct Running {
+    pub app: Arc<App>,
+    /// The address each frontend listens on, by name (useful when binding port 0).
+    pub frontends: BTreeMap<String, SocketAddr>,
+    pub admin: SocketAddr,
+    tasks: TaskTracker,
+    grace: Duration,
+}
+
+impl Running {
+    /// The address of frontend `name`.
+    pub fn frontend(&self, name: &str) -> SocketAddr {
+        self.frontends[name]
+    }
+
+    /// Stops accepting, lets in-flight requests finish up to the grace period, stops the
+    /// background tasks. Returns whether everything finished within the grace period.
+    pub async fn shutdown(self) -> bool {
+        tracing::info!(
+            "shutting down: no new connections; waiting up to {:?} for in-flight requests",
+            self.grace
+        );
+        self.app.stop.cancel();
+        self.tasks.close();
+        let finished = tokio::time::timeout(self.grace, self.tasks.wait())
+            .await
+            .is_ok();
+        if !finished {
+            tracing::warn!("grace period over; closing the connections still open");
+        }
+        finished
+    }
+}
+
+/// Builds the servers of one backend, reusing live ones from `keep` (reload).
+pub fn build_servers(
+    name: &str,
+    cfg: &config::Backend,
+    keep: Option<&Backend>,
+) -> Result<Vec<Arc<Server>>, StartError> {
+    cfg.servers
+        .iter()
+        .map(|s| {
+            if let Some(old) = keep
+                .and_then(|b| b.server(&s.name))
+                .filter(|o| o.address == s.address)
+            {
+                old.set_weight(s.weight);
+                old.set_max_connections(s.max_connections);
+                return Ok(old);
+            }
+            let addr = config::resolve(&s.address).map_err(StartError::Other)?;
+            Ok(Arc::new(Server::new(name, s, addr)))
+        })
+        .collect()
+}
+
+/// Starts fulcrum with `config`: checks every server once, then binds and serves.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let events = Bus::new();
+    let mut backends = BTreeMap::new();
+    for (name, cfg) in &config.backends {
+        let servers = build_servers(name, cfg, None)?;
+        backends.insert(
+            name.clone(),
+            Backend::new(name, cfg.clone(), servers, events.clone()),
+        );
+    }
+    let app = Arc::new(App {
+        config: ArcSwap::from_pointee(config.clone()),
+        backends: ArcSwap::from_pointee(backends),
+        events,
+        checkers: Mutex::new(BTreeMap::new()),
+        stop: CancellationToken::new(),
+    });
+    start_checkers(&app).await;
+
+    let tasks = TaskTracker::new();
+    let shared = Shared {
+        limit: Arc::new(Semaphore::new(config.global.max_connections)),
+        stop: app.stop.clone(),
+        tasks: tasks.clone(),
+    };
+    let mut frontends = BTreeMap::new();
+    for fe in &config.frontends {
+        let addr = bind_frontend(&app, fe, &shared)?;
+        frontends.insert(fe.name.clone(), addr);
+    }
+    let admin_listener =
+        listener::bind(config.admin.addr()).map_err(|source| StartError::Bind {
+            what: "the admin API".into(),
+            addr: config.admin.addr(),
+            source,
+        })?;
+    let admin = admin_listener
+        .local_addr()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    tasks.spawn(crate::admin::serve(admin_listener, Arc::clone(&app)));
+    tracing::info!(admin = %admin, "fulcrum is serving");
+    Ok(Running {
+        app,
+        frontends,
+        admin,
+        tasks,
+        grace: config.global.grace_period.get(),
+    })
+}
+
+/// Binds one frontend and spawns its accept loop; returns the bound address.
+fn bind_frontend(
+    app: &App,
+    fe: &config::Frontend,
+    shared: &Shared,
+) -> Result<SocketAddr, StartError> {
+    let listener = listener::bind(fe.addr()).map_err(|source| StartError::Bind {
+        what: format!("frontend `{}`", fe.name),
+        addr: fe.addr(),
+        source,
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    let backend = app.backend(&fe.backend).ok_or_else(|| {
+        StartError::Other(format!(
+            "frontend `{}`: no backend `{}`",
+            fe.name, fe.backend
+        ))
+    })?;
+    let close = app.stop.child_token();
+    match fe.mode {
+        Mode::Http => {
+            let front = HttpFrontend::new(fe.clone(), backend);
+            shared
+                .tasks
+                .spawn(listener::serve_http(listener, front, shared.clone(), close));
+        }
+        Mode::Tcp => {
+            let front = TcpFrontend::new(fe.clone(), backend);
+            shared.tasks.spawn(crate::proxy::tcp::serve_tcp(
+                listener,
+                front,
+                shared.clone(),
+                close,
+            ));
+        }
+    }
+    tracing::info!(frontend = %fe.name, %addr, backend = %fe.backend, mode = ?fe.mode, "listening");
+    Ok(addr)
+}
+
+/// Runs the first check of every server without a checker (all at once, each bounded by its
+/// timeout), then starts their checker loops.
+pub async fn start_checkers(app: &Arc<App>) {
+    let backends = app.backends.load_full();
+    let mut first = tokio::task::JoinSet::new();
+    {
+        let checkers = app.checkers.lock().unwrap_or_else(|p| p.into_inner());
+        for backend in backends.values() {
+            for server in backend.snapshot().servers.iter() {
+                let key = (
+                    backend.name.to_string(),
+                    server.name.to_string(),
+                    server.address.clone(),
+                );
+                if checkers.contains_key(&key) {
+                    continue;
+                }
+                let (backend, server) = (Arc::clone(backend), Arc::clone(server));
+                first.spawn(async move {
+                    let mut streak = Streak::default();
+                    health::check_once(&backend, &server, &mut streak).await;
+                    (key, backend, server, streak)
+                });
+            }
+        }
+    }
+    while let Some(done) = first.join_next().await {
+        let Ok((key, backend, server, streak)) = done else {
+            continue;
+        };
+        let cancel = app.stop.child_token();
+        app.checkers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, cancel.clone());
+        tokio::spawn(health::run(backend, server, streak, cancel));
+    }
+}

@@ -1,0 +1,224 @@
+//! The command line (INTERFACE.md): `run`, `check`, `demo`, `ctl`, `simulate`.
+//!
+//! Exit codes: 0 success, 1 bad usage or bad configuration, 2 a runtime failure.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fulcrum",
+    version,
+    about = "An HTTP and TCP load balancer that never lets one server be crushed"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve with a configuration file.
+    Run {
+        #[arg(short, long, default_value = "fulcrum.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print a summary.
+    Check {
+        #[arg(short, long, default_value = "fulcrum.toml")]
+        config: PathBuf,
+    },
+    /// Start built-in demo servers and the balancer on 127.0.0.1:8080, admin on :9900.
+    Demo,
+    /// Operate a running fulcrum through its admin API.
+    Ctl {
+        #[arg(short, long, default_value = "fulcrum.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
+    /// Replay a traffic/failure scenario against every algorithm, offline.
+    Simulate {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = "booktiful")]
+        scenario: String,
+    },
+}
+
+/// What `fulcrum ctl` can do.
+#[derive(Subcommand, Debug)]
+pub enum CtlAction {
+    /// The state of every backend and server, as a table.
+    Status,
+    /// Take SERVER out of rotation until the time runs out.
+    Maintenance {
+        server: String,
+        #[arg(long = "for")]
+        duration: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// End maintenance now.
+    Enable { server: String },
+    /// Set a weight at run time.
+    Weight { server: String, weight: u32 },
+    /// Reload the configuration file.
+    Reload,
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage_error = e.use_stderr();
+            let _ = e.print();
+            return ExitCode::from(if usage_error { 1 } else { 0 });
+        }
+    };
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => match load(&config) {
+            Ok(cfg) => serve(cfg),
+            Err(code) => code,
+        },
+        Command::Demo => crate::demo::main(),
+        Command::Ctl { .. } => {
+            eprintln!("fulcrum ctl is not available in this build yet");
+            ExitCode::from(2)
+        }
+        Command::Simulate { .. } => {
+            eprintln!("fulcrum simulate is not available in this build yet");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads and validates a file, printing every error; exit code 1 on failure.
+pub fn load(path: &Path) -> Result<Config, ExitCode> {
+    config::load_file(path).map_err(|errors| {
+        eprintln!("{errors}");
+        eprintln!("{} error(s) in {}", errors.0.len(), path.display());
+        ExitCode::from(1)
+    })
+}
+
+fn check(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok(cfg) => {
+            print!("{}", summary(&cfg));
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// The one-screen summary `check` prints.
+pub fn summary(cfg: &Config) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: OK", cfg.source.display());
+    for fe in &cfg.frontends {
+        let tls = if fe.tls.is_some() { " tls" } else { "" };
+        let _ = writeln!(
+            out,
+            "frontend {} {:?}{tls} on {} -> backend {}",
+            fe.name, fe.mode, fe.bind, fe.backend
+        );
+    }
+    for (name, b) in &cfg.backends {
+        let _ = writeln!(
+            out,
+            "backend {name}: {} over {} server(s), health {:?} every {}, min_healthy {}",
+            b.algorithm,
+            b.servers.len(),
+            b.health.kind,
+            b.health.interval,
+            b.min_healthy
+        );
+        for s in &b.servers {
+            let role = if s.backup { " backup" } else { "" };
+            let limit = match s.max_connections {
+                0 => "unlimited".to_string(),
+                n => n.to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  server {} {} weight {} max_connections {limit}{role}",
+                s.name, s.address, s.weight
+            );
+        }
+    }
+    let _ = writeln!(out, "admin on {}", cfg.admin.bind);
+    out
+}
+
+/// Sets up logging: `RUST_LOG` honoured, `info` by default, written off the request path.
+pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A log line is handed to a writer thread; if logging falls far behind, lines are
+    // dropped (and counted by tracing-appender) rather than stalling requests.
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .try_init();
+    guard
+}
+
+/// A tokio runtime with `threads` workers (0 = one per core).
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        b.worker_threads(threads);
+    }
+    b.enable_all().thread_name("fulcrum").build()
+}
+
+/// `fulcrum run`: serve until SIGTERM/SIGINT, then shut down gracefully.
+pub fn serve(cfg: Config) -> ExitCode {
+    let _log = init_logging();
+    let rt = match runtime(cfg.global.threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(async move {
+        let running = match crate::app::start(cfg).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        wait_for_stop_signal().await;
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals; stop fulcrum with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

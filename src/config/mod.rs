@@ -1,0 +1,484 @@
+//! The configuration file: its schema (this module), how it is read and checked as a whole
+//! (`load`), and how errors point at the file, line, column and key (`locate`).
+//!
+//! Every default here is the one `INTERFACE.md` names; `deny_unknown_fields` everywhere so a
+//! typo is an error rather than a silently ignored knob.
+
+mod duration;
+mod load;
+mod locate;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
+
+pub use duration::Dur;
+pub use load::{ConfigError, ConfigErrors, load_file, parse_str};
+pub use validate::{EVENT_NAMES, resolve};
+
+/// The whole configuration, as read from one file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub global: Global,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub frontends: Vec<Frontend>,
+    #[serde(default)]
+    pub backends: BTreeMap<String, Backend>,
+    #[serde(default)]
+    pub alerts: Alerts,
+    /// The file this came from (empty for the embedded demo); relative paths start here.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// Process-wide settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Global {
+    /// Worker threads; 0 = one per core.
+    pub threads: usize,
+    /// Client connections held at once; past it accepting waits rather than failing.
+    pub max_connections: usize,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub grace_period: Dur,
+    /// Where maintenance state and the generated admin token live.
+    pub state_dir: PathBuf,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            threads: 0,
+            max_connections: 20_000,
+            grace_period: Dur::secs(30),
+            state_dir: PathBuf::from(".fulcrum"),
+        }
+    }
+}
+
+/// The admin plane: API, dashboard, metrics.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    pub bind: String,
+    pub token_file: Option<PathBuf>,
+    /// The longest maintenance window one call may ask for, so "for a test" cannot mean forever.
+    pub max_maintenance: Dur,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            bind: "127.0.0.1:9900".into(),
+            token_file: None,
+            max_maintenance: Dur::secs(24 * 3600),
+        }
+    }
+}
+
+impl Admin {
+    /// The bind address; valid once the configuration has been validated.
+    pub fn addr(&self) -> SocketAddr {
+        self.bind
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9900)))
+    }
+}
+
+/// What a frontend balances: HTTP requests or whole TCP connections.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Http,
+    Tcp,
+}
+
+/// TLS termination files.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A listening socket and the backend it feeds.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Frontend {
+    pub name: String,
+    pub bind: String,
+    pub backend: String,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    #[serde(default = "defaults::client_header_timeout")]
+    pub client_header_timeout: Dur,
+    #[serde(default = "defaults::client_idle_timeout")]
+    pub client_idle_timeout: Dur,
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    #[serde(default = "defaults::yes")]
+    pub access_log: bool,
+}
+
+impl Frontend {
+    /// The bind address; valid once the configuration has been validated.
+    pub fn addr(&self) -> SocketAddr {
+        self.bind
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+}
+
+/// The selection algorithms; see `balance`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+    Random,
+    PowerOfTwo,
+    PeakEwma,
+    ConsistentHash,
+    Maglev,
+    First,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order documentation and the simulator list them.
+    pub const ALL: [Algorithm; 8] = [
+        Algorithm::RoundRobin,
+        Algorithm::LeastConnections,
+        Algorithm::Random,
+        Algorithm::PowerOfTwo,
+        Algorithm::PeakEwma,
+        Algorithm::ConsistentHash,
+        Algorithm::Maglev,
+        Algorithm::First,
+    ];
+
+    /// The name used in the configuration file and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::LeastConnections => "least_connections",
+            Algorithm::Random => "random",
+            Algorithm::PowerOfTwo => "power_of_two",
+            Algorithm::PeakEwma => "peak_ewma",
+            Algorithm::ConsistentHash => "consistent_hash",
+            Algorithm::Maglev => "maglev",
+            Algorithm::First => "first",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the hash algorithms hash.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum HashKey {
+    #[default]
+    SourceIp,
+    Path,
+    Header(http::HeaderName),
+    Cookie(String),
+    Query(String),
+}
+
+impl HashKey {
+    /// Parses `source_ip`, `path`, `header:NAME`, `cookie:NAME`, `query:NAME`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "`{text}` is not a hash key; use source_ip, path, header:NAME, cookie:NAME or query:NAME"
+            )
+        };
+        match text.split_once(':') {
+            None if text == "source_ip" => Ok(HashKey::SourceIp),
+            None if text == "path" => Ok(HashKey::Path),
+            Some((_, "")) | None => Err(bad()),
+            Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+                .map(HashKey::Header)
+                .map_err(|_| bad()),
+            Some(("cookie", name)) => Ok(HashKey::Cookie(name.to_string())),
+            Some(("query", name)) => Ok(HashKey::Query(name.to_string())),
+            Some(_) => Err(bad()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HashKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        HashKey::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An inclusive range of HTTP statuses a health check accepts, written `200-399` or `200`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl StatusRange {
+    /// Parses `200-399` or a single `204`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("`{text}` is not a status range; write e.g. 200-399 or 204");
+        let (low, high) = match text.split_once('-') {
+            Some((l, h)) => (l.trim(), h.trim()),
+            None => (text.trim(), text.trim()),
+        };
+        let low: u16 = low.parse().map_err(|_| bad())?;
+        let high: u16 = high.parse().map_err(|_| bad())?;
+        if !(100..=599).contains(&low) || !(100..=599).contains(&high) || low > high {
+            return Err(bad());
+        }
+        Ok(StatusRange { low, high })
+    }
+
+    /// Whether `status` is inside.
+    pub fn contains(&self, status: u16) -> bool {
+        (self.low..=self.high).contains(&status)
+    }
+}
+
+impl Default for StatusRange {
+    fn default() -> Self {
+        StatusRange {
+            low: 200,
+            high: 399,
+        }
+    }
+}
+
+impl fmt::Display for StatusRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.low == self.high {
+            write!(f, "{}", self.low)
+        } else {
+            write!(f, "{}-{}", self.low, self.high)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        StatusRange::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A pool of servers and how requests are spread over them.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    #[serde(default)]
+    pub hash_key: HashKey,
+    #[serde(default)]
+    pub hash_balance_factor: f64,
+    #[serde(default)]
+    pub sticky_cookie: String,
+    #[serde(default = "defaults::min_healthy")]
+    pub min_healthy: u32,
+    #[serde(default)]
+    pub all_backups: bool,
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: Dur,
+    #[serde(default = "defaults::response_timeout")]
+    pub response_timeout: Dur,
+    #[serde(default = "defaults::retries")]
+    pub retries: u32,
+    #[serde(default = "defaults::max_queue")]
+    pub max_queue: u32,
+    #[serde(default = "defaults::queue_timeout")]
+    pub queue_timeout: Dur,
+    #[serde(default = "defaults::slow_start")]
+    pub slow_start: Dur,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub outlier: Outlier,
+    pub servers: Vec<Server>,
+}
+
+/// How a health check talks to a server.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    #[default]
+    Http,
+    Tcp,
+}
+
+/// Active health checks.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    pub kind: HealthKind,
+    pub path: String,
+    pub expect_status: StatusRange,
+    pub interval: Dur,
+    pub timeout: Dur,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            kind: HealthKind::Http,
+            path: "/healthz".into(),
+            expect_status: StatusRange::default(),
+            interval: Dur::secs(2),
+            timeout: Dur::secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// Passive checks on live traffic.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outlier {
+    pub consecutive_failures: u32,
+    pub base_ejection: Dur,
+    pub max_ejection_percent: u32,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Outlier {
+            consecutive_failures: 5,
+            base_ejection: Dur::secs(30),
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+/// One server of a backend.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub name: String,
+    pub address: String,
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+    #[serde(default = "defaults::server_max_connections")]
+    pub max_connections: u32,
+    #[serde(default)]
+    pub backup: bool,
+}
+
+/// Where events are sent.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alerts {
+    pub remind_every: Dur,
+    pub webhooks: Vec<Webhook>,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            remind_every: Dur::secs(15 * 60),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// One webhook and the events it wants.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: String,
+    #[serde(default = "defaults::all_events")]
+    pub events: Vec<String>,
+}
+
+/// The weight limit: like HAProxy's, it keeps round-robin tables small and a typo from
+/// meaning "send everything here".
+pub const MAX_WEIGHT: u32 = 256;
+
+mod defaults {
+    use super::Dur;
+
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn client_header_timeout() -> Dur {
+        Dur::secs(10)
+    }
+    pub fn client_idle_timeout() -> Dur {
+        Dur::secs(60)
+    }
+    pub fn max_header_bytes() -> usize {
+        65536
+    }
+    pub fn min_healthy() -> u32 {
+        2
+    }
+    pub fn connect_timeout() -> Dur {
+        Dur::secs(2)
+    }
+    pub fn response_timeout() -> Dur {
+        Dur::secs(30)
+    }
+    pub fn retries() -> u32 {
+        1
+    }
+    pub fn max_queue() -> u32 {
+        1000
+    }
+    pub fn queue_timeout() -> Dur {
+        Dur::secs(5)
+    }
+    pub fn slow_start() -> Dur {
+        Dur::secs(30)
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+    pub fn server_max_connections() -> u32 {
+        100
+    }
+    pub fn all_events() -> Vec<String> {
+        vec!["all".into()]
+    }
+}
+
+impl Config {
+    /// Resolves a path from the file against the file's folder, as INTERFACE.md promises.
+    pub fn resolve_path(&self, path: &std::path::Path) -> PathBuf {
+        if path.is_absolute() {
+            return path.to_path_buf();
+        }
+        match self.source.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    /// The state directory, resolved.
+    pub fn state_dir(&self) -> PathBuf {
+        self.resolve_path(&self.global.state_dir)
+    }
+}

@@ -1,0 +1,283 @@
+//! Checks a parsed configuration as a whole: what serde cannot see (names that refer to each
+//! other, addresses that must resolve, ranges that must make sense).
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use super::locate::KeyPath;
+use super::{Config, MAX_WEIGHT};
+
+/// The event names webhooks may ask for (INTERFACE.md), plus `all`.
+pub const EVENT_NAMES: [&str; 13] = [
+    "server_down",
+    "server_up",
+    "server_ejected",
+    "maintenance_started",
+    "maintenance_ended",
+    "maintenance_expired",
+    "maintenance_reminder",
+    "capacity_low",
+    "capacity_restored",
+    "backup_active",
+    "backend_unavailable",
+    "config_reloaded",
+    "config_rejected",
+];
+
+type Problems = Vec<(KeyPath, String)>;
+
+/// Every problem in `config`, each at the key it concerns.
+pub fn validate(config: &Config) -> Problems {
+    let mut out = Problems::new();
+    global(config, &mut out);
+    admin(config, &mut out);
+    frontends(config, &mut out);
+    backends(config, &mut out);
+    alerts(config, &mut out);
+    out
+}
+
+fn global(config: &Config, out: &mut Problems) {
+    let g = &config.global;
+    let p = KeyPath::root("global");
+    if g.threads > 1024 {
+        out.push((p.key("threads"), "at most 1024 worker threads".into()));
+    }
+    if g.max_connections == 0 {
+        out.push((p.key("max_connections"), "must be at least 1".into()));
+    }
+}
+
+fn admin(config: &Config, out: &mut Problems) {
+    let p = KeyPath::root("admin");
+    match config.admin.bind.parse::<SocketAddr>() {
+        Ok(addr) if !addr.ip().is_loopback() && config.admin.token_file.is_none() => out.push((
+            p.key("bind"),
+            format!(
+                "{addr} is not a loopback address: set admin.token_file so the admin API is not \
+                 reachable with a token nobody chose"
+            ),
+        )),
+        Ok(_) => {}
+        Err(_) => out.push((p.key("bind"), bad_bind(&config.admin.bind))),
+    }
+    if config.admin.max_maintenance.get().is_zero() {
+        out.push((p.key("max_maintenance"), "must be longer than zero".into()));
+    }
+}
+
+fn bad_bind(text: &str) -> String {
+    format!("`{text}` is not an IP:port to listen on (e.g. 127.0.0.1:8080 or [::]:8080)")
+}
+
+fn frontends(config: &Config, out: &mut Problems) {
+    let mut names = HashSet::new();
+    let mut binds = HashSet::new();
+    for (i, f) in config.frontends.iter().enumerate() {
+        let p = KeyPath::root("frontends").index(i);
+        if f.name.is_empty() {
+            out.push((p.key("name"), "must not be empty".into()));
+        } else if !names.insert(f.name.as_str()) {
+            out.push((
+                p.key("name"),
+                format!("frontend `{}` is defined twice", f.name),
+            ));
+        }
+        match f.bind.parse::<SocketAddr>() {
+            Ok(addr) if !binds.insert(addr) => out.push((
+                p.key("bind"),
+                format!("{addr} is bound by another frontend"),
+            )),
+            Ok(_) => {}
+            Err(_) => out.push((p.key("bind"), bad_bind(&f.bind))),
+        }
+        if !config.backends.contains_key(&f.backend) {
+            out.push((
+                p.key("backend"),
+                format!("no backend named `{}`", f.backend),
+            ));
+        }
+        if let Some(tls) = &f.tls {
+            for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
+                let path = config.resolve_path(file);
+                if !path.is_file() {
+                    out.push((
+                        p.key("tls").key(key),
+                        format!("cannot read {}", path.display()),
+                    ));
+                }
+            }
+        }
+        if f.client_header_timeout.get().is_zero() {
+            out.push((
+                p.key("client_header_timeout"),
+                "must be longer than zero".into(),
+            ));
+        }
+        if f.client_idle_timeout.get().is_zero() {
+            out.push((
+                p.key("client_idle_timeout"),
+                "must be longer than zero".into(),
+            ));
+        }
+        if !(1024..=1 << 20).contains(&f.max_header_bytes) {
+            out.push((
+                p.key("max_header_bytes"),
+                "must be between 1024 and 1048576".into(),
+            ));
+        }
+    }
+    if config.frontends.is_empty() {
+        out.push((
+            KeyPath::root("frontends"),
+            "at least one [[frontends]] is needed".into(),
+        ));
+    }
+}
+
+fn backends(config: &Config, out: &mut Problems) {
+    for (name, b) in &config.backends {
+        let p = KeyPath::root("backends").key(name);
+        let positive = [
+            ("connect_timeout", b.connect_timeout),
+            ("response_timeout", b.response_timeout),
+            ("queue_timeout", b.queue_timeout),
+        ];
+        for (key, d) in positive {
+            if d.get().is_zero() {
+                out.push((p.key(key), "must be longer than zero".into()));
+            }
+        }
+        if b.hash_balance_factor != 0.0
+            && !(b.hash_balance_factor >= 1.0 && b.hash_balance_factor.is_finite())
+        {
+            out.push((
+                p.key("hash_balance_factor"),
+                "must be 0 (off) or at least 1.0 (e.g. 1.25)".into(),
+            ));
+        }
+        if !b.sticky_cookie.is_empty() && !b.sticky_cookie.bytes().all(is_cookie_name_byte) {
+            out.push((p.key("sticky_cookie"), "not a valid cookie name".into()));
+        }
+        if b.retries > 10 {
+            out.push((p.key("retries"), "at most 10".into()));
+        }
+        let h = &b.health;
+        let hp = p.key("health");
+        if h.interval.get().is_zero() {
+            out.push((hp.key("interval"), "must be longer than zero".into()));
+        }
+        if h.timeout.get().is_zero() {
+            out.push((hp.key("timeout"), "must be longer than zero".into()));
+        } else if h.timeout > h.interval {
+            out.push((
+                hp.key("timeout"),
+                format!("must not exceed interval ({})", h.interval),
+            ));
+        }
+        if h.rise == 0 {
+            out.push((hp.key("rise"), "must be at least 1".into()));
+        }
+        if h.fall == 0 {
+            out.push((hp.key("fall"), "must be at least 1".into()));
+        }
+        if !h.path.starts_with('/') || h.path.parse::<http::uri::PathAndQuery>().is_err() {
+            out.push((
+                hp.key("path"),
+                format!("`{}` is not a path starting with /", h.path),
+            ));
+        }
+        let o = &b.outlier;
+        let op = p.key("outlier");
+        if o.max_ejection_percent > 100 {
+            out.push((
+                op.key("max_ejection_percent"),
+                "must be between 0 and 100".into(),
+            ));
+        }
+        if o.consecutive_failures > 0 && o.base_ejection.get().is_zero() {
+            out.push((op.key("base_ejection"), "must be longer than zero".into()));
+        }
+        servers(&p, b, out);
+    }
+    if config.backends.is_empty() {
+        out.push((
+            KeyPath::root("backends"),
+            "at least one backend is needed".into(),
+        ));
+    }
+}
+
+fn servers(p: &KeyPath, b: &super::Backend, out: &mut Problems) {
+    let sp = p.key("servers");
+    if b.servers.is_empty() {
+        out.push((sp.clone(), "a backend needs at least one server".into()));
+        return;
+    }
+    if b.servers.iter().all(|s| s.backup) {
+        out.push((
+            sp.clone(),
+            "a backend needs at least one server that is not a backup".into(),
+        ));
+    }
+    let mut names = HashSet::new();
+    for (i, s) in b.servers.iter().enumerate() {
+        let p = sp.index(i);
+        if s.name.is_empty() || s.name.contains('/') {
+            out.push((p.key("name"), "must be non-empty and contain no `/`".into()));
+        } else if !names.insert(s.name.as_str()) {
+            out.push((
+                p.key("name"),
+                format!("server `{}` is defined twice in this backend", s.name),
+            ));
+        }
+        if let Err(e) = resolve(&s.address) {
+            out.push((p.key("address"), e));
+        }
+        if !(1..=MAX_WEIGHT).contains(&s.weight) {
+            out.push((
+                p.key("weight"),
+                format!("must be between 1 and {MAX_WEIGHT}"),
+            ));
+        }
+    }
+}
+
+/// Resolves `host:port` (an IP or a name) to its first address.
+pub fn resolve(address: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !address.contains(':') {
+        return Err(format!("`{address}` needs a port (host:port)"));
+    }
+    match address.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("`{address}` resolves to no address")),
+        Err(e) => Err(format!("`{address}` does not resolve: {e}")),
+    }
+}
+
+fn is_cookie_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn alerts(config: &Config, out: &mut Problems) {
+    let p = KeyPath::root("alerts");
+    if config.alerts.remind_every.get().is_zero() {
+        out.push((p.key("remind_every"), "must be longer than zero".into()));
+    }
+    for (i, w) in config.alerts.webhooks.iter().enumerate() {
+        let wp = p.key("webhooks").index(i);
+        match w.url.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
+            _ => out.push((wp.key("url"), format!("`{}` is not an http:// URL", w.url))),
+        }
+        for (j, e) in w.events.iter().enumerate() {
+            if e != "all" && !EVENT_NAMES.contains(&e.as_str()) {
+                out.push((wp.key("events").index(j), format!("no event named `{e}`")));
+            }
+        }
+    }
+}

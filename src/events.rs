@@ -1,0 +1,164 @@
+//! State changes as events on one channel that logs, alerts, metrics and the dashboard all read.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// What happened. The names are part of the outside interface (INTERFACE.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    ServerDown,
+    ServerUp,
+    ServerEjected,
+    MaintenanceStarted,
+    MaintenanceEnded,
+    MaintenanceExpired,
+    MaintenanceReminder,
+    CapacityLow,
+    CapacityRestored,
+    BackupActive,
+    BackendUnavailable,
+    ConfigReloaded,
+    ConfigRejected,
+}
+
+impl EventKind {
+    /// Every kind, in INTERFACE.md's order.
+    pub const ALL: [EventKind; 13] = [
+        EventKind::ServerDown,
+        EventKind::ServerUp,
+        EventKind::ServerEjected,
+        EventKind::MaintenanceStarted,
+        EventKind::MaintenanceEnded,
+        EventKind::MaintenanceExpired,
+        EventKind::MaintenanceReminder,
+        EventKind::CapacityLow,
+        EventKind::CapacityRestored,
+        EventKind::BackupActive,
+        EventKind::BackendUnavailable,
+        EventKind::ConfigReloaded,
+        EventKind::ConfigRejected,
+    ];
+
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::ServerDown => "server_down",
+            EventKind::ServerUp => "server_up",
+            EventKind::ServerEjected => "server_ejected",
+            EventKind::MaintenanceStarted => "maintenance_started",
+            EventKind::MaintenanceEnded => "maintenance_ended",
+            EventKind::MaintenanceExpired => "maintenance_expired",
+            EventKind::MaintenanceReminder => "maintenance_reminder",
+            EventKind::CapacityLow => "capacity_low",
+            EventKind::CapacityRestored => "capacity_restored",
+            EventKind::BackupActive => "backup_active",
+            EventKind::BackendUnavailable => "backend_unavailable",
+            EventKind::ConfigReloaded => "config_reloaded",
+            EventKind::ConfigRejected => "config_rejected",
+        }
+    }
+
+    /// Events that mean capacity dropped are warnings; the rest are information.
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            EventKind::ServerDown
+                | EventKind::ServerEjected
+                | EventKind::MaintenanceStarted
+                | EventKind::MaintenanceReminder
+                | EventKind::CapacityLow
+                | EventKind::BackupActive
+                | EventKind::BackendUnavailable
+                | EventKind::ConfigRejected
+        )
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One event, in the JSON shape INTERFACE.md fixes.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    pub event: EventKind,
+    pub backend: Option<String>,
+    pub server: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: SystemTime,
+    pub detail: String,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*t))
+}
+
+impl Event {
+    /// An event stamped now.
+    pub fn new(
+        event: EventKind,
+        backend: Option<&str>,
+        server: Option<&str>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Event {
+            event,
+            backend: backend.map(str::to_string),
+            server: server.map(str::to_string),
+            at: SystemTime::now(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The JSON text sent to webhooks and the event stream.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// How many events a slow reader may fall behind before it starts missing the oldest.
+const BUS_CAPACITY: usize = 1024;
+
+/// The one channel every state change goes through. Publishing never blocks: a reader
+/// that lags loses the oldest events (and learns it did), the data path never waits.
+#[derive(Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<Event>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Bus {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(BUS_CAPACITY);
+        Bus { tx }
+    }
+
+    /// Logs the event and sends it to every subscriber.
+    pub fn publish(&self, event: Event) {
+        let backend = event.backend.as_deref().unwrap_or("-");
+        let server = event.server.as_deref().unwrap_or("-");
+        if event.event.is_warning() {
+            tracing::warn!(event = %event.event, backend, server, "{}", event.detail);
+        } else {
+            tracing::info!(event = %event.event, backend, server, "{}", event.detail);
+        }
+        // No subscriber is fine: the log above already has it.
+        let _ = self.tx.send(event);
+    }
+
+    /// A new reader that sees events published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}

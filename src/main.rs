@@ -1,0 +1,5 @@
+//! The `fulcrum` binary: see `fulcrum --help`.
+
+fn main() -> std::process::ExitCode {
+    fulcrum::cli::main()
+}

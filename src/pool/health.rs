@@ -1,0 +1,196 @@
+//! Active health checks: one task per server, flipping state only when `rise` successes or
+//! `fall` failures in a row cross the threshold, and announcing each flip once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::{Backend, Health, Server};
+use crate::config::{self, HealthKind};
+use crate::events::{Event, EventKind};
+
+/// The result of one probe: passed, or why not.
+pub type Probe = Result<(), String>;
+
+/// Runs one check of `server` as `settings` describe, within the timeout.
+pub async fn probe(server: &Server, settings: &config::Health) -> Probe {
+    let timeout = settings.timeout.get();
+    match tokio::time::timeout(timeout, probe_inner(server, settings)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {}", settings.timeout)),
+    }
+}
+
+async fn probe_inner(server: &Server, settings: &config::Health) -> Probe {
+    let stream = TcpStream::connect(server.addr())
+        .await
+        .map_err(|e| format!("connect to {}: {e}", server.addr()))?;
+    if settings.kind == HealthKind::Tcp {
+        return Ok(());
+    }
+    let _ = stream.set_nodelay(true);
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("http handshake: {e}"))?;
+    tokio::spawn(async move {
+        // The probe ends the connection either way; its error is the probe's error.
+        let _ = conn.await;
+    });
+    let req = http::Request::get(settings.path.as_str())
+        .header(http::header::HOST, server.address.as_str())
+        .header(http::header::USER_AGENT, "fulcrum-health-check")
+        .header(http::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("bad check request: {e}"))?;
+    let resp = tx
+        .send_request(req)
+        .await
+        .map_err(|e| format!("http: {e}"))?;
+    let status = resp.status().as_u16();
+    if settings.expect_status.contains(status) {
+        Ok(())
+    } else {
+        Err(format!(
+            "status {status}, expected {}",
+            settings.expect_status
+        ))
+    }
+}
+
+/// Consecutive results, and the threshold logic that turns them into a state.
+#[derive(Default)]
+pub struct Streak {
+    ok: u32,
+    failed: u32,
+}
+
+impl Streak {
+    /// Feeds one result; returns the new health when a threshold is crossed.
+    pub fn feed(&mut self, current: Health, passed: bool, rise: u32, fall: u32) -> Option<Health> {
+        if passed {
+            self.ok += 1;
+            self.failed = 0;
+        } else {
+            self.failed += 1;
+            self.ok = 0;
+        }
+        match current {
+            // The first check at start-up decides alone: nobody wants to wait `rise`
+            // intervals before serving, nor to send traffic to a server that is dead.
+            Health::Unknown => Some(if passed { Health::Up } else { Health::Down }),
+            Health::Up if self.failed >= fall => Some(Health::Down),
+            Health::Down if self.ok >= rise => Some(Health::Up),
+            _ => None,
+        }
+    }
+}
+
+/// Runs one check of `server` and applies the result. Returns whether the health flipped.
+pub async fn check_once(backend: &Backend, server: &Arc<Server>, streak: &mut Streak) -> bool {
+    let settings = backend.settings().health.clone();
+    if let Some(addr) = reresolve(&server.address).await {
+        server.set_addr(addr);
+    }
+    let result = probe(server, &settings).await;
+    server.record_check(result.is_ok());
+    let current = server.health();
+    let Some(next) = streak.feed(current, result.is_ok(), settings.rise, settings.fall) else {
+        return false;
+    };
+    server.set_health(next);
+    if next == current {
+        return false;
+    }
+    announce(backend, server, current, next, &result);
+    backend.rebuild();
+    true
+}
+
+fn announce(backend: &Backend, server: &Server, from: Health, to: Health, result: &Probe) {
+    let (kind, detail) = match (to, result) {
+        (Health::Up, _) if from == Health::Unknown => return,
+        (Health::Up, _) => (
+            EventKind::ServerUp,
+            format!("{} passed its health checks", server.address),
+        ),
+        (_, Err(why)) => (
+            EventKind::ServerDown,
+            format!("{} failed its health check: {why}", server.address),
+        ),
+        (_, Ok(())) => (EventKind::ServerDown, format!("{} is down", server.address)),
+    };
+    backend.events().publish(Event::new(
+        kind,
+        Some(&backend.name),
+        Some(&server.name),
+        detail,
+    ));
+}
+
+/// A host name is resolved again at every check; an IP literal never is.
+async fn reresolve(address: &str) -> Option<std::net::SocketAddr> {
+    if address.parse::<std::net::SocketAddr>().is_ok() {
+        return None;
+    }
+    match tokio::net::lookup_host(address).await {
+        Ok(mut addrs) => addrs.next(),
+        Err(e) => {
+            tracing::warn!(address, "cannot resolve server address: {e}");
+            None
+        }
+    }
+}
+
+/// The checker loop for one server, until `cancel`. The first check has already run
+/// (see [`check_once`]) when this is spawned after start-up.
+pub async fn run(
+    backend: Arc<Backend>,
+    server: Arc<Server>,
+    mut streak: Streak,
+    cancel: CancellationToken,
+) {
+    loop {
+        let interval = backend.settings().health.interval.get();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(jitter(interval)) => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = check_once(&backend, &server, &mut streak) => {}
+        }
+    }
+}
+
+/// Spreads checks by up to a tenth of the interval, so that hundreds of servers are not
+/// all probed in the same millisecond.
+fn jitter(interval: Duration) -> Duration {
+    let spread = interval.as_millis() as u64 / 10;
+    if spread == 0 {
+        return interval;
+    }
+    interval + Duration::from_millis(fastrand::u64(..spread))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flips_only_on_thresholds() {
+        let mut s = Streak::default();
+        assert_eq!(s.feed(Health::Unknown, true, 2, 3), Some(Health::Up));
+        assert_eq!(s.feed(Health::Up, false, 2, 3), None);
+        assert_eq!(s.feed(Health::Up, false, 2, 3), None);
+        assert_eq!(s.feed(Health::Up, false, 2, 3), Some(Health::Down));
+        assert_eq!(s.feed(Health::Down, true, 2, 3), None);
+        assert_eq!(s.feed(Health::Down, false, 2, 3), None);
+        assert_eq!(s.feed(Health::Down, true, 2, 3), None);
+        assert_eq!(s.feed(Health::Down, true, 2, 3), Some(Health::Up));
+    }
+}

@@ -1,0 +1,191 @@
+//! The response body sent to clients: either fulcrum's own short answer or the server's
+//! body streamed through frame by frame (memory stays bounded whatever its size).
+//!
+//! When the server's body ends, its connection goes back to the pool, the server's slot is
+//! released and the access log line is written: at the end, so it can say how many bytes
+//! went out and how long the whole exchange took.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::conn::Busy;
+use super::upstream::Sender;
+use crate::pool::{Server, Slot};
+
+/// The response body type of the proxy.
+pub struct ProxyBody {
+    kind: Kind,
+    finish: Option<Box<Finish>>,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+/// What to do once the body has been sent (or abandoned).
+pub struct Finish {
+    /// The connection to return to its server's pool if the body was read to the end.
+    pub conn: Option<(Sender, Arc<Server>)>,
+    /// The server slot this request holds until its response is done.
+    pub slot: Option<Slot>,
+    /// The access log line to write, when access logs are on.
+    pub log: Option<AccessLog>,
+    /// Marks the client connection busy until the response is done (idle timeout).
+    pub busy: Option<Busy>,
+    bytes: u64,
+}
+
+impl Finish {
+    pub fn new(busy: Busy, log: Option<AccessLog>) -> Self {
+        Finish {
+            conn: None,
+            slot: None,
+            log,
+            busy: Some(busy),
+            bytes: 0,
+        }
+    }
+
+    fn run(mut self, complete: bool) {
+        if let Some((tx, server)) = self.conn.take()
+            && complete
+        {
+            server.conns.checkin(tx);
+        }
+        drop(self.slot.take());
+        if let Some(log) = self.log.take() {
+            log.write(self.bytes, complete);
+        }
+        drop(self.busy.take());
+    }
+}
+
+/// One access log line's facts, gathered as the request goes.
+pub struct AccessLog {
+    pub frontend: Arc<str>,
+    pub client: SocketAddr,
+    pub method: http::Method,
+    pub path: String,
+    pub status: u16,
+    pub server: Option<Arc<str>>,
+    pub start: Instant,
+}
+
+impl AccessLog {
+    fn write(self, bytes: u64, complete: bool) {
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            target: "fulcrum::access",
+            frontend = %self.frontend,
+            client = %self.client,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            server = self.server.as_deref().unwrap_or("-"),
+            duration_ms = format_args!("{ms:.3}"),
+            bytes,
+            complete,
+        );
+    }
+}
+
+impl ProxyBody {
+    /// A short fixed body.
+    pub fn text(s: &'static str) -> Self {
+        ProxyBody {
+            kind: Kind::Full(Some(Bytes::from_static(s.as_bytes()))),
+            finish: None,
+        }
+    }
+
+    /// A body from bytes.
+    pub fn full(b: Bytes) -> Self {
+        ProxyBody {
+            kind: Kind::Full(Some(b)),
+            finish: None,
+        }
+    }
+
+    /// The server's body, streamed.
+    pub fn upstream(body: Incoming) -> Self {
+        ProxyBody {
+            kind: Kind::Upstream(body),
+            finish: None,
+        }
+    }
+
+    /// Attaches what to do once the body is done.
+    pub fn on_finish(&mut self, finish: Finish) {
+        self.finish = Some(Box::new(finish));
+    }
+
+    /// Sets the status in the pending access log line.
+    pub fn log_status(&mut self, status: u16) {
+        if let Some(log) = self.finish.as_mut().and_then(|f| f.log.as_mut()) {
+            log.status = status;
+        }
+    }
+
+    fn done(&mut self, complete: bool) {
+        if let Some(f) = self.finish.take() {
+            f.run(complete);
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        let complete = self.is_end_stream();
+        self.done(complete);
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.kind {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(inner) => Pin::new(inner).poll_frame(cx),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(f), Some(data)) = (this.finish.as_mut(), frame.data_ref()) {
+                    f.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.done(true),
+            Poll::Ready(Some(Err(_))) => this.done(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream(inner) => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Upstream(inner) => inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Client connection timeouts that hyper alone does not give: an idle keep-alive limit
+//! (`client_idle_timeout`) separate from the slowloris guard (`client_header_timeout`).
+//!
+//! hyper's header-read timer starts as soon as a connection waits for a request, so alone
+//! it would close idle keep-alive connections after the (short) header timeout. We give
+//! hyper the sum as an outer bound and enforce the two limits here: the IO wrapper notes
+//! when bytes arrive, the service notes when requests start and end, and one timer per
+//! connection wakes at the next deadline only.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Milliseconds since fulcrum started (never 0, so 0 can mean "unset").
+fn now_ms() -> u64 {
+    Instant::now().duration_since(epoch()).as_millis() as u64 + 1
+}
+
+/// What a connection is doing, written by the IO wrapper and the service, read by the timer.
+#[derive(Default)]
+pub struct Activity {
+    /// Requests received and not yet fully answered.
+    busy: AtomicU32,
+    /// When the connection last made progress (bytes in, or a response finished).
+    last_ms: AtomicU64,
+    /// When the first byte of a request head arrived while nothing was in progress; 0 if none.
+    head_since_ms: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        let a = Activity::default();
+        let now = now_ms();
+        a.last_ms.store(now, Ordering::Relaxed);
+        // A new connection owes us a request head: the slowloris clock runs from accept.
+        a.head_since_ms.store(now, Ordering::Relaxed);
+        Arc::new(a)
+    }
+
+    fn on_bytes(&self) {
+        let now = now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        if self.busy.load(Ordering::Relaxed) == 0 && self.head_since_ms.load(Ordering::Relaxed) == 0
+        {
+            self.head_since_ms.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// A request head has arrived; the guard marks the request done when dropped.
+    pub fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        self.head_since_ms.store(0, Ordering::Relaxed);
+        Busy(Arc::clone(self))
+    }
+
+    /// How long until a limit is crossed; `None` when one already is.
+    fn remaining(&self, idle: Duration, header: Duration) -> Option<Duration> {
+        if self.busy.load(Ordering::Relaxed) > 0 {
+            return Some(idle);
+        }
+        let now = now_ms();
+        let head = self.head_since_ms.load(Ordering::Relaxed);
+        let deadline = if head != 0 {
+            head + header.as_millis() as u64
+        } else {
+            self.last_ms.load(Ordering::Relaxed) + idle.as_millis() as u64
+        };
+        (deadline > now).then(|| Duration::from_millis(deadline - now))
+    }
+}
+
+/// One request in progress on a connection.
+pub struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.last_ms.store(now_ms(), Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves when the connection has been idle longer than `idle`, or has taken longer than
+/// `header` to send a request head.
+pub async fn expired(activity: Arc<Activity>, idle: Duration, header: Duration) {
+    while let Some(wait) = activity.remaining(idle, header) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// A stream that reports incoming bytes to its connection's [`Activity`].
+pub struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> Tracked<S> {
+    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Tracked { inner, activity }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.on_bytes();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,87 @@
+//! fulcrum's own answers: one place maps each failure to its status, `x-fulcrum-error`
+//! and body, exactly as INTERFACE.md lists them.
+
+use http::{HeaderValue, Response, StatusCode};
+
+use super::body::ProxyBody;
+
+/// Why fulcrum answers a request itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    BadRequest,
+    HeaderTooLarge,
+    ConnectFailed,
+    UpstreamBroken,
+    NoServer,
+    QueueFull,
+    QueueTimeout,
+    UpstreamTimeout,
+}
+
+impl Refusal {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::BadRequest => StatusCode::BAD_REQUEST,
+            Refusal::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::ConnectFailed | Refusal::UpstreamBroken => StatusCode::BAD_GATEWAY,
+            Refusal::NoServer | Refusal::QueueFull | Refusal::QueueTimeout => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `x-fulcrum-error` value.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::BadRequest => "bad_request",
+            Refusal::HeaderTooLarge => "header_too_large",
+            Refusal::ConnectFailed => "connect_failed",
+            Refusal::UpstreamBroken => "upstream_broken",
+            Refusal::NoServer => "no_server",
+            Refusal::QueueFull => "queue_full",
+            Refusal::QueueTimeout => "queue_timeout",
+            Refusal::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// One short line naming the reason; never internal details.
+    fn body(self) -> &'static str {
+        match self {
+            Refusal::BadRequest => "bad request\n",
+            Refusal::HeaderTooLarge => "request header too large\n",
+            Refusal::ConnectFailed => "bad gateway: could not connect to a server\n",
+            Refusal::UpstreamBroken => "bad gateway: the server broke the response\n",
+            Refusal::NoServer => "service unavailable: no server is available\n",
+            Refusal::QueueFull => {
+                "service unavailable: every server is busy and the queue is full\n"
+            }
+            Refusal::QueueTimeout => "service unavailable: every server stayed busy\n",
+            Refusal::UpstreamTimeout => "gateway timeout: the server did not answer in time\n",
+        }
+    }
+
+    /// The answer to send, with `Retry-After` on 503 so clients come back later, not now.
+    pub fn response(self, retry_after_secs: u64) -> Response<ProxyBody> {
+        let mut resp = Response::new(ProxyBody::text(self.body()));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert("x-fulcrum-error", HeaderValue::from_static(self.code()));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs.max(1)),
+            );
+        }
+        if self == Refusal::BadRequest || self == Refusal::HeaderTooLarge {
+            // After a request we could not read properly the stream's framing is not to be
+            // trusted: close rather than parse what follows.
+            h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,257 @@
+//! The HTTP data path: one client request in, one server chosen, the request forwarded
+//! with its body streamed, the response streamed back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use super::body::{AccessLog, Finish, ProxyBody};
+use super::conn::Busy;
+use super::error::Refusal;
+use super::headers::{add_forwarded, head_size, strip_hop_by_hop};
+use super::upstream::{self, ConnectError, Sender};
+use crate::balance;
+use crate::config;
+use crate::pool::{Backend, NoSlot, Server, Slot};
+
+/// An HTTP frontend as the request path sees it. Both fields are swapped whole by a reload.
+pub struct HttpFrontend {
+    pub name: Arc<str>,
+    pub settings: ArcSwap<config::Frontend>,
+    pub backend: ArcSwap<Backend>,
+}
+
+impl HttpFrontend {
+    pub fn new(settings: config::Frontend, backend: Arc<Backend>) -> Arc<Self> {
+        Arc::new(HttpFrontend {
+            name: settings.name.as_str().into(),
+            settings: ArcSwap::from_pointee(settings),
+            backend: ArcSwap::new(backend),
+        })
+    }
+}
+
+/// A response from a server, with what it holds until its body is done.
+struct Forwarded {
+    resp: Response<Incoming>,
+    conn: Sender,
+    slot: Slot,
+}
+
+/// Handles one request from `client` on `fe`. Never fails: every problem is an answer.
+pub async fn handle(
+    fe: Arc<HttpFrontend>,
+    client: SocketAddr,
+    tls: bool,
+    busy: Busy,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let settings = fe.settings.load();
+    let backend = fe.backend.load_full();
+    let log = settings.access_log.then(|| AccessLog {
+        frontend: Arc::clone(&fe.name),
+        client,
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        status: 0,
+        server: None,
+        start: Instant::now(),
+    });
+    let mut finish = Finish::new(busy, log);
+    let mut resp = match forward(&settings, &backend, client, tls, req).await {
+        Ok(fwd) => {
+            let (mut parts, body) = fwd.resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let server = Arc::clone(fwd.slot.server());
+            if let Some(log) = finish.log.as_mut() {
+                log.server = Some(Arc::clone(&server.name));
+            }
+            finish.conn = Some((fwd.conn, server));
+            finish.slot = Some(fwd.slot);
+            Response::from_parts(parts, ProxyBody::upstream(body))
+        }
+        Err(refusal) => refusal.response(retry_after(&backend, refusal)),
+    };
+    let status = resp.status().as_u16();
+    resp.body_mut().on_finish(finish);
+    resp.body_mut().log_status(status);
+    resp
+}
+
+/// How long a refused client should wait before asking again.
+fn retry_after(backend: &Backend, refusal: Refusal) -> u64 {
+    match refusal {
+        // Nothing is up: the earliest a server can return is `rise` checks away.
+        Refusal::NoServer => {
+            let h = &backend.settings().health;
+            (h.interval.get() * h.rise).as_secs().max(1)
+        }
+        _ => 1,
+    }
+}
+
+async fn forward(
+    settings: &config::Frontend,
+    backend: &Backend,
+    client: SocketAddr,
+    tls: bool,
+    req: Request<Incoming>,
+) -> Result<Forwarded, Refusal> {
+    let mut req = prepare(settings, client, tls, req)?;
+    let b = backend.settings();
+    let (connect_timeout, response_timeout, retries) =
+        (b.connect_timeout.get(), b.response_timeout.get(), b.retries);
+    drop(b);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last = Refusal::NoServer;
+    for _attempt in 0..=retries {
+        let slot = match pick(backend, client, &req, &tried) {
+            Ok(slot) => slot,
+            Err(r) if tried.is_empty() => return Err(r),
+            Err(_) => return Err(last),
+        };
+        let server = Arc::clone(slot.server());
+        match send(&server, connect_timeout, response_timeout, req).await {
+            Outcome::Answered(resp, conn) => return Ok(Forwarded { resp, conn, slot }),
+            Outcome::NotSent(back, why) => {
+                tracing::warn!(server = %server.full_name(), "{why}; trying another server");
+                tried.push(Arc::as_ptr(&server) as usize);
+                last = Refusal::ConnectFailed;
+                req = back;
+            }
+            Outcome::Failed(refusal) => {
+                tracing::warn!(server = %server.full_name(), "request failed: {}", refusal.code());
+                return Err(refusal);
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Checks the request and turns it into the one sent upstream.
+fn prepare(
+    settings: &config::Frontend,
+    client: SocketAddr,
+    tls: bool,
+    req: Request<Incoming>,
+) -> Result<Request<Incoming>, Refusal> {
+    let (mut parts, body) = req.into_parts();
+    if head_size(&parts.method, &parts.uri, &parts.headers) > settings.max_header_bytes {
+        return Err(Refusal::HeaderTooLarge);
+    }
+    // Both framings at once is how requests are smuggled past proxies: refuse, never guess.
+    if parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(Refusal::BadRequest);
+    }
+    // HTTP/2 carries the host in the URI; HTTP/1.1 must send Host (RFC 9112 §3.2).
+    if !parts.headers.contains_key(header::HOST) {
+        match parts
+            .uri
+            .authority()
+            .map(|a| HeaderValue::from_str(a.as_str()))
+        {
+            Some(Ok(h)) => {
+                parts.headers.insert(header::HOST, h);
+            }
+            _ if parts.version == Version::HTTP_11 => return Err(Refusal::BadRequest),
+            _ => {}
+        }
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    let host = parts.headers.get(header::HOST).cloned();
+    add_forwarded(&mut parts.headers, client.ip(), tls, host.as_ref());
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = pq.parse::<Uri>().map_err(|_| Refusal::BadRequest)?;
+    }
+    parts.version = Version::HTTP_11;
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Chooses a server that has a free slot and was not tried yet, and takes the slot.
+fn pick(
+    backend: &Backend,
+    client: SocketAddr,
+    req: &Request<Incoming>,
+    tried: &[usize],
+) -> Result<Slot, Refusal> {
+    let info = balance::Request {
+        client: client.ip(),
+        uri: req.uri(),
+        headers: req.headers(),
+    };
+    backend.acquire(&info, tried).map_err(|e| match e {
+        NoSlot::NoCandidates | NoSlot::AllTried => Refusal::NoServer,
+        NoSlot::AllBusy => Refusal::QueueFull,
+    })
+}
+
+/// What became of one attempt on one server.
+enum Outcome {
+    /// The server answered (its body is still to be streamed).
+    Answered(Response<Incoming>, Sender),
+    /// Nothing was sent: the request can go elsewhere, whatever its method.
+    NotSent(Request<Incoming>, String),
+    /// The request was sent and failed.
+    Failed(Refusal),
+}
+
+async fn send(
+    server: &Server,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    mut req: Request<Incoming>,
+) -> Outcome {
+    // A pooled connection first; if the server closed it under us the request comes back
+    // unsent and we open a fresh one.
+    while let Some(mut tx) = server.conns.checkout() {
+        if tx.ready().await.is_err() {
+            continue;
+        }
+        match send_on(&mut tx, response_timeout, req).await {
+            Sent::Answered(resp) => return Outcome::Answered(resp, tx),
+            Sent::Returned(back) => req = back,
+            Sent::Failed(r) => return Outcome::Failed(r),
+        }
+    }
+    let mut tx = match upstream::connect(server.addr(), connect_timeout).await {
+        Ok(tx) => tx,
+        Err(e) => return Outcome::NotSent(req, connect_error(server, &e)),
+    };
+    match send_on(&mut tx, response_timeout, req).await {
+        Sent::Answered(resp) => Outcome::Answered(resp, tx),
+        Sent::Returned(back) => Outcome::NotSent(
+            back,
+            "the new connection closed before the request was sent".into(),
+        ),
+        Sent::Failed(r) => Outcome::Failed(r),
+    }
+}
+
+fn connect_error(server: &Server, e: &ConnectError) -> String {
+    format!("{} ({}): {e}", server.full_name(), server.addr())
+}
+
+enum Sent {
+    Answered(Response<Incoming>),
+    Returned(Request<Incoming>),
+    Failed(Refusal),
+}
+
+async fn send_on(tx: &mut Sender, timeout: Duration, req: Request<Incoming>) -> Sent {
+    match tokio::time::timeout(timeout, tx.try_send_request(req)).await {
+        Err(_) => Sent::Failed(Refusal::UpstreamTimeout),
+        Ok(Ok(resp)) => Sent::Answered(resp),
+        Ok(Err(mut e)) => match e.take_message() {
+            Some(req) => Sent::Returned(req),
+            None => Sent::Failed(Refusal::UpstreamBroken),
+        },
+    }
+}

@@ -1,0 +1,135 @@
+//! Accepting client connections: one accept loop per frontend, a global connection limit
+//! (a semaphore whose permit lives as long as the connection; past the limit accepting
+//! simply waits), and graceful shutdown that lets in-flight requests finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::conn::{Activity, Tracked, expired};
+use super::http::{HttpFrontend, handle};
+
+/// Binds `addr` with the options a proxy wants (address reuse, a deep backlog).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// What every accept loop shares.
+#[derive(Clone)]
+pub struct Shared {
+    /// `[global] max_connections` client connections at once.
+    pub limit: Arc<Semaphore>,
+    /// Stops accepting when cancelled.
+    pub stop: CancellationToken,
+    /// Every live connection's task, so shutdown can wait for them to finish.
+    pub tasks: TaskTracker,
+}
+
+/// Accepts a connection once a slot under the global limit is free.
+async fn accept(
+    listener: &TcpListener,
+    shared: &Shared,
+) -> Option<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
+    loop {
+        let permit = tokio::select! {
+            _ = shared.stop.cancelled() => return None,
+            p = Arc::clone(&shared.limit).acquire_owned() => p.ok()?,
+        };
+        let accepted = tokio::select! {
+            _ = shared.stop.cancelled() => return None,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => return Some((stream, peer, permit)),
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin; the listener stays.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves HTTP on `listener` until `stop` or the frontend's own `close` is cancelled.
+pub async fn serve_http(
+    listener: TcpListener,
+    fe: Arc<HttpFrontend>,
+    shared: Shared,
+    close: CancellationToken,
+) {
+    let settings = fe.settings.load_full();
+    let header = settings.client_header_timeout.get();
+    let idle = settings.client_idle_timeout.get();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header + idle)
+        .keep_alive(true)
+        .max_buf_size((settings.max_header_bytes * 2).max(16 * 1024));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(250);
+    let builder = Arc::new(builder);
+    loop {
+        let next = tokio::select! {
+            _ = close.cancelled() => None,
+            a = accept(&listener, &shared) => a,
+        };
+        let Some((stream, peer, permit)) = next else {
+            break;
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity)));
+        let fe = Arc::clone(&fe);
+        let act = Arc::clone(&activity);
+        let svc = service_fn(move |req| {
+            let busy = act.begin();
+            let fe = Arc::clone(&fe);
+            async move { Ok::<_, std::convert::Infallible>(handle(fe, peer, false, busy, req).await) }
+        });
+        let conn = builder.serve_connection(io, svc).into_owned();
+        let stop = shared.stop.clone();
+        shared.tasks.spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => log_end(peer, r),
+                _ = stop.cancelled() => {
+                    // Finish what is in flight, answer it with `Connection: close`, then end.
+                    conn.as_mut().graceful_shutdown();
+                    log_end(peer, conn.await);
+                }
+                _ = expired(activity, idle, header) => {
+                    tracing::debug!(client = %peer, "closing an idle or stalled connection");
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn log_end(peer: SocketAddr, r: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = r {
+        tracing::debug!(client = %peer, "connection ended: {e}");
+    }
+}

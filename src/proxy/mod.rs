@@ -1,0 +1,12 @@
+//! The data path: listeners, HTTP forwarding, TCP relaying, connections to servers.
+
+pub mod body;
+mod conn;
+pub mod error;
+mod headers;
+pub mod http;
+pub mod listener;
+pub mod tcp;
+pub mod upstream;
+
+pub use error::Refusal;
