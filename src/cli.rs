@@ -134,10 +134,14 @@ pub fn summary(cfg: &Config) -> String {
     for (name, b) in &cfg.backends {
         let _ = writeln!(
             out,
-            "backend {name}: {} over {} server(s), health {:?} every {}, min_healthy {}",
+            "backend {name}: {} over {} server(s), health {} every {}, min_healthy {}",
             b.algorithm,
             b.servers.len(),
-            b.health.kind,
+            if b.health.kind == config::HealthKind::Tcp {
+                "tcp"
+            } else {
+                "http"
+            },
             b.health.interval,
             b.min_healthy
         );
