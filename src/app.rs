@@ -209,10 +209,24 @@ fn bind_frontend(
     let close = app.stop.child_token();
     match fe.mode {
         Mode::Http => {
+            let tls = match &fe.tls {
+                Some(t) => Some(
+                    crate::proxy::tls::acceptor(
+                        &app_config_path(app, &t.cert),
+                        &app_config_path(app, &t.key),
+                    )
+                    .map_err(|e| StartError::Other(format!("frontend `{}`: TLS: {e}", fe.name)))?,
+                ),
+                None => None,
+            };
             let front = HttpFrontend::new(fe.clone(), backend);
-            shared
-                .tasks
-                .spawn(listener::serve_http(listener, front, shared.clone(), close));
+            shared.tasks.spawn(listener::serve_http(
+                listener,
+                front,
+                shared.clone(),
+                close,
+                tls,
+            ));
         }
         Mode::Tcp => {
             let front = TcpFrontend::new(fe.clone(), backend);
@@ -226,6 +240,11 @@ fn bind_frontend(
     }
     tracing::info!(frontend = %fe.name, %addr, backend = %fe.backend, mode = ?fe.mode, "listening");
     Ok(addr)
+}
+
+/// A path from the configuration, resolved against the configuration file's folder.
+fn app_config_path(app: &App, path: &std::path::Path) -> std::path::PathBuf {
+    app.config.load().resolve_path(path)
 }
 
 /// Runs the first check of every server without a checker (all at once, each bounded by its

@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -68,12 +69,14 @@ async fn accept(
     }
 }
 
-/// Serves HTTP on `listener` until `stop` or the frontend's own `close` is cancelled.
+/// Serves HTTP (or HTTPS with `tls`) on `listener` until `stop` or the frontend's own
+/// `close` is cancelled.
 pub async fn serve_http(
     listener: TcpListener,
     fe: Arc<HttpFrontend>,
     shared: Shared,
     close: CancellationToken,
+    tls: Option<TlsAcceptor>,
 ) {
     let settings = fe.settings.load_full();
     let header = settings.client_header_timeout.get();
@@ -89,7 +92,7 @@ pub async fn serve_http(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(250);
-    let builder = Arc::new(builder);
+    let limits = Limits { idle, header };
     loop {
         let next = tokio::select! {
             _ = close.cancelled() => None,
@@ -100,31 +103,78 @@ pub async fn serve_http(
         };
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
-        let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity)));
-        let fe = Arc::clone(&fe);
+        let io = Tracked::new(stream, Arc::clone(&activity));
+        let conn = Conn {
+            fe: Arc::clone(&fe),
+            peer,
+            activity,
+            limits,
+            stop: shared.stop.clone(),
+        };
+        let builder = builder.clone();
+        let tls = tls.clone();
+        shared.tasks.spawn(async move {
+            match tls {
+                None => conn.serve(&builder, io, false).await,
+                Some(acceptor) => match tokio::time::timeout(header, acceptor.accept(io)).await {
+                    Ok(Ok(io)) => conn.serve(&builder, io, true).await,
+                    Ok(Err(e)) => tracing::debug!(client = %peer, "TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+                },
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The client timeouts of a frontend.
+#[derive(Clone, Copy)]
+struct Limits {
+    idle: Duration,
+    header: Duration,
+}
+
+/// One accepted client connection.
+struct Conn {
+    fe: Arc<HttpFrontend>,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    limits: Limits,
+    stop: CancellationToken,
+}
+
+impl Conn {
+    /// Serves requests until the client leaves, a timeout passes or fulcrum stops.
+    async fn serve<S>(self, builder: &auto::Builder<TokioExecutor>, io: S, tls: bool)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            fe,
+            peer,
+            activity,
+            limits,
+            stop,
+        } = self;
         let act = Arc::clone(&activity);
         let svc = service_fn(move |req| {
             let busy = act.begin();
             let fe = Arc::clone(&fe);
-            async move { Ok::<_, std::convert::Infallible>(handle(fe, peer, false, busy, req).await) }
+            async move { Ok::<_, std::convert::Infallible>(handle(fe, peer, tls, busy, req).await) }
         });
-        let conn = builder.serve_connection(io, svc).into_owned();
-        let stop = shared.stop.clone();
-        shared.tasks.spawn(async move {
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => log_end(peer, r),
-                _ = stop.cancelled() => {
-                    // Finish what is in flight, answer it with `Connection: close`, then end.
-                    conn.as_mut().graceful_shutdown();
-                    log_end(peer, conn.await);
-                }
-                _ = expired(activity, idle, header) => {
-                    tracing::debug!(client = %peer, "closing an idle or stalled connection");
-                }
+        let conn = builder.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => log_end(peer, r),
+            _ = stop.cancelled() => {
+                // Finish what is in flight, answer it with `Connection: close`, then end.
+                conn.as_mut().graceful_shutdown();
+                log_end(peer, conn.await);
             }
-            drop(permit);
-        });
+            _ = expired(activity, limits.idle, limits.header) => {
+                tracing::debug!(client = %peer, "closing an idle or stalled connection");
+            }
+        }
     }
 }
 

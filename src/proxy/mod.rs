@@ -7,6 +7,7 @@ mod headers;
 pub mod http;
 pub mod listener;
 pub mod tcp;
+pub mod tls;
 pub mod upstream;
 
 pub use error::Refusal;

@@ -1,0 +1,124 @@
+//! TLS termination: a frontend with `tls = { cert, key }` serves HTTPS, offers h2 and
+//! http/1.1 by ALPN, and tells servers `X-Forwarded-Proto: https`.
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+struct Pki {
+    dir: tempfile::TempDir,
+    cert: CertificateDer<'static>,
+}
+
+fn self_signed() -> Pki {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), key.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.signing_key.serialize_pem()).unwrap();
+    Pki {
+        dir,
+        cert: key.cert.der().clone(),
+    }
+}
+
+fn connector(pki: &Pki, alpn: &[&[u8]]) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.cert.clone()).unwrap();
+    let mut cfg =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(cfg))
+}
+
+async fn start(pki: &Pki, server: &TestServer) -> fulcrum::app::Running {
+    let toml = simple_config("", &[(server, "")]).replace(
+        "access_log = false",
+        &format!(
+            "access_log = false\ntls = {{ cert = \"{}\", key = \"{}\" }}",
+            pki.dir.path().join("cert.pem").display(),
+            pki.dir.path().join("key.pem").display()
+        ),
+    );
+    start_fulcrum(&toml).await
+}
+
+#[tokio::test]
+async fn terminates_tls_for_http1() {
+    let pki = self_signed();
+    let a = TestServer::start("a").await;
+    let f = start(&pki, &a).await;
+    let tcp = tokio::net::TcpStream::connect(f.frontend("www"))
+        .await
+        .unwrap();
+    let tls = connector(&pki, &[b"http/1.1"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", "books.example")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "a");
+    assert_eq!(a.last_headers()["x-forwarded-proto"], "https");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn offers_h2_by_alpn() {
+    let pki = self_signed();
+    let a = TestServer::start("a").await;
+    let f = start(&pki, &a).await;
+    let tcp = tokio::net::TcpStream::connect(f.frontend("www"))
+        .await
+        .unwrap();
+    let tls = connector(&pki, &[b"h2", b"http/1.1"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = http::Request::get("https://books.example/")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(a.last_headers()["host"], "books.example");
+    assert_eq!(a.last_headers()["x-forwarded-host"], "books.example");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn check_rejects_missing_certificate_files() {
+    let a = TestServer::start("a").await;
+    let toml = simple_config("", &[(&a, "")]).replace(
+        "access_log = false",
+        "access_log = false\ntls = { cert = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }",
+    );
+    let err = fulcrum::config::parse_str(&toml, std::path::Path::new("t.toml")).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("frontends[0].tls.cert"), "{text}");
+}
