@@ -58,8 +58,18 @@ pub struct Backend {
     pub name: Arc<str>,
     settings: ArcSwap<config::Backend>,
     snapshot: ArcSwap<Snapshot>,
-    rebuild_lock: Mutex<()>,
+    /// Serialises rebuilds and remembers who served after the last one, so each change of
+    /// regime (primaries, backups, nobody) is announced once.
+    rebuild_lock: Mutex<Serving>,
     events: Bus,
+}
+
+/// Who takes a backend's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Serving {
+    Primaries,
+    Backups,
+    Nobody,
 }
 
 impl Backend {
@@ -75,7 +85,7 @@ impl Backend {
             name: name.into(),
             settings: ArcSwap::from_pointee(settings),
             snapshot: ArcSwap::from_pointee(snapshot),
-            rebuild_lock: Mutex::new(()),
+            rebuild_lock: Mutex::new(Serving::Primaries),
             events,
         })
     }
@@ -132,42 +142,57 @@ impl Backend {
     /// and publishes the backend-level events that a change implies.
     pub fn rebuild(&self) {
         // A poisoned lock only means another rebuild panicked; the data it guards is `()`.
-        let _guard = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut serving = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.snapshot.load_full();
         let settings = self.settings.load_full();
         let new = build(&settings, old.servers.clone());
-        self.announce(&old, &new);
+        self.announce(&mut serving, &new);
         self.snapshot.store(Arc::new(new));
     }
 
     /// Replaces settings and servers (a reload), keeping what callers hold valid.
     pub fn replace(&self, settings: config::Backend, servers: Vec<Arc<Server>>) {
-        let _guard = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let old = self.snapshot.load_full();
+        let mut serving = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
         let new = build(&settings, servers);
         self.settings.store(Arc::new(settings));
-        self.announce(&old, &new);
+        self.announce(&mut serving, &new);
         self.snapshot.store(Arc::new(new));
     }
 
-    fn announce(&self, old: &Snapshot, new: &Snapshot) {
+    /// Publishes `backup_active` or `backend_unavailable` when the regime changes. Nothing is
+    /// said while a server has not had its first check: at start-up the order in which the
+    /// first checks finish would otherwise produce false alarms.
+    fn announce(&self, serving: &mut Serving, new: &Snapshot) {
+        if new.servers.iter().any(|s| s.health() == Health::Unknown) {
+            return;
+        }
+        let now = match (new.candidates.is_empty(), new.using_backups) {
+            (true, _) => Serving::Nobody,
+            (false, true) => Serving::Backups,
+            (false, false) => Serving::Primaries,
+        };
+        if now == *serving {
+            return;
+        }
+        *serving = now;
         let name = Some(&*self.name);
-        let first_build = old.servers.iter().all(|s| s.health() == Health::Unknown);
-        if new.candidates.is_empty() && (!old.candidates.is_empty() || first_build) {
-            self.events.publish(Event::new(
+        match now {
+            Serving::Nobody => self.events.publish(Event::new(
                 EventKind::BackendUnavailable,
                 name,
                 None,
                 "no server can take requests: every primary and backup is out of rotation; answering 503",
-            ));
-        } else if new.using_backups && (!old.using_backups || old.candidates.is_empty()) {
-            let names: Vec<&str> = new.candidates.iter().map(|c| &*c.server.name).collect();
-            self.events.publish(Event::new(
-                EventKind::BackupActive,
-                name,
-                None,
-                format!("no primary is up; serving from backup {}", names.join(", ")),
-            ));
+            )),
+            Serving::Backups => {
+                let names: Vec<&str> = new.candidates.iter().map(|c| &*c.server.name).collect();
+                self.events.publish(Event::new(
+                    EventKind::BackupActive,
+                    name,
+                    None,
+                    format!("no primary is up; serving from backup {}", names.join(", ")),
+                ));
+            }
+            Serving::Primaries => {}
         }
     }
 }
