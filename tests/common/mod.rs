@@ -285,3 +285,269 @@ pub async fn get(c: &reqwest::Client, url: &str) -> (u16, String, reqwest::heade
     let headers = r.headers().clone();
     (status, r.text().await.unwrap(), headers)
 }
+
+// ---------------------------------------------------------------------------------------
+// Configuration helpers for tests that need more than `simple_config`.
+
+/// Health checks every 100 ms, 2 to rise, 2 to fall (the `simple_config` default).
+pub const HEALTH_FAST: &str = "interval = \"100ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\n";
+
+/// Health checks that practically never run again after the start-up check: for tests that
+/// break a server behind fulcrum's back and want the data path, not the checker, to notice.
+pub const HEALTH_SLOW: &str = "interval = \"60s\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n";
+
+/// One server line of a configuration: name, address and extra keys.
+pub struct Srv {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub extra: String,
+}
+
+/// A server entry for a test backend.
+pub fn srv(s: &TestServer, extra: &str) -> Srv {
+    Srv {
+        name: s.name.clone(),
+        addr: s.addr,
+        extra: extra.to_string(),
+    }
+}
+
+/// A server entry for any address (a closed port, a raw TCP server).
+pub fn srv_at(name: &str, addr: SocketAddr, extra: &str) -> Srv {
+    Srv {
+        name: name.to_string(),
+        addr,
+        extra: extra.to_string(),
+    }
+}
+
+/// A whole configuration with every section open to extra keys: `[global]`, the frontend
+/// `www` (bound to 127.0.0.1:0, feeding backend `b`), `[backends.b]` and its `health`.
+pub fn config(
+    global: &str,
+    frontend: &str,
+    backend: &str,
+    health: &str,
+    servers: &[Srv],
+) -> String {
+    let mut s = format!(
+        "[global]\ngrace_period = \"5s\"\nstate_dir = \"{}\"\n{global}\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[frontends]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"b\"\naccess_log = false\n{frontend}\n\n\
+         [backends.b]\n{backend}\n[backends.b.health]\n{health}\n",
+        std::env::temp_dir()
+            .join(format!("fulcrum-test-{}", std::process::id()))
+            .display(),
+    );
+    for srv in servers {
+        s += &format!(
+            "\n[[backends.b.servers]]\nname = \"{}\"\naddress = \"{}\"\n{}\n",
+            srv.name, srv.addr, srv.extra
+        );
+    }
+    s
+}
+
+/// An address nothing listens on (a port that was just bound and released).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Waits until `addr` refuses connections (a stopped test server has let go of its port).
+pub async fn wait_refused(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Err(_) => return,
+            Ok(s) => drop(s),
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{addr} still accepts connections");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls an async condition every 10 ms until it holds or `within` passes.
+pub async fn eventually_async<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !cond().await {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The server `name` of backend `b` inside a running fulcrum (its live health and counters).
+pub fn live_server(f: &fulcrum::app::Running, name: &str) -> Arc<fulcrum::pool::Server> {
+    f.app
+        .backend("b")
+        .expect("backend b")
+        .server(name)
+        .unwrap_or_else(|| panic!("no server {name}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw HTTP/1.1 over a TcpStream, for what a well-behaved client library will not send.
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One client connection driven by hand.
+pub struct RawConn {
+    pub stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> RawConn {
+        RawConn {
+            stream: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads more bytes; false at end of stream (or a reset).
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Reads one whole response (Content-Length, chunked, or until close), or `None` if the
+    /// connection ends before a response head.
+    pub async fn read_response(&mut self) -> Option<RawResponse> {
+        let head_end = loop {
+            if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            if !self.fill().await {
+                return None;
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        self.buf.drain(..head_end);
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let body = if let Some(len) = find("content-length") {
+            let len: usize = len.parse().ok()?;
+            while self.buf.len() < len {
+                if !self.fill().await {
+                    break;
+                }
+            }
+            self.buf.drain(..len.min(self.buf.len())).collect()
+        } else if find("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            let mut body = Vec::new();
+            loop {
+                let line_end = loop {
+                    if let Some(p) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break p;
+                    }
+                    if !self.fill().await {
+                        return None;
+                    }
+                };
+                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+                let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+                self.buf.drain(..line_end + 2);
+                if size == 0 {
+                    // Trailers (none expected) end with an empty line.
+                    while !self.buf.starts_with(b"\r\n") {
+                        if !self.fill().await {
+                            break;
+                        }
+                    }
+                    self.buf.drain(..2.min(self.buf.len()));
+                    break;
+                }
+                while self.buf.len() < size + 2 {
+                    if !self.fill().await {
+                        return None;
+                    }
+                }
+                body.extend(self.buf.drain(..size));
+                self.buf.drain(..2);
+            }
+            body
+        } else if status == 204 || status == 304 || (100..200).contains(&status) {
+            Vec::new()
+        } else {
+            while self.fill().await {}
+            std::mem::take(&mut self.buf)
+        };
+        Some(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Like [`read_response`](Self::read_response), bounded by `within`; `Err` on timeout.
+    pub async fn read_response_within(
+        &mut self,
+        within: Duration,
+    ) -> Result<Option<RawResponse>, tokio::time::error::Elapsed> {
+        tokio::time::timeout(within, self.read_response()).await
+    }
+
+    /// Waits until the peer closes the connection (read gives end of stream or an error),
+    /// discarding anything sent before; returns how long that took, or panics after `within`.
+    pub async fn closed_within(&mut self, within: Duration) -> Duration {
+        let start = tokio::time::Instant::now();
+        let r = tokio::time::timeout(within, async { while self.fill().await {} }).await;
+        assert!(r.is_ok(), "connection still open after {within:?}");
+        start.elapsed()
+    }
+}
+
+/// Sends `request` on a new connection and reads one response.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut c = RawConn::connect(addr).await;
+    c.send(request).await;
+    c.read_response_within(Duration::from_secs(10))
+        .await
+        .expect("a response within 10s")
+        .expect("a response before the connection closed")
+}
