@@ -1,0 +1,212 @@
+//! fulcrum's own answers (INTERFACE.md): 502 connect_failed / upstream_broken, 503 no_server
+//! with Retry-After, 504 upstream_timeout; and the retry of a refused connect on another
+//! server, whatever the method.
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Checks a fulcrum answer: status, `x-fulcrum-error`, a short one-line body.
+async fn expect_refusal(
+    resp: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> reqwest::header::HeaderMap {
+    assert_eq!(resp.status().as_u16(), status);
+    let headers = resp.headers().clone();
+    assert_eq!(
+        headers.get("x-fulcrum-error").and_then(|v| v.to_str().ok()),
+        Some(code),
+        "headers: {headers:?}"
+    );
+    let body = resp.text().await.unwrap();
+    assert!(!body.is_empty() && body.len() < 120, "body: {body:?}");
+    assert_eq!(body.trim_end().lines().count(), 1, "one line: {body:?}");
+    assert!(!body.contains("127.0.0.1"), "no internal details: {body:?}");
+    headers
+}
+
+/// A server fulcrum checks at start-up (health interval 60s) and which the test then
+/// stops: connections to it are refused and only the data path can notice.
+async fn vanished(name: &str) -> TestServer {
+    TestServer::start(name).await
+}
+
+#[tokio::test]
+async fn connect_failure_is_retried_on_another_server_for_any_method() {
+    let dead = vanished("dead").await;
+    let b = TestServer::start("b").await;
+    let f = start_fulcrum(&config(
+        "",
+        "",
+        "retries = 1",
+        HEALTH_SLOW,
+        &[srv(&dead, ""), srv(&b, "")],
+    ))
+    .await;
+    dead.stop();
+    wait_refused(dead.addr).await;
+    let base = format!("http://{}", f.frontend("www"));
+    let c = client();
+    for i in 0..6 {
+        let (status, body, _) = get(&c, &format!("{base}/get{i}")).await;
+        assert_eq!((status, body.as_str()), (200, "b"));
+        // POST with a body: nothing was sent to the dead server, so it is safe to retry.
+        let r = c
+            .post(format!("{base}/upload"))
+            .body("hello, world")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "12");
+    }
+    assert_eq!(b.hits(), 12);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_connect_on_the_only_server_is_502_connect_failed() {
+    let dead = vanished("dead").await;
+    let f = start_fulcrum(&config(
+        "",
+        "",
+        "retries = 1",
+        HEALTH_SLOW,
+        &[srv(&dead, "")],
+    ))
+    .await;
+    dead.stop();
+    wait_refused(dead.addr).await;
+    let url = format!("http://{}/", f.frontend("www"));
+    let r = client().get(&url).send().await.unwrap();
+    expect_refusal(r, 502, "connect_failed").await;
+    let r = client().post(&url).body("x").send().await.unwrap();
+    expect_refusal(r, 502, "connect_failed").await;
+    f.shutdown().await;
+}
+
+/// A raw TCP server that reads a request head and then either sends garbage or closes.
+async fn broken_server(garbage: bool) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the whole head, so fulcrum has sent the request before we break it.
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                if garbage {
+                    let _ = s.write_all(b"this is not HTTP at all\r\n\r\n").await;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn garbage_from_the_server_is_502_upstream_broken() {
+    let addr = broken_server(true).await;
+    let f = start_fulcrum(&config(
+        "",
+        "",
+        "",
+        "kind = \"tcp\"\ninterval = \"60s\"",
+        &[srv_at("junk", addr, "")],
+    ))
+    .await;
+    let url = format!("http://{}/", f.frontend("www"));
+    let r = client().get(&url).send().await.unwrap();
+    expect_refusal(r, 502, "upstream_broken").await;
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_closing_without_answer_is_502_upstream_broken() {
+    let addr = broken_server(false).await;
+    let f = start_fulcrum(&config(
+        "",
+        "",
+        "",
+        "kind = \"tcp\"\ninterval = \"60s\"",
+        &[srv_at("mute", addr, "")],
+    ))
+    .await;
+    let url = format!("http://{}/", f.frontend("www"));
+    let r = client().get(&url).send().await.unwrap();
+    expect_refusal(r, 502, "upstream_broken").await;
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn all_servers_down_is_503_no_server_with_retry_after() {
+    let a = TestServer::start("a").await;
+    let b = TestServer::start("b").await;
+    let f = start_fulcrum(&simple_config("", &[(&a, ""), (&b, "")])).await;
+    let url = format!("http://{}/", f.frontend("www"));
+    let c = client();
+    a.set_healthy(false);
+    b.set_healthy(false);
+    eventually_async("503 once both are down", Duration::from_secs(5), || async {
+        get(&c, &url).await.0 == 503
+    })
+    .await;
+    let hits = a.hits() + b.hits();
+    let r = c.get(&url).send().await.unwrap();
+    let h = expect_refusal(r, 503, "no_server").await;
+    let retry: u64 = h
+        .get("retry-after")
+        .expect("Retry-After on 503")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert_eq!(a.hits() + b.hits(), hits, "a 503 reaches no server");
+    // A 503 is not a dead end: the servers come back and so does service.
+    a.set_healthy(true);
+    eventually_async("200 once a is back", Duration::from_secs(5), || async {
+        get(&c, &url).await.0 == 200
+    })
+    .await;
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_response_head_is_504_upstream_timeout() {
+    let slow = TestServer::start("slow").await;
+    slow.set_delay(Duration::from_secs(2));
+    let f = start_fulcrum(&simple_config(
+        "response_timeout = \"200ms\"",
+        &[(&slow, "")],
+    ))
+    .await;
+    let url = format!("http://{}/", f.frontend("www"));
+    let t0 = Instant::now();
+    let r = client().get(&url).send().await.unwrap();
+    let took = t0.elapsed();
+    expect_refusal(r, 504, "upstream_timeout").await;
+    assert!(took >= Duration::from_millis(190), "504 after {took:?}");
+    assert!(
+        took < Duration::from_millis(1900),
+        "504 only after {took:?}"
+    );
+    // A 504 is not retried elsewhere (the request was sent) and is not a 503.
+    assert_eq!(slow.hits(), 1);
+    f.shutdown().await;
+}
