@@ -1,0 +1,225 @@
+//! Client connections: keep-alive, the idle limit, the slowloris guard, and the global
+//! `max_connections` limit (accepting pauses, nothing crashes).
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn cfg(a: &TestServer, global: &str, frontend: &str) -> String {
+    config(global, frontend, "", HEALTH_FAST, &[srv(a, "")])
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+#[tokio::test]
+async fn many_requests_on_one_keep_alive_connection() {
+    let a = TestServer::start("a").await;
+    let f = start_fulcrum(&cfg(&a, "", "")).await;
+    let mut conn = RawConn::connect(f.frontend("www")).await;
+    for i in 0..50 {
+        conn.send(format!("GET /n{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await;
+        let r = conn
+            .read_response()
+            .await
+            .expect("answer on the same connection");
+        assert_eq!((r.status, r.text().as_str()), (200, "a"), "request {i}");
+        assert_ne!(r.header("connection"), Some("close"));
+    }
+    // Pipelined: three requests written at once, three answers in order.
+    let mut batch = Vec::new();
+    for i in 0..3 {
+        batch.extend_from_slice(
+            format!("GET /p{i} HTTP/1.1\r\nHost: x\r\nX-Id: p{i}\r\n\r\n").as_bytes(),
+        );
+    }
+    conn.send(&batch).await;
+    for _ in 0..3 {
+        assert_eq!(conn.read_response().await.unwrap().status, 200);
+    }
+    assert_eq!(a.hits(), 53);
+    f.shutdown().await;
+}
+
+/// With reqwest's own pool too: sequential requests reuse one connection.
+#[tokio::test]
+async fn keep_alive_with_a_pooling_client() {
+    let a = TestServer::start("a").await;
+    let f = start_fulcrum(&cfg(&a, "", "")).await;
+    let url = format!("http://{}/", f.frontend("www"));
+    let c = reqwest::Client::new();
+    for _ in 0..20 {
+        let (status, body, _) = get(&c, &url).await;
+        assert_eq!((status, body.as_str()), (200, "a"));
+    }
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connection_closes_after_client_idle_timeout() {
+    let a = TestServer::start("a").await;
+    let f = start_fulcrum(&cfg(
+        &a,
+        "",
+        "client_idle_timeout = \"300ms\"\nclient_header_timeout = \"10s\"",
+    ))
+    .await;
+    let mut conn = RawConn::connect(f.frontend("www")).await;
+    conn.send(GET).await;
+    assert_eq!(conn.read_response().await.unwrap().status, 200);
+    let took = conn.closed_within(Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "closed after {took:?}: the idle limit, not the 10s header limit"
+    );
+    f.shutdown().await;
+}
+
+/// A short header timeout must not cut a keep-alive connection that is merely idle between
+/// requests: that is the idle limit's business.
+#[tokio::test]
+async fn header_timeout_does_not_close_an_idle_keep_alive_connection() {
+    let a = TestServer::start("a").await;
+    let f = start_fulcrum(&cfg(
+        &a,
+        "",
+        "client_idle_timeout = \"10s\"\nclient_header_timeout = \"200ms\"",
+    ))
+    .await;
+    let mut conn = RawConn::connect(f.frontend("www")).await;
+    conn.send(GET).await;
+    assert_eq!(conn.read_response().await.unwrap().status, 200);
+    // Idle for more than three header timeouts (asserting an absence needs a wait).
+    assert!(
+        conn.read_response_within(Duration::from_millis(700))
+            .await
+            .is_err(),
+        "the idle connection was closed"
+    );
+    conn.send(GET).await;
+    let r = conn
+        .read_response_within(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("the connection is still open");
+    assert_eq!(r.status, 200);
+    f.shutdown().await;
+}
+
+/// Slowloris: part of a head, then nothing. The connection is closed after the header timeout
+/// even though the idle limit is long, and the server never sees a request.
+#[tokio::test]
+async fn stalled_request_head_is_cut_after_client_header_timeout() {
+    let a = TestServer::start("a").await;
+    let f = start_fulcrum(&cfg(
+        &a,
+        "",
+        "client_idle_timeout = \"10s\"\nclient_header_timeout = \"300ms\"",
+    ))
+    .await;
+    let mut conn = RawConn::connect(f.frontend("www")).await;
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
+    let took = conn.closed_within(Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+    assert_eq!(a.hits(), 0);
+
+    // Dripping a byte at a time does not extend the deadline.
+    let mut conn = RawConn::connect(f.frontend("www")).await;
+    conn.send(b"GET / HTTP/1.1\r\n").await;
+    let start = tokio::time::Instant::now();
+    let mut closed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if tokio::io::AsyncWriteExt::write_all(&mut conn.stream, b"X")
+            .await
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+        if conn
+            .read_response_within(Duration::from_millis(1))
+            .await
+            .is_ok()
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a dripping head kept the connection open");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A connection that sends nothing at all is cut the same way.
+    let mut conn = RawConn::connect(f.frontend("www")).await;
+    let took = conn.closed_within(Duration::from_secs(5)).await;
+    assert!(
+        took < Duration::from_secs(3),
+        "silent connection closed after {took:?}"
+    );
+
+    // And fulcrum still serves.
+    let r = raw_exchange(f.frontend("www"), GET).await;
+    assert_eq!(r.status, 200);
+    f.shutdown().await;
+}
+
+/// A request whose server is slow is not an idle connection: a response that takes longer
+/// than the idle limit still arrives.
+#[tokio::test]
+async fn slow_response_is_not_cut_by_the_idle_limit() {
+    let a = TestServer::start("a").await;
+    a.set_delay(Duration::from_millis(600));
+    let f = start_fulcrum(&cfg(
+        &a,
+        "",
+        "client_idle_timeout = \"200ms\"\nclient_header_timeout = \"200ms\"",
+    ))
+    .await;
+    let r = raw_exchange(f.frontend("www"), GET).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "a"));
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn global_max_connections_pauses_accepting() {
+    let a = TestServer::start("a").await;
+    let f = start_fulcrum(&cfg(&a, "max_connections = 2", "")).await;
+    let addr = f.frontend("www");
+    let mut one = RawConn::connect(addr).await;
+    one.send(GET).await;
+    assert_eq!(one.read_response().await.unwrap().status, 200);
+    let mut two = RawConn::connect(addr).await;
+    two.send(GET).await;
+    assert_eq!(two.read_response().await.unwrap().status, 200);
+
+    // The kernel completes the handshake, but fulcrum does not take the connection.
+    let mut three = RawConn::connect(addr).await;
+    three.send(GET).await;
+    assert!(
+        three
+            .read_response_within(Duration::from_millis(400))
+            .await
+            .is_err(),
+        "a third connection was served past max_connections = 2"
+    );
+    // The two held ones still work.
+    two.send(GET).await;
+    assert_eq!(two.read_response().await.unwrap().status, 200);
+
+    drop(one);
+    let r = three
+        .read_response_within(Duration::from_secs(5))
+        .await
+        .expect("served once a connection closed")
+        .expect("an answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(a.hits(), 4);
+    f.shutdown().await;
+}
