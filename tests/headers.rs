@@ -239,3 +239,71 @@ async fn enormous_head_does_not_hang() {
     assert_eq!(resp.status, 200);
     f.shutdown().await;
 }
+
+/// Several `X-Forwarded-For` lines are one list (RFC 9110 §5.3): every hop is kept.
+#[tokio::test]
+async fn forwarded_for_keeps_every_line() {
+    let (a, f) = start_one().await;
+    let req = "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2, 10.0.0.3\r\n\r\n";
+    let resp = raw_exchange(f.frontend("www"), req.as_bytes()).await;
+    assert_eq!(resp.status, 200);
+    let h = a.last_headers();
+    let all: Vec<&str> = h
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]);
+    f.shutdown().await;
+}
+
+/// Hop-by-hop headers in the server's response stay on that hop too; the status and the
+/// other headers come through.
+#[tokio::test]
+async fn response_hop_by_hop_headers_are_removed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nConnection: keep-alive, X-Internal\r\n\
+                          Keep-Alive: timeout=30\r\nX-Internal: secret\r\nProxy-Authenticate: Basic\r\n\
+                          X-Public: yes\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    let f = start_fulcrum(&config(
+        "",
+        "",
+        "",
+        "kind = \"tcp\"\ninterval = \"60s\"",
+        &[srv_at("raw", addr, "")],
+    ))
+    .await;
+    let resp = raw_exchange(f.frontend("www"), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!((resp.status, resp.text().as_str()), (201, "ok"));
+    assert_eq!(resp.header("x-public"), Some("yes"));
+    for gone in ["x-internal", "keep-alive", "proxy-authenticate"] {
+        assert!(resp.header(gone).is_none(), "{gone} passed: {resp:?}");
+    }
+    if let Some(c) = resp.header("connection") {
+        assert!(!c.to_ascii_lowercase().contains("x-internal"), "{c}");
+    }
+    f.shutdown().await;
+}
