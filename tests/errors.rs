@@ -210,3 +210,74 @@ async fn slow_response_head_is_504_upstream_timeout() {
     assert_eq!(slow.hits(), 1);
     f.shutdown().await;
 }
+
+/// A server's own error status is the server's answer: passed through, not relabelled.
+#[tokio::test]
+async fn server_error_status_passes_through() {
+    let a = TestServer::start("a").await;
+    a.set_status(500);
+    let f = start_fulcrum(&simple_config("", &[(&a, "")])).await;
+    let r = client()
+        .get(format!("http://{}/", f.frontend("www")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert!(r.headers().get("x-fulcrum-error").is_none());
+    assert_eq!(r.text().await.unwrap(), "a");
+    f.shutdown().await;
+}
+
+/// A server that closes its keep-alive connections soon after answering: fulcrum's pooled
+/// connection is dead by the next request, which goes out on a fresh one.
+#[tokio::test]
+async fn pooled_connection_closed_by_the_server_is_replaced() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let cl = std::sync::Arc::clone(&closed);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let cl = std::sync::Arc::clone(&cl);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                drop(s);
+                cl.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+    let f = start_fulcrum(&config(
+        "",
+        "",
+        "",
+        "kind = \"tcp\"\ninterval = \"60s\"",
+        &[srv_at("once", addr, "")],
+    ))
+    .await;
+    let url = format!("http://{}/", f.frontend("www"));
+    let c = client();
+    for i in 1..=5 {
+        let (status, body, _) = get(&c, &url).await;
+        assert_eq!((status, body.as_str()), (200, "once"));
+        // The server closes the connection fulcrum keeps in its pool.
+        eventually("the server closed its side", Duration::from_secs(5), || {
+            closed.load(std::sync::atomic::Ordering::SeqCst) == i
+        })
+        .await;
+    }
+    f.shutdown().await;
+}
