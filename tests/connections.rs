@@ -170,6 +170,32 @@ async fn stalled_request_head_is_cut_after_client_header_timeout() {
     f.shutdown().await;
 }
 
+/// The slowloris guard holds for the second request on a keep-alive connection too: a
+/// partial head after an answered request is cut after the header timeout, not the (long)
+/// idle limit.
+#[tokio::test]
+async fn stalled_second_head_on_a_keep_alive_connection_is_cut() {
+    let a = TestServer::start("a").await;
+    let f = start_fulcrum(&cfg(
+        &a,
+        "",
+        "client_idle_timeout = \"10s\"\nclient_header_timeout = \"300ms\"",
+    ))
+    .await;
+    let mut conn = RawConn::connect(f.frontend("www")).await;
+    conn.send(GET).await;
+    assert_eq!(conn.read_response().await.unwrap().status, 200);
+    conn.send(b"GET /second HTTP/1.1\r\nHost: x\r\n").await;
+    let took = conn.closed_within(Duration::from_secs(8)).await;
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "closed after {took:?}: the header limit, not the 10s idle limit"
+    );
+    assert_eq!(a.hits(), 1);
+    f.shutdown().await;
+}
+
 /// A request whose server is slow is not an idle connection: a response that takes longer
 /// than the idle limit still arrives.
 #[tokio::test]

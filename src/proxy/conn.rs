@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 fn epoch() -> Instant {
@@ -36,6 +37,9 @@ pub struct Activity {
     last_ms: AtomicU64,
     /// When the first byte of a request head arrived while nothing was in progress; 0 if none.
     head_since_ms: AtomicU64,
+    /// Wakes the timer when a deadline moves earlier (a head starts, the last request ends):
+    /// otherwise it would sleep on to the deadline it computed before.
+    wake: Notify,
 }
 
 impl Activity {
@@ -54,6 +58,7 @@ impl Activity {
         if self.busy.load(Ordering::Relaxed) == 0 && self.head_since_ms.load(Ordering::Relaxed) == 0
         {
             self.head_since_ms.store(now, Ordering::Relaxed);
+            self.wake.notify_one();
         }
     }
 
@@ -86,7 +91,9 @@ pub struct Busy(Arc<Activity>);
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.last_ms.store(now_ms(), Ordering::Relaxed);
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        if self.0.busy.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.wake.notify_one();
+        }
     }
 }
 
@@ -94,7 +101,12 @@ impl Drop for Busy {
 /// `header` to send a request head.
 pub async fn expired(activity: Arc<Activity>, idle: Duration, header: Duration) {
     while let Some(wait) = activity.remaining(idle, header) {
-        tokio::time::sleep(wait).await;
+        // A notification that comes between `remaining` and here is kept as a permit, so
+        // no change is missed.
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = activity.wake.notified() => {}
+        }
     }
 }
 
