@@ -49,7 +49,7 @@ impl Snapshot {
 
 /// Whether a server may take new requests at all (per-request limits are checked at pick).
 fn is_eligible(server: &Server) -> bool {
-    server.health() == Health::Up
+    server.health() == Health::Up && !server.maintenance.is_on()
 }
 
 /// One backend. The object lives as long as a backend of that name is configured, so the
@@ -60,6 +60,8 @@ pub struct Backend {
     snapshot: ArcSwap<Snapshot>,
     rebuild_lock: Mutex<()>,
     events: Bus,
+    /// Requests fulcrum answered itself (no server), by frontend and status: for metrics.
+    pub refusals: crate::metrics::Tally,
 }
 
 impl Backend {
@@ -77,6 +79,7 @@ impl Backend {
             snapshot: ArcSwap::from_pointee(snapshot),
             rebuild_lock: Mutex::new(()),
             events,
+            refusals: crate::metrics::Tally::default(),
         })
     }
 

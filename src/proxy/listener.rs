@@ -41,6 +41,8 @@ pub struct Shared {
     pub stop: CancellationToken,
     /// Every live connection's task, so shutdown can wait for them to finish.
     pub tasks: TaskTracker,
+    /// Open client connections of this frontend (for `fulcrum_client_connections`).
+    pub clients: Arc<crate::metrics::ClientCount>,
 }
 
 /// Accepts a connection once a slot under the global limit is free.
@@ -98,6 +100,7 @@ pub async fn serve_http(
         let Some((stream, peer, permit)) = next else {
             break;
         };
+        let open = shared.clients.open();
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
         let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity)));
@@ -123,7 +126,7 @@ pub async fn serve_http(
                     tracing::debug!(client = %peer, "closing an idle or stalled connection");
                 }
             }
-            drop(permit);
+            drop((permit, open));
         });
     }
 }
