@@ -178,3 +178,19 @@ impl Bus {
         self.tx.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_index_matches_all() {
+        for (i, k) in EventKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+        let bus = Bus::new();
+        bus.publish(Event::new(EventKind::ConfigRejected, None, None, "x"));
+        let n: Vec<_> = bus.counts().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(n, vec![(EventKind::ConfigRejected, 1)]);
+    }
+}
