@@ -40,8 +40,7 @@ pub fn load_or_create(config: &Config) -> Result<String, String> {
         tracing::info!("admin token: {}", path.display());
         return Ok(token);
     }
-    let token = generate()?;
-    write_private(&path, &token)?;
+    let token = write_private(&path, &generate()?)?;
     tracing::info!(
         "generated an admin token in {} (mode 0600); `fulcrum ctl` reads it from there",
         path.display()
@@ -59,23 +58,30 @@ fn generate() -> Result<String, String> {
 }
 
 /// Writes `token` to `path` readable by the owner only: a temporary file created with mode
-/// 0600, then renamed, so the token is never visible to others even for a moment.
-fn write_private(path: &Path, token: &str) -> Result<(), String> {
+/// 0600, then hard-linked into place, so the token is never visible to others nor seen half
+/// written. When two starts race, the link fails for the second, which reads the winner's.
+fn write_private(path: &Path, token: &str) -> Result<String, String> {
     let fail = |e: std::io::Error| format!("cannot write the admin token {}: {e}", path.display());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
+    let tmp = path.with_extension(format!("tmp.{}.{}", std::process::id(), fastrand::u64(..)));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(fail)?;
-    f.write_all(format!("{token}\n").as_bytes()).map_err(fail)?;
-    f.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    let written = f
+        .write_all(format!("{token}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => Ok(token.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(path),
+        Err(e) => Err(fail(e)),
+    }
 }
 
 fn warn_if_readable_by_others(path: &Path) {

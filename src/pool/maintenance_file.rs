@@ -58,7 +58,7 @@ pub fn save(dir: &Path, entries: &[Entry]) -> std::io::Result<()> {
             .collect(),
     };
     let text = serde_json::to_vec_pretty(&on_disk).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
+    let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&text)?;

@@ -14,17 +14,16 @@ pub fn config_in(
     backend_extra: &str,
     servers: &[(&TestServer, &str)],
 ) -> String {
-    let text = simple_config(backend_extra, servers);
-    let shared_state = format!(
-        "state_dir = \"{}\"",
-        std::env::temp_dir()
-            .join(format!("fulcrum-test-{}", std::process::id()))
-            .display()
-    );
-    let text = text.replace(
-        &shared_state,
-        &format!("state_dir = \"{}\"", state.display()),
-    );
+    let text: String = simple_config(backend_extra, servers)
+        .lines()
+        .map(|l| {
+            if l.starts_with("state_dir = ") {
+                format!("state_dir = \"{}\"\n", state.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
     match top.strip_prefix("[admin]") {
         Some(keys) => text.replace("[admin]\n", &format!("[admin]\n{}\n", keys.trim())),
         None => format!("{top}\n{text}"),
