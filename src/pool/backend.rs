@@ -49,7 +49,7 @@ impl Snapshot {
 
 /// Whether a server may take new requests at all (per-request limits are checked at pick).
 fn is_eligible(server: &Server) -> bool {
-    server.health() == Health::Up
+    server.health() == Health::Up && !server.maintenance.is_on()
 }
 
 /// One backend. The object lives as long as a backend of that name is configured, so the
@@ -62,6 +62,8 @@ pub struct Backend {
     /// regime (primaries, backups, nobody) is announced once.
     rebuild_lock: Mutex<Serving>,
     events: Bus,
+    /// Requests fulcrum answered itself (no server), by frontend and status: for metrics.
+    pub refusals: crate::metrics::Tally,
 }
 
 /// Who takes a backend's requests.
@@ -87,6 +89,7 @@ impl Backend {
             snapshot: ArcSwap::from_pointee(snapshot),
             rebuild_lock: Mutex::new(Serving::Primaries),
             events,
+            refusals: crate::metrics::Tally::default(),
         })
     }
 

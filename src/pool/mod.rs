@@ -3,7 +3,9 @@
 
 mod backend;
 pub mod health;
+pub mod maintenance;
+mod maintenance_file;
 mod server;
 
 pub use backend::{Backend, NoSlot, Snapshot};
-pub use server::{Health, Server, Slot};
+pub use server::{Health, Server, ServerState, Slot};

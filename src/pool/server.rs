@@ -8,7 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use super::maintenance::Maintenance;
 use crate::config;
+use crate::metrics::ServerStats;
 use crate::proxy::upstream::ConnPool;
 
 /// What the active health checks last concluded.
@@ -27,6 +29,35 @@ impl Health {
             1 => Health::Up,
             2 => Health::Down,
             _ => Health::Unknown,
+        }
+    }
+}
+
+/// What the status API and the dashboard say about a server (INTERFACE.md's `state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    Up,
+    Down,
+    /// Out of rotation by hand, nothing in flight any more.
+    Maintenance,
+    /// In maintenance with requests still in flight.
+    Draining,
+    Ejected,
+    /// No health check has finished yet.
+    Starting,
+}
+
+impl ServerState {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerState::Up => "up",
+            ServerState::Down => "down",
+            ServerState::Maintenance => "maintenance",
+            ServerState::Draining => "draining",
+            ServerState::Ejected => "ejected",
+            ServerState::Starting => "starting",
         }
     }
 }
@@ -56,6 +87,9 @@ pub struct Server {
     last_check_ok: AtomicBool,
     /// Idle keep-alive connections to this server.
     pub conns: ConnPool,
+    /// Admin plane (issue 4): maintenance window and request metrics.
+    pub maintenance: Maintenance,
+    pub stats: ServerStats,
 }
 
 impl Server {
@@ -77,6 +111,8 @@ impl Server {
             last_check_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
             conns: ConnPool::default(),
+            maintenance: Maintenance::default(),
+            stats: ServerStats::default(),
         }
     }
 
@@ -126,6 +162,23 @@ impl Server {
 
     pub fn requests_total(&self) -> u64 {
         self.requests_total.load(Ordering::Relaxed)
+    }
+
+    /// The state shown to operators: maintenance first (it is what a person decided), then
+    /// what the health checks concluded.
+    pub fn state(&self) -> ServerState {
+        if self.maintenance.is_on() {
+            return if self.active() > 0 {
+                ServerState::Draining
+            } else {
+                ServerState::Maintenance
+            };
+        }
+        match self.health() {
+            Health::Up => ServerState::Up,
+            Health::Down => ServerState::Down,
+            Health::Unknown => ServerState::Starting,
+        }
     }
 
     /// Whether one more request fits under `max_connections` right now.

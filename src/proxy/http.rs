@@ -62,7 +62,7 @@ pub async fn handle(
         server: None,
         start: Instant::now(),
     });
-    let mut finish = Finish::new(busy, log);
+    let mut finish = Finish::new(busy, log).counted(&fe.name, &backend);
     let mut resp = match forward(&settings, &backend, client, tls, req).await {
         Ok(fwd) => {
             let (mut parts, body) = fwd.resp.into_parts();

@@ -58,9 +58,10 @@ pub async fn serve_tcp(
         };
         let fe = Arc::clone(&fe);
         let stop = shared.stop.clone();
+        let open = shared.clients.open();
         shared.tasks.spawn(async move {
             relay(&fe, client, peer, stop).await;
-            drop(permit);
+            drop((permit, open));
         });
     }
 }
