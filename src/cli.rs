@@ -122,10 +122,15 @@ pub fn summary(cfg: &Config) -> String {
     let _ = writeln!(out, "{}: OK", cfg.source.display());
     for fe in &cfg.frontends {
         let tls = if fe.tls.is_some() { " tls" } else { "" };
+        // The mode as the file spells it (`http`, `tcp`).
+        let mode = match fe.mode {
+            config::Mode::Http => "http",
+            config::Mode::Tcp => "tcp",
+        };
         let _ = writeln!(
             out,
-            "frontend {} {:?}{tls} on {} -> backend {}",
-            fe.name, fe.mode, fe.bind, fe.backend
+            "frontend {} {mode}{tls} on {} -> backend {}",
+            fe.name, fe.bind, fe.backend
         );
     }
     for (name, b) in &cfg.backends {

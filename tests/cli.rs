@@ -93,6 +93,12 @@ fn good_file_passes_with_a_summary() {
         assert!(stdout.contains(word), "summary lacks {word}:\n{stdout}");
     }
     assert!(stdout.lines().count() < 40, "one screen:\n{stdout}");
+    // Values as the file spells them.
+    assert!(
+        stdout.contains("frontend www http on 0.0.0.0:8080"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("least_connections"), "{stdout}");
 
     let dir = tempfile::tempdir().unwrap();
     let p = write(&dir, "good.toml", GOOD);
