@@ -14,3 +14,6 @@ pub mod slow_start;
 pub use backend::{Backend, NoSlot, Snapshot};
 pub use clock::now_ms;
 pub use server::{Health, Server, ServerState, Slot};
+
+#[cfg(test)]
+mod protect_tests;

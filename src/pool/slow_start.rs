@@ -53,7 +53,7 @@ pub fn effective_max(max: u32, factor: f64) -> u32 {
     if max == 0 || factor >= 1.0 {
         return max;
     }
-    ((f64::from(max) * factor).ceil() as u32).clamp(1, max)
+    ((f64::from(max) * factor).round() as u32).clamp(1, max)
 }
 
 /// Starts the ticker for `backend` unless one runs already (`running` is its flag).
