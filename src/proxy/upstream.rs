@@ -23,7 +23,9 @@ use tokio::net::TcpStream;
 /// `Empty` is what makes a retry possible after a request was sent: a request without a
 /// body can be sent again from its head alone, whereas the client's body is gone once sent.
 pub enum UpstreamBody {
+    /// The client's body, streamed (sent once: it cannot be replayed).
     Client(Incoming),
+    /// No body: a bodiless request, which may be sent again on another server.
     Empty,
 }
 
