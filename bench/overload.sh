@@ -107,7 +107,7 @@ TOML
 cat > "$TMP/haproxy.cfg" <<CFG
 global
     nbthread $THREADS
-    maxconn 20000
+    maxconn 8000
 defaults
     mode http
     timeout connect 2s
