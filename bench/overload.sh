@@ -13,7 +13,10 @@
 #   DELAY_MS=20       the backends' work per request
 #   MAXCONN=50        per-server limit (fulcrum max_connections, HAProxy maxconn)
 #   MAXQUEUE=200      waiting requests: fulcrum max_queue (per backend); HAProxy maxqueue
-#                     is per server, so each server gets MAXQUEUE/2
+#                     is per server, so each server gets MAXQUEUE/2. Note: HAProxy sends
+#                     what overflows its server queues to the backend queue, which has no
+#                     bound, so HAProxy queues every client and never answers 503 here;
+#                     fulcrum refuses past max_queue. MAXQUEUE=1000 compares both queueing all.
 #   QUEUE_TIMEOUT=5   seconds (fulcrum queue_timeout, HAProxy timeout queue)
 #   THREADS=1         fulcrum threads / HAProxy nbthread
 #   PROXY_CPUS=0 LOAD_CPUS=1   taskset pinning of the proxy / the load and backends
