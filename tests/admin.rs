@@ -107,7 +107,8 @@ async fn maintenance_drains_then_delete_restores() {
     let f = start_fulcrum(&config_in(
         state.path(),
         "[admin]\nmax_maintenance = \"2h\"",
-        "",
+        // No slow start, so the server is fully back the moment maintenance ends.
+        "slow_start = \"0s\"",
         &[(&a, ""), (&b, "")],
     ))
     .await;

@@ -87,7 +87,8 @@ async fn ctl_operates_a_running_fulcrum() {
     )
     .await
     .unwrap();
-    assert!(out.contains("back in rotation (state up)"), "{out}");
+    // Back, and ramping up its share (slow start) before it is fully `up`.
+    assert!(out.contains("back in rotation (state starting)"), "{out}");
 
     ctl(
         &path,

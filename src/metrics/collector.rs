@@ -171,10 +171,8 @@ fn backend_gauges(enc: &mut DescriptorEncoder, backends: &[Arc<Backend>]) -> fmt
             MetricType::Gauge,
         )?;
         for b in backends {
-            // No request queue exists in this build (requests past every limit get 503 at
-            // once); the family is kept so dashboards and alerts need no change later.
             m.encode_family(&[("backend", &*b.name)])?
-                .encode_gauge(&0i64)?;
+                .encode_gauge(&(b.queue_len() as i64))?;
         }
     }
     let mut m = enc.encode_descriptor(
