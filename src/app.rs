@@ -43,6 +43,12 @@ pub struct App {
     checkers: Mutex<BTreeMap<(String, String, String), CancellationToken>>,
     /// Stops every background task at shutdown.
     pub stop: CancellationToken,
+    /// Wakes the task that ends maintenance windows and sends reminders.
+    pub maintenance: crate::pool::maintenance::Scheduler,
+    /// Metric state that belongs to no server (client connections per frontend).
+    pub metrics: crate::metrics::AppMetrics,
+    /// Counters of each webhook's alerts (replaced if webhooks are started again).
+    pub alerts: Mutex<Vec<Arc<crate::alerts::WebhookStats>>>,
 }
 
 impl App {
@@ -135,31 +141,55 @@ pub fn build_servers(
         .collect()
 }
 
+impl App {
+    /// Everything built from `config`, nothing started: no socket, no task.
+    pub fn new(config: Config) -> Result<Arc<App>, StartError> {
+        let events = Bus::new();
+        let mut backends = BTreeMap::new();
+        for (name, cfg) in &config.backends {
+            let servers = build_servers(name, cfg, None)?;
+            backends.insert(
+                name.clone(),
+                Backend::new(name, cfg.clone(), servers, events.clone()),
+            );
+        }
+        Ok(Arc::new(App {
+            config: ArcSwap::from_pointee(config),
+            backends: ArcSwap::from_pointee(backends),
+            events,
+            checkers: Mutex::new(BTreeMap::new()),
+            stop: CancellationToken::new(),
+            maintenance: Default::default(),
+            metrics: Default::default(),
+            alerts: Mutex::new(Vec::new()),
+        }))
+    }
+}
+
+/// Re-reads the configuration file and applies it (hot reload). Answers the admin API's
+/// `POST /api/v1/reload` and `fulcrum ctl reload`; the error is shown to the caller.
+pub fn reload(app: &Arc<App>) -> Result<(), String> {
+    let _ = app;
+    Err("reload is not available yet".into())
+}
+
 /// Starts fulcrum with `config`: checks every server once, then binds and serves.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let events = Bus::new();
-    let mut backends = BTreeMap::new();
-    for (name, cfg) in &config.backends {
-        let servers = build_servers(name, cfg, None)?;
-        backends.insert(
-            name.clone(),
-            Backend::new(name, cfg.clone(), servers, events.clone()),
-        );
-    }
-    let app = Arc::new(App {
-        config: ArcSwap::from_pointee(config.clone()),
-        backends: ArcSwap::from_pointee(backends),
-        events,
-        checkers: Mutex::new(BTreeMap::new()),
-        stop: CancellationToken::new(),
-    });
+    let token = crate::admin::token::load_or_create(&config).map_err(StartError::Other)?;
+    let app = App::new(config.clone())?;
+    let hooks = crate::alerts::spawn(&app.events, &config.alerts, &app.stop);
+    *app.alerts.lock().unwrap_or_else(|p| p.into_inner()) = hooks;
     start_checkers(&app).await;
+    // Saved maintenance applies before the first client is accepted.
+    crate::pool::maintenance::restore(&app);
+    tokio::spawn(crate::pool::maintenance::run(Arc::clone(&app)));
 
     let tasks = TaskTracker::new();
     let shared = Shared {
         limit: Arc::new(Semaphore::new(config.global.max_connections)),
         stop: app.stop.clone(),
         tasks: tasks.clone(),
+        clients: Arc::default(),
     };
     let mut frontends = BTreeMap::new();
     for fe in &config.frontends {
@@ -175,7 +205,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let admin = admin_listener
         .local_addr()
         .map_err(|e| StartError::Other(e.to_string()))?;
-    tasks.spawn(crate::admin::serve(admin_listener, Arc::clone(&app)));
+    tasks.spawn(crate::admin::serve(admin_listener, Arc::clone(&app), token));
     tracing::info!(admin = %admin, "fulcrum is serving");
     Ok(Running {
         app,
@@ -207,6 +237,10 @@ fn bind_frontend(
         ))
     })?;
     let close = app.stop.child_token();
+    let shared = &Shared {
+        clients: app.metrics.clients(&fe.name),
+        ..shared.clone()
+    };
     match fe.mode {
         Mode::Http => {
             let tls = match &fe.tls {

@@ -51,7 +51,7 @@ pub enum Command {
 }
 
 /// What `fulcrum ctl` can do.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum CtlAction {
     /// The state of every backend and server, as a table.
     Status,
@@ -65,7 +65,7 @@ pub enum CtlAction {
     },
     /// End maintenance now.
     Enable { server: String },
-    /// Set a weight at run time.
+    /// Set a weight at run time (1 to 256).
     Weight { server: String, weight: u32 },
     /// Reload the configuration file.
     Reload,
@@ -88,10 +88,7 @@ pub fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Demo => crate::demo::main(),
-        Command::Ctl { .. } => {
-            eprintln!("fulcrum ctl is not available in this build yet");
-            ExitCode::from(2)
-        }
+        Command::Ctl { config, action } => crate::ctl::main(&config, action),
         Command::Simulate { .. } => {
             eprintln!("fulcrum simulate is not available in this build yet");
             ExitCode::from(2)

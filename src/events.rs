@@ -1,6 +1,8 @@
 //! State changes as events on one channel that logs, alerts, metrics and the dashboard all read.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -130,6 +132,9 @@ const BUS_CAPACITY: usize = 1024;
 #[derive(Clone)]
 pub struct Bus {
     tx: broadcast::Sender<Event>,
+    /// Events published, by kind (index = the kind's position in [`EventKind::ALL`]),
+    /// counted here rather than by a reader so a lagging reader cannot lose counts.
+    counts: Arc<[AtomicU64; EventKind::ALL.len()]>,
 }
 
 impl Default for Bus {
@@ -141,7 +146,10 @@ impl Default for Bus {
 impl Bus {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(BUS_CAPACITY);
-        Bus { tx }
+        Bus {
+            tx,
+            counts: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
+        }
     }
 
     /// Logs the event and sends it to every subscriber.
@@ -153,12 +161,36 @@ impl Bus {
         } else {
             tracing::info!(event = %event.event, backend, server, "{}", event.detail);
         }
+        self.counts[event.event as usize].fetch_add(1, Ordering::Relaxed);
         // No subscriber is fine: the log above already has it.
         let _ = self.tx.send(event);
+    }
+
+    /// How many events of each kind were published so far (for `fulcrum_events_total`).
+    pub fn counts(&self) -> impl Iterator<Item = (EventKind, u64)> + '_ {
+        EventKind::ALL
+            .iter()
+            .map(|k| (*k, self.counts[*k as usize].load(Ordering::Relaxed)))
     }
 
     /// A new reader that sees events published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_index_matches_all() {
+        for (i, k) in EventKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+        let bus = Bus::new();
+        bus.publish(Event::new(EventKind::ConfigRejected, None, None, "x"));
+        let n: Vec<_> = bus.counts().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(n, vec![(EventKind::ConfigRejected, 1)]);
     }
 }

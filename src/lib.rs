@@ -2,17 +2,21 @@
 //!
 //! The layout follows the concerns: `config` (the file), `balance` (choosing a server),
 //! `pool` (servers, their live state and health checks), `proxy` (the data path), `admin`
-//! (API, dashboard, metrics), `events` (state changes), `app` (a running instance),
-//! `cli` and `demo`.
+//! (API, dashboard, metrics), `metrics` (lock-free request metrics), `events` (state
+//! changes), `alerts` (webhooks), `app` (a running instance), `cli`, `ctl` and `demo`.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod events;
+pub mod http_client;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;

@@ -5,6 +5,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+
+/// These tests are about the health thresholds: a server that comes back takes its full
+/// share at once instead of ramping up (slow start has its own tests in protect.rs).
+const NO_SLOW_START: &str = "slow_start = \"0s\"";
 use fulcrum::pool::Health;
 
 /// Sends `n` requests and returns the bodies (server names).
@@ -23,7 +27,7 @@ async fn server_goes_down_after_fall_and_up_after_rise() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
     // interval 100ms, rise 2, fall 2.
-    let f = start_fulcrum(&simple_config("", &[(&a, ""), (&b, "")])).await;
+    let f = start_fulcrum(&simple_config(NO_SLOW_START, &[(&a, ""), (&b, "")])).await;
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
     let live = live_server(&f, "a");

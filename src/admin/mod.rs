@@ -1,18 +1,87 @@
 //! The admin plane: API, dashboard and metrics on `[admin] bind`, built with axum.
+//!
+//! Every call but `GET /`, `GET /metrics` and `GET /healthz` needs
+//! `Authorization: Bearer TOKEN` (see [`token`]); anything else gets 401.
+
+mod api;
+mod sse;
+pub mod status;
+pub mod token;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post, put};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::app::App;
+use crate::metrics::collector::FulcrumCollector;
 
-/// Every admin route.
-pub fn router(app: Arc<App>) -> Router {
+/// The placeholder page at `GET /` (the dashboard replaces it).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// What every admin handler can reach.
+#[derive(Clone)]
+pub struct AdminState {
+    pub app: Arc<App>,
+    token: Arc<str>,
+    registry: Arc<Registry>,
+}
+
+/// Every admin route, guarded by `token`.
+pub fn router(app: Arc<App>, token: &str) -> Router {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(FulcrumCollector {
+        app: Arc::clone(&app),
+    }));
+    let state = AdminState {
+        app,
+        token: token.into(),
+        registry: Arc::new(registry),
+    };
+    let server = "/api/v1/backends/{backend}/servers/{server}";
+    let api = Router::new()
+        .route("/api/v1/status", get(api::status))
+        .route(
+            &format!("{server}/maintenance"),
+            post(api::start_maintenance).delete(api::end_maintenance),
+        )
+        .route(&format!("{server}/weight"), put(api::set_weight))
+        .route("/api/v1/reload", post(api::reload))
+        .route("/api/v1/events", get(sse::events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .route("/", get(dashboard))
         .route("/healthz", get(healthz))
-        .with_state(app)
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .with_state(state)
+}
+
+/// 401 unless the request carries the admin token.
+async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if token::equal(t.as_bytes(), st.token.as_bytes()) => next.run(req).await,
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(serde_json::json!({
+                "error": "missing or wrong admin token (Authorization: Bearer TOKEN)"
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// 200 while the process serves: for an orchestrator's liveness probe.
@@ -20,10 +89,31 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+/// Prometheus text (OpenMetrics) with every family INTERFACE.md names.
+async fn metrics(State(st): State<AdminState>) -> Response {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &st.registry) {
+        tracing::error!("cannot encode metrics: {e}");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
 /// Serves the admin plane until fulcrum stops.
-pub async fn serve(listener: TcpListener, app: Arc<App>) {
+pub async fn serve(listener: TcpListener, app: Arc<App>, token: String) {
     let stop = app.stop.clone();
-    let result = axum::serve(listener, router(app))
+    let result = axum::serve(listener, router(app, &token))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
     if let Err(e) = result {

@@ -5,11 +5,17 @@
 //! from health flips and the admin plane; they are serialised by a mutex that the request
 //! path never touches.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
 
+use super::capacity::Capacity;
+use super::outlier::Outliers;
+use super::queue::Queue;
+use super::retry_budget::RetryBudget;
 use super::server::{Health, Server, Slot};
+use super::{clock, slow_start};
 use crate::balance;
 use crate::balance::{Candidate, Selector};
 use crate::config;
@@ -24,6 +30,10 @@ pub enum NoSlot {
     AllBusy,
     /// Every eligible server has already been tried for this request.
     AllTried,
+    /// Every server is at its limit and `max_queue` requests are waiting already.
+    QueueFull,
+    /// The request waited `queue_timeout` in the queue without a slot freeing.
+    QueueTimeout,
 }
 
 /// Who serves right now, and how to choose among them.
@@ -48,8 +58,9 @@ impl Snapshot {
 }
 
 /// Whether a server may take new requests at all (per-request limits are checked at pick).
+/// An ejected server is out until its ejection ends (passive health, see `outlier`).
 fn is_eligible(server: &Server) -> bool {
-    server.health() == Health::Up
+    server.health() == Health::Up && !server.maintenance.is_on() && !server.is_ejected()
 }
 
 /// One backend. The object lives as long as a backend of that name is configured, so the
@@ -62,6 +73,19 @@ pub struct Backend {
     /// regime (primaries, backups, nobody) is announced once.
     rebuild_lock: Mutex<Serving>,
     events: Bus,
+    /// Requests fulcrum answered itself (no server), by frontend and status: for metrics.
+    pub refusals: crate::metrics::Tally,
+    // Protection (issue 3).
+    /// This backend, for the timers it spawns (ejection end, slow-start ticker).
+    me: Weak<Backend>,
+    /// Requests waiting for a slot when every candidate is at its limit.
+    queue: Arc<Queue>,
+    capacity: Capacity,
+    outliers: Outliers,
+    /// Retries allowed beyond connect failures: 20 % of requests over 10 s.
+    pub retry_budget: RetryBudget,
+    /// Whether the slow-start ticker runs.
+    ramp_ticker: AtomicBool,
 }
 
 /// Who takes a backend's requests.
@@ -80,13 +104,25 @@ impl Backend {
         servers: Vec<Arc<Server>>,
         events: Bus,
     ) -> Arc<Self> {
+        let queue = Arc::new(Queue::default());
+        for s in &servers {
+            s.attach_queue(&queue);
+        }
         let snapshot = build(&settings, servers);
-        Arc::new(Backend {
+        queue.set_candidates(candidate_servers(&snapshot));
+        Arc::new_cyclic(|me| Backend {
             name: name.into(),
             settings: ArcSwap::from_pointee(settings),
             snapshot: ArcSwap::from_pointee(snapshot),
             rebuild_lock: Mutex::new(Serving::Primaries),
             events,
+            refusals: crate::metrics::Tally::default(),
+            me: me.clone(),
+            queue,
+            capacity: Capacity::default(),
+            outliers: Outliers::default(),
+            retry_budget: RetryBudget::default(),
+            ramp_ticker: AtomicBool::new(false),
         })
     }
 
@@ -141,22 +177,126 @@ impl Backend {
     /// Recomputes the candidate set and selection structure from the servers' live state,
     /// and publishes the backend-level events that a change implies.
     pub fn rebuild(&self) {
-        // A poisoned lock only means another rebuild panicked; the data it guards is `()`.
-        let mut serving = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let old = self.snapshot.load_full();
-        let settings = self.settings.load_full();
-        let new = build(&settings, old.servers.clone());
-        self.announce(&mut serving, &new);
-        self.snapshot.store(Arc::new(new));
+        self.rebuild_without_ticker();
+        self.start_ramp_ticker();
     }
 
     /// Replaces settings and servers (a reload), keeping what callers hold valid.
     pub fn replace(&self, settings: config::Backend, servers: Vec<Arc<Server>>) {
-        let mut serving = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let new = build(&settings, servers);
-        self.settings.store(Arc::new(settings));
-        self.announce(&mut serving, &new);
+        {
+            let mut serving = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
+            for s in &servers {
+                s.attach_queue(&self.queue);
+            }
+            let new = build(&settings, servers);
+            self.settings.store(Arc::new(settings));
+            self.install(&mut serving, new);
+        }
+        self.after_rebuild();
+        self.start_ramp_ticker();
+    }
+
+    /// [`rebuild`](Self::rebuild) without starting the slow-start ticker (the ticker's own step).
+    pub(super) fn rebuild_without_ticker(&self) {
+        {
+            // A poisoned lock only means another rebuild panicked; what it guards is a
+            // summary that the next rebuild recomputes.
+            let mut serving = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let old = self.snapshot.load_full();
+            let settings = self.settings.load_full();
+            let new = build(&settings, old.servers.clone());
+            self.install(&mut serving, new);
+        }
+        self.after_rebuild();
+    }
+
+    /// Announces and publishes `new`, and points the queue at its candidates.
+    fn install(&self, serving: &mut Serving, new: Snapshot) {
+        self.announce(serving, &new);
+        self.queue.set_candidates(candidate_servers(&new));
+        let min_healthy = self.settings.load().min_healthy;
+        self.capacity
+            .check(&self.name, min_healthy, &new, &self.events);
         self.snapshot.store(Arc::new(new));
+    }
+
+    /// Outside the rebuild lock (a slot handed over or dropped may dispatch again): serve
+    /// waiters from new capacity, or send them away when nothing can serve.
+    fn after_rebuild(&self) {
+        if self.snapshot().candidates.is_empty() {
+            self.queue.fail_all();
+        } else {
+            self.queue.dispatch(None);
+        }
+    }
+
+    /// Like [`acquire`](Self::acquire) for a first attempt, but when every candidate is at
+    /// its limit the request waits in the backend's FIFO queue for the first slot that frees
+    /// on any eligible server, up to `queue_timeout`. Dropping the future (the client went
+    /// away) leaves the queue at once.
+    pub async fn acquire_or_wait(&self, req: &balance::Request<'_>) -> Result<Slot, NoSlot> {
+        // Nobody may overtake those already waiting: with a queue, join it.
+        if self.queue.is_empty() {
+            match self.acquire(req, &[]) {
+                Err(NoSlot::AllBusy) => {}
+                other => return other,
+            }
+        } else if self.snapshot().candidates.is_empty() {
+            return Err(NoSlot::NoCandidates);
+        }
+        let (max_queue, timeout) = {
+            let s = self.settings();
+            (s.max_queue as usize, s.queue_timeout.get())
+        };
+        let Some(mut ticket) = self.queue.join(max_queue) else {
+            return Err(NoSlot::QueueFull);
+        };
+        self.queue.dispatch(None);
+        match tokio::time::timeout(timeout, ticket.wait()).await {
+            Ok(Some(slot)) => Ok(slot),
+            Ok(None) => Err(NoSlot::NoCandidates),
+            Err(_) => Err(NoSlot::QueueTimeout),
+        }
+    }
+
+    /// Requests waiting in the queue now (`fulcrum_backend_queue_length`).
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// A weak handle to this backend, for timers that must not keep it alive.
+    pub(super) fn weak(&self) -> Weak<Backend> {
+        self.me.clone()
+    }
+
+    pub(super) fn outliers(&self) -> &Outliers {
+        &self.outliers
+    }
+
+    /// Whether any server is ramping up (slow start).
+    pub(super) fn any_ramping(&self) -> bool {
+        let now = clock::now_ms();
+        self.snapshot()
+            .servers
+            .iter()
+            .any(|s| s.ramp_factor(now) < 1.0)
+    }
+
+    fn start_ramp_ticker(&self) {
+        if self.any_ramping() {
+            let ramp = self.settings().slow_start.get();
+            slow_start::ensure_ticker(self.me.clone(), &self.ramp_ticker, ramp);
+        }
+    }
+
+    /// The ticker ended.
+    pub(super) fn ramp_ticker_stopped(&self) {
+        self.ramp_ticker.store(false, Ordering::Release);
+    }
+
+    /// Claims the ticker flag; `false` if it was free (the caller now owns it).
+    pub(super) fn ramp_ticker_claim(&self) -> bool {
+        self.ramp_ticker.swap(true, Ordering::AcqRel)
     }
 
     /// Publishes `backup_active` or `backend_unavailable` when the regime changes. Nothing is
@@ -197,11 +337,25 @@ impl Backend {
     }
 }
 
+fn candidate_servers(snap: &Snapshot) -> Vec<Arc<Server>> {
+    snap.candidates
+        .iter()
+        .map(|c| Arc::clone(&c.server))
+        .collect()
+}
+
 /// The snapshot for `servers` in their present state.
 fn build(settings: &config::Backend, servers: Vec<Arc<Server>>) -> Snapshot {
+    // While a server ramps up, weights are scaled so that its fraction is expressible.
+    let now = clock::now_ms();
+    let scale = if servers.iter().any(|s| s.ramp_factor(now) < 1.0) {
+        slow_start::WEIGHT_SCALE
+    } else {
+        1
+    };
     let candidate = |s: &Arc<Server>| Candidate {
         server: Arc::clone(s),
-        weight: s.weight(),
+        weight: slow_start::effective_weight(s.weight(), s.ramp_factor(now), scale),
     };
     let mut candidates: Vec<Candidate> = servers
         .iter()

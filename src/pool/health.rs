@@ -106,6 +106,10 @@ pub async fn check_once(backend: &Backend, server: &Arc<Server>, streak: &mut St
     if next == current {
         return false;
     }
+    if current == Health::Down && next == Health::Up {
+        // Back after being down (not at start-up): ramp up rather than take a full share.
+        server.start_ramp(backend.settings().slow_start.get());
+    }
     announce(backend, server, current, next, &result);
     backend.rebuild();
     true

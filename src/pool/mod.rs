@@ -2,8 +2,20 @@
 //! `ArcSwap`, and the active health checks that write the state the request path reads.
 
 mod backend;
+pub mod capacity;
+mod clock;
 pub mod health;
+pub mod maintenance;
+mod maintenance_file;
+pub mod outlier;
+pub mod queue;
+pub mod retry_budget;
 mod server;
+pub mod slow_start;
 
 pub use backend::{Backend, NoSlot, Snapshot};
-pub use server::{Health, Server, Slot};
+pub use clock::now_ms;
+pub use server::{Health, Server, ServerState, Slot};
+
+#[cfg(test)]
+mod protect_tests;

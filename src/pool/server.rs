@@ -4,11 +4,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
+use super::maintenance::Maintenance;
+use super::queue::Queue;
+use super::{clock, slow_start};
 use crate::config;
+use crate::metrics::ServerStats;
 use crate::proxy::upstream::ConnPool;
 
 /// What the active health checks last concluded.
@@ -28,6 +32,44 @@ impl Health {
             2 => Health::Down,
             _ => Health::Unknown,
         }
+    }
+}
+
+/// What a server is doing, as status shows it (`state` in INTERFACE.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    /// Takes its full share.
+    Up,
+    /// Failed its health checks (or has not passed one yet).
+    Down,
+    /// Taken out of rotation by an operator.
+    Maintenance,
+    /// Leaving rotation: in-flight requests finish, no new ones come.
+    Draining,
+    /// Taken out by passive health (outlier detection) for a while.
+    Ejected,
+    /// Back in rotation and ramping up its share (slow start).
+    Starting,
+}
+
+impl ServerState {
+    /// The name used in the API, the CLI and events.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerState::Up => "up",
+            ServerState::Down => "down",
+            ServerState::Maintenance => "maintenance",
+            ServerState::Draining => "draining",
+            ServerState::Ejected => "ejected",
+            ServerState::Starting => "starting",
+        }
+    }
+}
+
+impl std::fmt::Display for ServerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -56,6 +98,22 @@ pub struct Server {
     last_check_ok: AtomicBool,
     /// Idle keep-alive connections to this server.
     pub conns: ConnPool,
+    /// Admin plane (issue 4): maintenance window and request metrics.
+    pub maintenance: Maintenance,
+    pub stats: ServerStats,
+
+    // Protection (issue 3): passive health, slow start, the queue a freed slot goes to.
+    /// 5xx answers or connect errors in a row; any success resets it.
+    consecutive_failures: AtomicU32,
+    /// How many times this server has been ejected; each ejection lasts longer.
+    ejections: AtomicU32,
+    /// Non-zero while ejected: the clock time (`clock::now_ms`) the ejection ends.
+    ejected_until_ms: AtomicU64,
+    /// When the slow-start ramp began (`clock::now_ms`; 0 = not ramping), and its length.
+    ramp_start_ms: AtomicU64,
+    ramp_len_ms: AtomicU64,
+    /// The backend's queue: a freed slot is handed to its oldest waiter.
+    queue: ArcSwapOption<Queue>,
 }
 
 impl Server {
@@ -77,6 +135,14 @@ impl Server {
             last_check_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
             conns: ConnPool::default(),
+            maintenance: Maintenance::default(),
+            stats: ServerStats::default(),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            ramp_start_ms: AtomicU64::new(0),
+            ramp_len_ms: AtomicU64::new(0),
+            queue: ArcSwapOption::empty(),
         }
     }
 
@@ -128,17 +194,23 @@ impl Server {
         self.requests_total.load(Ordering::Relaxed)
     }
 
+    /// `max_connections` as it applies now: lowered while the server ramps up (slow start).
+    pub fn effective_max_connections(&self) -> u32 {
+        slow_start::effective_max(self.max_connections(), self.ramp_factor(clock::now_ms()))
+    }
+
     /// Whether one more request fits under `max_connections` right now.
     pub fn has_slot(&self) -> bool {
-        let max = self.max_connections();
+        let max = self.effective_max_connections();
         max == 0 || self.active() < max
     }
 
     /// Takes a slot if one is free. The compare-and-swap makes the limit exact under any
     /// concurrency: two requests can never both take the last slot.
     pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
-        let max = self.max_connections();
-        let mut cur = self.active.load(Ordering::Relaxed);
+        let max = self.effective_max_connections();
+        // SeqCst: pairs with the queue's length (see `Slot::drop` and `Queue::join`).
+        let mut cur = self.active.load(Ordering::SeqCst);
         loop {
             if max != 0 && cur >= max {
                 return None;
@@ -146,8 +218,8 @@ impl Server {
             match self.active.compare_exchange_weak(
                 cur,
                 cur + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
             ) {
                 Ok(_) => break,
                 Err(now) => cur = now,
@@ -191,6 +263,100 @@ impl Server {
     }
 }
 
+// Protection (issue 3): state, passive health, slow start, queue hand-off.
+impl Server {
+    /// The state shown to operators: maintenance first (it is what a person decided), then
+    /// health, ejection and the slow-start ramp.
+    pub fn state(&self) -> ServerState {
+        if self.maintenance.is_on() {
+            if self.active() > 0 {
+                ServerState::Draining
+            } else {
+                ServerState::Maintenance
+            }
+        } else if self.health() == Health::Unknown {
+            ServerState::Starting
+        } else if self.health() == Health::Down {
+            ServerState::Down
+        } else if self.is_ejected() {
+            ServerState::Ejected
+        } else if self.ramp_factor(clock::now_ms()) < 1.0 {
+            ServerState::Starting
+        } else {
+            ServerState::Up
+        }
+    }
+
+    /// Whether passive health has taken this server out for now.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_until_ms.load(Ordering::Acquire) != 0
+    }
+
+    /// A success: the failure streak starts again.
+    pub fn record_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A failure; returns the failures in a row so far.
+    pub fn record_failure(&self) -> u32 {
+        self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// How many times the server has been ejected.
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Acquire)
+    }
+
+    /// Ejects until `until_ms` (clock time); returns which ejection this is (1, 2, ...).
+    pub fn eject(&self, until_ms: u64) -> u32 {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.ejected_until_ms
+            .store(until_ms.max(1), Ordering::Release);
+        self.ejections.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Ends the ejection; returns whether the server was ejected.
+    pub fn end_ejection(&self) -> bool {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.ejected_until_ms.swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// When the current ejection ends (clock ms), if ejected.
+    pub fn ejected_until_ms(&self) -> Option<u64> {
+        match self.ejected_until_ms.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// Begins the slow-start ramp now, lasting `len` (zero: no ramp).
+    pub fn start_ramp(&self, len: Duration) {
+        if len.is_zero() {
+            self.ramp_start_ms.store(0, Ordering::Release);
+            return;
+        }
+        self.ramp_len_ms
+            .store(len.as_millis() as u64, Ordering::Release);
+        self.ramp_start_ms.store(clock::now_ms(), Ordering::Release);
+    }
+
+    /// The slow-start factor at `now_ms` in `(0, 1]`; 1.0 when not ramping.
+    pub fn ramp_factor(&self, now_ms: u64) -> f64 {
+        let start = self.ramp_start_ms.load(Ordering::Acquire);
+        if start == 0 {
+            return 1.0;
+        }
+        slow_start::factor(start, self.ramp_len_ms.load(Ordering::Acquire), now_ms)
+    }
+
+    /// Points freed slots of this server at `queue`.
+    pub fn attach_queue(&self, queue: &Arc<Queue>) {
+        self.queue.store(Some(Arc::clone(queue)));
+    }
+}
+
 /// One request's hold on a server's capacity; dropping it frees the slot.
 pub struct Slot {
     server: Arc<Server>,
@@ -204,6 +370,13 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.server.active.fetch_sub(1, Ordering::AcqRel);
+        // SeqCst pairs with the queue's: a waiter that joins while this slot frees either
+        // sees the lower count itself or is seen here (see `Queue::join`).
+        self.server.active.fetch_sub(1, Ordering::SeqCst);
+        if let Some(q) = self.server.queue.load().as_ref()
+            && !q.is_empty()
+        {
+            q.dispatch(Some(&self.server));
+        }
     }
 }

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 
 use super::conn::Busy;
 use super::upstream::Sender;
-use crate::pool::{Server, Slot};
+use crate::pool::{Backend, Server, Slot};
 
 /// The response body type of the proxy.
 pub struct ProxyBody {
@@ -41,6 +41,10 @@ pub struct Finish {
     /// Marks the client connection busy until the response is done (idle timeout).
     pub busy: Option<Busy>,
     bytes: u64,
+    /// Where to count the request for metrics, once its status is known.
+    count: Option<(Arc<str>, Arc<Backend>)>,
+    status: u16,
+    start: Instant,
 }
 
 impl Finish {
@@ -51,10 +55,35 @@ impl Finish {
             log,
             busy: Some(busy),
             bytes: 0,
+            count: None,
+            status: 0,
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts the request in the metrics of `frontend` and `backend` when it is done.
+    pub fn counted(mut self, frontend: &Arc<str>, backend: &Arc<Backend>) -> Self {
+        self.count = Some((Arc::clone(frontend), Arc::clone(backend)));
+        self
+    }
+
+    /// Records the request in lock-free per-server counters (or the backend's own-answer
+    /// counters when no server answered).
+    fn record(&self) {
+        let Some((frontend, backend)) = &self.count else {
+            return;
+        };
+        match self.slot.as_ref().map(Slot::server) {
+            Some(server) => {
+                server.stats.requests.count(frontend, self.status);
+                server.stats.duration.observe(self.start.elapsed());
+            }
+            None => backend.refusals.count(frontend, self.status),
         }
     }
 
     fn run(mut self, complete: bool) {
+        self.record();
         if let Some((tx, server)) = self.conn.take()
             && complete
         {
@@ -129,6 +158,9 @@ impl ProxyBody {
 
     /// Sets the status in the pending access log line.
     pub fn log_status(&mut self, status: u16) {
+        if let Some(f) = self.finish.as_mut() {
+            f.status = status;
+        }
         if let Some(log) = self.finish.as_mut().and_then(|f| f.log.as_mut()) {
             log.status = status;
         }

@@ -14,10 +14,10 @@ use super::body::{AccessLog, Finish, ProxyBody};
 use super::conn::Busy;
 use super::error::Refusal;
 use super::headers::{add_forwarded, head_size, strip_hop_by_hop};
-use super::upstream::{self, ConnectError, Sender};
-use crate::balance;
+use super::retry;
+use super::upstream::{self, ConnectError, Sender, UpstreamBody};
 use crate::config;
-use crate::pool::{Backend, NoSlot, Server, Slot};
+use crate::pool::{Backend, Server, Slot, outlier};
 
 /// An HTTP frontend as the request path sees it. Both fields are swapped whole by a reload.
 pub struct HttpFrontend {
@@ -62,7 +62,7 @@ pub async fn handle(
         server: None,
         start: Instant::now(),
     });
-    let mut finish = Finish::new(busy, log);
+    let mut finish = Finish::new(busy, log).counted(&fe.name, &backend);
     let mut resp = match forward(&settings, &backend, client, tls, req).await {
         Ok(fwd) => {
             let (mut parts, body) = fwd.resp.into_parts();
@@ -102,35 +102,92 @@ async fn forward(
     tls: bool,
     req: Request<Incoming>,
 ) -> Result<Forwarded, Refusal> {
-    let mut req = prepare(settings, client, tls, req)?;
+    let (parts, body) = prepare(settings, client, tls, req)?.into_parts();
     let b = backend.settings();
     let (connect_timeout, response_timeout, retries) =
         (b.connect_timeout.get(), b.response_timeout.get(), b.retries);
     drop(b);
+    backend.retry_budget.record_request();
+    // A bodiless idempotent request keeps its head, so that it can be sent again.
+    let replay = (retries > 0 && retry::replayable(&parts, &body)).then(|| parts.clone());
+    let body = match replay {
+        Some(_) => UpstreamBody::Empty,
+        None => UpstreamBody::Client(body),
+    };
+    let mut req = Request::from_parts(parts, body);
+    let mut slot = retry::first_slot(backend, client, req.uri(), req.headers()).await?;
     let mut tried: Vec<usize> = Vec::new();
-    let mut last = Refusal::NoServer;
-    for _attempt in 0..=retries {
-        let slot = match pick(backend, client, &req, &tried) {
-            Ok(slot) => slot,
-            Err(r) if tried.is_empty() => return Err(r),
-            Err(_) => return Err(last),
-        };
+    let mut retried = 0;
+    loop {
         let server = Arc::clone(slot.server());
-        match send(&server, connect_timeout, response_timeout, req).await {
-            Outcome::Answered(resp, conn) => return Ok(Forwarded { resp, conn, slot }),
+        tried.push(Arc::as_ptr(&server) as usize);
+        let outcome = send(&server, connect_timeout, response_timeout, req).await;
+        let more = retried < retries;
+        // Every attempt feeds passive health; a retry, when allowed, replaces the attempt.
+        let again = match outcome {
+            Outcome::Answered(resp, conn) => {
+                let status = resp.status();
+                if status.is_server_error() {
+                    outlier::record(
+                        backend,
+                        &server,
+                        Err(&format!("status {}", status.as_u16())),
+                    );
+                } else {
+                    outlier::record(backend, &server, Ok(()));
+                }
+                let next = match &replay {
+                    Some(head) if more && retry::retry_status(status) => {
+                        retry::next_slot(backend, client, &head.uri, &head.headers, &tried, true)
+                    }
+                    _ => None,
+                };
+                let Some(next) = next else {
+                    return Ok(Forwarded { resp, conn, slot });
+                };
+                tracing::warn!(server = %server.full_name(), "answered {status}; retrying on another server");
+                (next, None)
+            }
             Outcome::NotSent(back, why) => {
+                outlier::record(backend, &server, Err(&why));
+                let next = more
+                    .then(|| {
+                        retry::next_slot(backend, client, back.uri(), back.headers(), &tried, false)
+                    })
+                    .flatten();
+                let Some(next) = next else {
+                    tracing::warn!(server = %server.full_name(), "{why}; no other server to try");
+                    return Err(Refusal::ConnectFailed);
+                };
                 tracing::warn!(server = %server.full_name(), "{why}; trying another server");
-                tried.push(Arc::as_ptr(&server) as usize);
-                last = Refusal::ConnectFailed;
-                req = back;
+                (next, Some(back))
             }
             Outcome::Failed(refusal) => {
-                tracing::warn!(server = %server.full_name(), "request failed: {}", refusal.code());
-                return Err(refusal);
+                outlier::record(backend, &server, Err(refusal.code()));
+                let next = match &replay {
+                    Some(head) if more && refusal == Refusal::UpstreamBroken => {
+                        retry::next_slot(backend, client, &head.uri, &head.headers, &tried, true)
+                    }
+                    _ => None,
+                };
+                let Some(next) = next else {
+                    tracing::warn!(server = %server.full_name(), "request failed: {}", refusal.code());
+                    return Err(refusal);
+                };
+                tracing::warn!(server = %server.full_name(), "connection broke before the response; retrying on another server");
+                (next, None)
             }
-        }
+        };
+        let (next, back) = again;
+        retried += 1;
+        slot = next;
+        req = match (back, &replay) {
+            (Some(back), _) => back,
+            (None, Some(head)) => Request::from_parts(head.clone(), UpstreamBody::Empty),
+            // Only replayable requests are retried after being sent.
+            (None, None) => return Err(Refusal::UpstreamBroken),
+        };
     }
-    Err(last)
 }
 
 /// Checks the request and turns it into the one sent upstream.
@@ -175,30 +232,12 @@ fn prepare(
     Ok(Request::from_parts(parts, body))
 }
 
-/// Chooses a server that has a free slot and was not tried yet, and takes the slot.
-fn pick(
-    backend: &Backend,
-    client: SocketAddr,
-    req: &Request<Incoming>,
-    tried: &[usize],
-) -> Result<Slot, Refusal> {
-    let info = balance::Request {
-        client: client.ip(),
-        uri: req.uri(),
-        headers: req.headers(),
-    };
-    backend.acquire(&info, tried).map_err(|e| match e {
-        NoSlot::NoCandidates | NoSlot::AllTried => Refusal::NoServer,
-        NoSlot::AllBusy => Refusal::QueueFull,
-    })
-}
-
 /// What became of one attempt on one server.
 enum Outcome {
     /// The server answered (its body is still to be streamed).
     Answered(Response<Incoming>, Sender),
     /// Nothing was sent: the request can go elsewhere, whatever its method.
-    NotSent(Request<Incoming>, String),
+    NotSent(Request<UpstreamBody>, String),
     /// The request was sent and failed.
     Failed(Refusal),
 }
@@ -207,7 +246,7 @@ async fn send(
     server: &Server,
     connect_timeout: Duration,
     response_timeout: Duration,
-    mut req: Request<Incoming>,
+    mut req: Request<UpstreamBody>,
 ) -> Outcome {
     // A pooled connection first; if the server closed it under us the request comes back
     // unsent and we open a fresh one.
@@ -241,11 +280,11 @@ fn connect_error(server: &Server, e: &ConnectError) -> String {
 
 enum Sent {
     Answered(Response<Incoming>),
-    Returned(Request<Incoming>),
+    Returned(Request<UpstreamBody>),
     Failed(Refusal),
 }
 
-async fn send_on(tx: &mut Sender, timeout: Duration, req: Request<Incoming>) -> Sent {
+async fn send_on(tx: &mut Sender, timeout: Duration, req: Request<UpstreamBody>) -> Sent {
     match tokio::time::timeout(timeout, tx.try_send_request(req)).await {
         Err(_) => Sent::Failed(Refusal::UpstreamTimeout),
         Ok(Ok(resp)) => Sent::Answered(resp),

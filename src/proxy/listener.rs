@@ -42,6 +42,8 @@ pub struct Shared {
     pub stop: CancellationToken,
     /// Every live connection's task, so shutdown can wait for them to finish.
     pub tasks: TaskTracker,
+    /// Open client connections of this frontend (for `fulcrum_client_connections`).
+    pub clients: Arc<crate::metrics::ClientCount>,
 }
 
 /// Accepts a connection once a slot under the global limit is free.
@@ -101,6 +103,7 @@ pub async fn serve_http(
         let Some((stream, peer, permit)) = next else {
             break;
         };
+        let open = shared.clients.open();
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
         let io = Tracked::new(stream, Arc::clone(&activity));
@@ -122,7 +125,7 @@ pub async fn serve_http(
                     Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
                 },
             }
-            drop(permit);
+            drop((permit, open));
         });
     }
 }

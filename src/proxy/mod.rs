@@ -6,6 +6,7 @@ pub mod error;
 mod headers;
 pub mod http;
 pub mod listener;
+mod retry;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;

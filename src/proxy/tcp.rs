@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::listener::Shared;
 use crate::balance;
 use crate::config;
-use crate::pool::{Backend, Slot};
+use crate::pool::{Backend, Slot, outlier};
 
 /// A TCP frontend; swapped whole by a reload like [`super::http::HttpFrontend`].
 pub struct TcpFrontend {
@@ -58,9 +58,10 @@ pub async fn serve_tcp(
         };
         let fe = Arc::clone(&fe);
         let stop = shared.stop.clone();
+        let open = shared.clients.open();
         shared.tasks.spawn(async move {
             relay(&fe, client, peer, stop).await;
-            drop(permit);
+            drop((permit, open));
         });
     }
 }
@@ -107,15 +108,32 @@ async fn connect(backend: &Backend, peer: SocketAddr) -> Option<(TcpStream, Slot
         headers: &headers,
     };
     let mut tried: Vec<usize> = Vec::new();
-    for _ in 0..=retries {
-        let slot = backend.acquire(&info, &tried).ok()?;
-        let server = Arc::clone(slot.server());
-        match tokio::time::timeout(timeout, TcpStream::connect(server.addr())).await {
-            Ok(Ok(s)) => return Some((s, slot)),
-            Ok(Err(e)) => tracing::warn!(server = %server.full_name(), "connect failed: {e}"),
-            Err(_) => tracing::warn!(server = %server.full_name(), "connect timed out"),
+    // The first attempt waits in the queue when every server is at its limit; a failed
+    // connect tries another server with a free slot at once.
+    let mut slot = match backend.acquire_or_wait(&info).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(backend = %backend.name, "no slot for the connection: {e:?}");
+            return None;
         }
+    };
+    for attempt in 0..=retries {
+        let server = Arc::clone(slot.server());
+        let why = match tokio::time::timeout(timeout, TcpStream::connect(server.addr())).await {
+            Ok(Ok(s)) => {
+                outlier::record(backend, &server, Ok(()));
+                return Some((s, slot));
+            }
+            Ok(Err(e)) => format!("connect failed: {e}"),
+            Err(_) => String::from("connect timed out"),
+        };
+        tracing::warn!(server = %server.full_name(), "{why}");
+        outlier::record(backend, &server, Err(&why));
         tried.push(Arc::as_ptr(&server) as usize);
+        if attempt == retries {
+            break;
+        }
+        slot = backend.acquire(&info, &tried).ok()?;
     }
     None
 }

@@ -6,16 +6,57 @@
 //! back unsent (`try_send_request`), and we try a fresh connection.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// The request body type sent upstream: the client's body, streamed as it arrives.
-pub type UpstreamBody = Incoming;
+/// The request body sent upstream: the client's body streamed as it arrives, or nothing.
+///
+/// `Empty` is what makes a retry possible after a request was sent: a request without a
+/// body can be sent again from its head alone, whereas the client's body is gone once sent.
+pub enum UpstreamBody {
+    /// The client's body, streamed (sent once: it cannot be replayed).
+    Client(Incoming),
+    /// No body: a bodiless request, which may be sent again on another server.
+    Empty,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Client(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Client(b) => b.is_end_stream(),
+            UpstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Client(b) => b.size_hint(),
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// A ready connection to one server.
 pub type Sender = SendRequest<UpstreamBody>;

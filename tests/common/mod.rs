@@ -247,12 +247,15 @@ pub fn backend_toml(name: &str, extra: &str, servers: &[(&TestServer, &str)]) ->
     s
 }
 
-/// A whole configuration: one HTTP frontend `www` on port 0 feeding backend `b`.
+/// A whole configuration: one HTTP frontend `www` on port 0 feeding backend `b`. Each call
+/// gets its own state_dir, so saved maintenance of one test never reaches another.
 pub fn simple_config(backend_extra: &str, servers: &[(&TestServer, &str)]) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!(
         "[global]\ngrace_period = \"5s\"\nstate_dir = \"{}\"\n[admin]\nbind = \"127.0.0.1:0\"\n\n[[frontends]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"b\"\naccess_log = false\n\n{}",
         std::env::temp_dir()
-            .join(format!("fulcrum-test-{}", std::process::id()))
+            .join(format!("fulcrum-test-{}-{n}", std::process::id()))
             .display(),
         backend_toml("b", backend_extra, servers)
     )

@@ -1,0 +1,103 @@
+//! The body of `GET /api/v1/status` (INTERFACE.md), also what `fulcrum ctl status` reads.
+//! Fields beyond the interface's are additions, never renames.
+
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+use crate::pool::{Backend, Server};
+
+/// Every backend and server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub algorithm: String,
+    pub healthy_primaries: usize,
+    pub min_healthy: u32,
+    /// Whether backups are serving because no primary is up.
+    #[serde(default)]
+    pub using_backups: bool,
+    pub servers: Vec<ServerStatus>,
+}
+
+/// One server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub name: String,
+    pub address: String,
+    /// up | down | maintenance | draining | ejected | starting
+    pub state: String,
+    pub backup: bool,
+    pub weight: u32,
+    /// Requests in flight now.
+    pub active: u32,
+    pub requests_total: u64,
+    /// RFC 3339, when a maintenance window is running.
+    pub maintenance_until: Option<String>,
+    pub maintenance_reason: Option<String>,
+    /// RFC 3339 time of the last finished health check, and whether it passed.
+    #[serde(default)]
+    pub last_check: Option<String>,
+    #[serde(default)]
+    pub last_check_ok: Option<bool>,
+}
+
+impl Status {
+    /// The live state of `app`.
+    pub fn of(app: &App) -> Status {
+        Status {
+            backends: app
+                .backends
+                .load()
+                .values()
+                .map(|b| BackendStatus::of(b))
+                .collect(),
+        }
+    }
+}
+
+impl BackendStatus {
+    fn of(b: &Backend) -> BackendStatus {
+        let snap = b.snapshot();
+        let settings = b.settings();
+        BackendStatus {
+            name: b.name.to_string(),
+            algorithm: settings.algorithm.name().to_string(),
+            healthy_primaries: snap.healthy_primaries(),
+            min_healthy: settings.min_healthy,
+            using_backups: snap.using_backups,
+            servers: snap.servers.iter().map(|s| ServerStatus::of(s)).collect(),
+        }
+    }
+}
+
+impl ServerStatus {
+    /// One server's live state.
+    pub fn of(s: &Server) -> ServerStatus {
+        let window = s.maintenance.window();
+        let last = s.last_check();
+        ServerStatus {
+            name: s.name.to_string(),
+            address: s.address.clone(),
+            state: s.state().name().to_string(),
+            backup: s.backup,
+            weight: s.weight(),
+            active: s.active(),
+            requests_total: s.requests_total(),
+            maintenance_until: window
+                .as_ref()
+                .map(|w| humantime::format_rfc3339_seconds(w.until).to_string()),
+            maintenance_reason: window.map(|w| w.reason),
+            last_check: last.map(|(ms, _)| {
+                let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                humantime::format_rfc3339_millis(t).to_string()
+            }),
+            last_check_ok: last.map(|(_, ok)| ok),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! A minimal HTTP/1.1 client for fulcrum's own outgoing calls (webhooks, `fulcrum ctl`):
+//! one connection per call, a deadline over the whole exchange. Built on hyper's
+//! connection API so the binary needs no second HTTP stack.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// The largest answer body read; webhooks and the admin API answer far less.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Nothing listens there (connection refused).
+    #[error("connection refused by {0}")]
+    Refused(String),
+    #[error("no answer from {0} within {1:?}")]
+    Timeout(String, Duration),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// An answer: status and body.
+pub struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// Sends one request to `uri` (`http://host:port/path`) and reads the whole answer.
+pub async fn call(
+    method: Method,
+    uri: &Uri,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Answer, CallError> {
+    let authority = uri
+        .authority()
+        .ok_or_else(|| CallError::Other(format!("`{uri}` has no host")))?
+        .to_string();
+    let target = if authority.contains(':') {
+        authority.clone()
+    } else {
+        format!("{authority}:80")
+    };
+    let exchange = async {
+        let stream = TcpStream::connect(&target).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                CallError::Refused(target.clone())
+            } else {
+                CallError::Other(format!("cannot connect to {target}: {e}"))
+            }
+        })?;
+        let _ = stream.set_nodelay(true);
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| CallError::Other(format!("{target}: {e}")))?;
+        tokio::spawn(async move {
+            // The connection's own error surfaces as the request's error below.
+            let _ = conn.await;
+        });
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, authority.as_str())
+            .header(http::header::USER_AGENT, "fulcrum")
+            .header(http::header::CONNECTION, "close");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| CallError::Other(format!("bad request: {e}")))?;
+        let resp = tx
+            .send_request(req)
+            .await
+            .map_err(|e| CallError::Other(format!("{target}: {e}")))?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| CallError::Other(format!("{target}: reading the answer: {e}")))?
+            .to_bytes();
+        Ok(Answer { status, body })
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(CallError::Timeout(target, timeout)),
+    }
+}
+
+/// The URI of `path` on the admin listener at `addr`.
+pub fn admin_uri(addr: SocketAddr, path: &str) -> Result<Uri, CallError> {
+    format!("http://{addr}{path}")
+        .parse()
+        .map_err(|e| CallError::Other(format!("bad path {path}: {e}")))
+}

@@ -1,0 +1,129 @@
+//! Helpers for tests of the admin plane: a fresh state_dir per test (maintenance state
+//! and the token live there), and authenticated calls.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use crate::common::*;
+
+/// `simple_config` with its own state_dir; `top` is extra TOML: keys for `[admin]` when it
+/// starts with `[admin]`, else tables prepended.
+pub fn config_in(
+    state: &Path,
+    top: &str,
+    backend_extra: &str,
+    servers: &[(&TestServer, &str)],
+) -> String {
+    let text: String = simple_config(backend_extra, servers)
+        .lines()
+        .map(|l| {
+            if l.starts_with("state_dir = ") {
+                format!("state_dir = \"{}\"\n", state.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    match top.strip_prefix("[admin]") {
+        Some(keys) => text.replace("[admin]\n", &format!("[admin]\n{}\n", keys.trim())),
+        None => format!("{top}\n{text}"),
+    }
+}
+
+/// The generated token of a fulcrum whose state_dir is `state`.
+pub fn token(state: &Path) -> String {
+    std::fs::read_to_string(state.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// An admin API client for a running fulcrum.
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    pub c: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(f: &fulcrum::app::Running, state: &Path) -> Api {
+        Api {
+            base: format!("http://{}", f.admin),
+            token: token(state),
+            c: client(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut r = self
+            .c
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let (code, v) = self
+            .send(reqwest::Method::GET, "/api/v1/status", None)
+            .await;
+        assert_eq!(code, 200, "{v}");
+        v
+    }
+
+    /// The status entry of server `s` of backend `b`.
+    pub async fn server(&self, b: &str, s: &str) -> serde_json::Value {
+        let st = self.status().await;
+        st["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == b)
+            .unwrap()["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == s)
+            .unwrap()
+            .clone()
+    }
+
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .c
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.unwrap()
+    }
+
+    pub async fn maintenance(
+        &self,
+        server: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.send(
+            reqwest::Method::POST,
+            &format!("/api/v1/backends/b/servers/{server}/maintenance"),
+            Some(body),
+        )
+        .await
+    }
+}
