@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use crate::balance::Ewma;
 use crate::config;
 use crate::proxy::upstream::ConnPool;
 
@@ -56,6 +57,8 @@ pub struct Server {
     last_check_ok: AtomicBool,
     /// Idle keep-alive connections to this server.
     pub conns: ConnPool,
+    /// Response-time estimate for `peak_ewma`, fed when a response head arrives.
+    pub ewma: Ewma,
 }
 
 impl Server {
@@ -77,6 +80,7 @@ impl Server {
             last_check_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
             conns: ConnPool::default(),
+            ewma: Ewma::default(),
         }
     }
 

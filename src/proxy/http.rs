@@ -63,11 +63,18 @@ pub async fn handle(
         start: Instant::now(),
     });
     let mut finish = Finish::new(busy, log);
+    let sticky = balance::sticky::requested(&backend.settings(), req.headers());
     let mut resp = match forward(&settings, &backend, client, tls, req).await {
         Ok(fwd) => {
             let (mut parts, body) = fwd.resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let server = Arc::clone(fwd.slot.server());
+            balance::sticky::set_cookie(
+                &backend.settings(),
+                sticky.as_deref(),
+                &server,
+                &mut parts.headers,
+            );
             if let Some(log) = finish.log.as_mut() {
                 log.server = Some(Arc::clone(&server.name));
             }
@@ -116,8 +123,12 @@ async fn forward(
             Err(_) => return Err(last),
         };
         let server = Arc::clone(slot.server());
+        let sent_at = balance::clock::now_ns();
         match send(&server, connect_timeout, response_timeout, req).await {
-            Outcome::Answered(resp, conn) => return Ok(Forwarded { resp, conn, slot }),
+            Outcome::Answered(resp, conn) => {
+                server.ewma.observe_since(sent_at);
+                return Ok(Forwarded { resp, conn, slot });
+            }
             Outcome::NotSent(back, why) => {
                 tracing::warn!(server = %server.full_name(), "{why}; trying another server");
                 tried.push(Arc::as_ptr(&server) as usize);
