@@ -3,7 +3,7 @@
 //! The layout follows the concerns: `config` (the file), `balance` (choosing a server),
 //! `pool` (servers, their live state and health checks), `proxy` (the data path), `admin`
 //! (API, dashboard, metrics), `events` (state changes), `app` (a running instance),
-//! `cli` and `demo`.
+//! `simulate` (the offline algorithm advisor), `cli` and `demo`.
 
 #![forbid(unsafe_code)]
 
@@ -16,3 +16,4 @@ pub mod demo;
 pub mod events;
 pub mod pool;
 pub mod proxy;
+pub mod simulate;
