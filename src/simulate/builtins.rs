@@ -103,7 +103,7 @@ duration = "120s"
 [keys]
 distribution = "zipf"
 count = 500
-exponent = 1.1
+exponent = 1.3
 
 [[servers]]
 name = "cache-1"
@@ -135,7 +135,7 @@ memory_limit_mb = 2500
 
 [[traffic]]
 at = "0s"
-rate = 600
+rate = 800
 "#;
 
 const FLAPPING: &str = r#"

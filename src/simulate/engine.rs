@@ -37,6 +37,7 @@ pub struct Run {
     pub rejected: u64,
     /// Lost to a crashed server (in flight when it died, or sent to it before it was noticed).
     pub failed: u64,
+    /// Crashes from overload (memory past the limit); scripted crashes are not counted.
     pub crashes: u32,
     /// Latency of served requests, nanoseconds, sorted.
     pub latencies: Vec<u64>,
@@ -410,7 +411,7 @@ impl Engine<'_> {
         let m = &self.sc.servers[s];
         let memory = self.sims[s].held.len() as f64 * m.memory_per_request_mb;
         if m.memory_limit_mb > 0.0 && memory > m.memory_limit_mb {
-            self.crash(s);
+            self.crash(s, true);
         }
     }
 
@@ -473,11 +474,14 @@ impl Engine<'_> {
         }
     }
 
-    fn crash(&mut self, s: usize) {
+    /// The process dies: from overload (counted in `crashes`) or by the scenario's script.
+    fn crash(&mut self, s: usize, overload: bool) {
         if !self.sims[s].alive {
             return;
         }
-        self.run.crashes += 1;
+        if overload {
+            self.run.crashes += 1;
+        }
         let sim = &mut self.sims[s];
         sim.alive = false;
         sim.epoch += 1;
@@ -547,7 +551,7 @@ impl Engine<'_> {
             }
             Action::Return => self.set_rotation(s, true),
             Action::Slow => self.sims[s].slow = factor,
-            Action::Crash => self.crash(s),
+            Action::Crash => self.crash(s, false),
         }
         if let Some(every) = every {
             let t = self.now + every.get().as_nanos() as u64;
