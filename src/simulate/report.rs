@@ -54,7 +54,7 @@ fn ms(v: f64) -> f64 {
 
 impl Report<'_> {
     /// The index of the recommended run: no crashes first, then the fewest requests not
-    /// served (503 or failed), then the lowest p99; the first listed wins a tie.
+    /// served (503 or failed), then the lowest p99, then with limits; else the first listed.
     pub fn best(&self) -> Option<usize> {
         (0..self.runs.len()).min_by(|&a, &b| {
             let key = |r: &Run| (r.crashes, r.rejected + r.failed);
@@ -62,6 +62,8 @@ impl Report<'_> {
             key(ra)
                 .cmp(&key(rb))
                 .then(ra.quantile_ms(0.99).total_cmp(&rb.quantile_ms(0.99)))
+                // Equal results: with limits, which also hold on a worse day.
+                .then(rb.limits.cmp(&ra.limits))
         })
     }
 
