@@ -4,7 +4,7 @@
 //! A server's points depend only on its name and weight, so when it leaves only the keys on
 //! its points move (to the next point's server), and when it returns they come back; raising
 //! a weight adds points and only pulls keys toward that server. A request without the key
-//! falls back to round-robin.
+//! falls back to weighted round-robin.
 //!
 //! With `hash_balance_factor` > 0 the ring has bounded loads (Mirrokni et al., as HAProxy's
 //! `hash-balance-factor`): a server already carrying more than factor × its weighted share of
@@ -12,7 +12,8 @@
 //! requests, an O(n) pass per pick: the price of the option, paid only when it is on.
 
 use super::key::{self, request_key};
-use super::{Candidate, Request, RoundRobin, Select};
+use super::random::Rotation;
+use super::{Candidate, Request, Select};
 use crate::config::{self, HashKey};
 
 /// Points per unit of weight. ketama uses 160 per server; 100 per weight unit keeps each
@@ -28,15 +29,13 @@ pub struct ConsistentHash {
     key: HashKey,
     factor: f64,
     total_weight: u64,
-    fallback: RoundRobin,
+    fallback: Rotation,
 }
 
 /// The hash of a server's `p`-th point: its name and the point number, nothing else.
+/// (The point number goes in the seed: no buffer to build for each of a ring's points.)
 pub(crate) fn point(name: &str, p: u32) -> u64 {
-    let mut buf = Vec::with_capacity(name.len() + 4);
-    buf.extend_from_slice(name.as_bytes());
-    buf.extend_from_slice(&p.to_le_bytes());
-    key::hash(&buf, POINT_SEED)
+    key::hash(name.as_bytes(), POINT_SEED.wrapping_add(u64::from(p)))
 }
 
 impl Select for ConsistentHash {
@@ -66,7 +65,7 @@ impl Select for ConsistentHash {
             key: settings.hash_key.clone(),
             factor: settings.hash_balance_factor,
             total_weight: candidates.iter().map(|c| u64::from(c.weight)).sum(),
-            fallback: RoundRobin::build(candidates, settings),
+            fallback: Rotation::build(candidates),
         }
     }
 
@@ -80,7 +79,7 @@ impl Select for ConsistentHash {
             return None;
         }
         let Some(h) = request_key(req, &self.key) else {
-            return self.fallback.pick(req, candidates, accept);
+            return self.fallback.pick(candidates, accept);
         };
         let start = self.ring.partition_point(|&(p, _)| p < h);
         if self.factor > 0.0 {

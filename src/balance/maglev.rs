@@ -5,10 +5,11 @@
 //! Compared with the ketama ring it balances more evenly and picks faster; the price is that
 //! when a server leaves a small fraction of other keys move too (the paper measures a few
 //! percent), not only the leaving server's. A request without the key falls back to
-//! round-robin.
+//! weighted rotation.
 
 use super::key::{self, request_key};
-use super::{Candidate, Request, RoundRobin, Select, scan_from};
+use super::random::Rotation;
+use super::{Candidate, Request, Select, scan_from};
 use crate::config::{self, HashKey};
 
 /// Table slots per server at least: the paper's rule of M ≫ N (100×) keeps every server's
@@ -23,7 +24,7 @@ const EMPTY: u32 = u32::MAX;
 pub struct Maglev {
     table: Vec<u32>,
     key: HashKey,
-    fallback: RoundRobin,
+    fallback: Rotation,
 }
 
 fn is_prime(n: usize) -> bool {
@@ -97,7 +98,7 @@ impl Select for Maglev {
         Maglev {
             table: populate(candidates),
             key: settings.hash_key.clone(),
-            fallback: RoundRobin::build(candidates, settings),
+            fallback: Rotation::build(candidates),
         }
     }
 
@@ -111,7 +112,7 @@ impl Select for Maglev {
             return None;
         }
         let Some(h) = request_key(req, &self.key) else {
-            return self.fallback.pick(req, candidates, accept);
+            return self.fallback.pick(candidates, accept);
         };
         let i = self.table[(h % self.table.len() as u64) as usize] as usize;
         if accept(&candidates[i]) {

@@ -20,6 +20,20 @@ const DEFAULT_RTT_NS: f64 = 30_000_000.0;
 /// long enough to ride out one slow response, short enough to notice a recovery.
 const DECAY_NS: f64 = 10_000_000_000.0;
 
+/// e^-x, the weight of data `x` time constants old. This is on the request path twice per
+/// pick: a busy server's data is fresh (x below 1e-3, where 1 - x + x²/2 is exact to 1e-10)
+/// and a long-idle one has decayed away (x above 40, e^-40 ≈ 4e-18), so `exp` is only
+/// paid in between.
+fn decay(x: f64) -> f64 {
+    if x < 1e-3 {
+        1.0 - x + x * x / 2.0
+    } else if x > 40.0 {
+        0.0
+    } else {
+        (-x).exp()
+    }
+}
+
 /// One server's response-time estimate: two atomics, no lock. Concurrent updates may lose
 /// one sample to the other, which an average of thousands does not notice.
 pub struct Ewma {
@@ -41,9 +55,13 @@ impl Default for Ewma {
 impl Ewma {
     /// The estimate at `now`, decayed toward the default for the time without samples.
     pub fn estimate_at(&self, now: u64) -> f64 {
+        let stamp = self.stamp.load(Ordering::Relaxed);
+        if stamp == 0 {
+            return DEFAULT_RTT_NS;
+        }
         let rtt = f64::from_bits(self.rtt.load(Ordering::Relaxed));
-        let idle = now.saturating_sub(self.stamp.load(Ordering::Relaxed)) as f64;
-        DEFAULT_RTT_NS + (rtt - DEFAULT_RTT_NS) * (-idle / DECAY_NS).exp()
+        let x = now.saturating_sub(stamp) as f64 / DECAY_NS;
+        DEFAULT_RTT_NS + (rtt - DEFAULT_RTT_NS) * decay(x)
     }
 
     /// Records one response time (request sent → response head), now.
@@ -65,7 +83,7 @@ impl Ewma {
         let new = if rtt > old || stamp == 0 {
             rtt
         } else {
-            let w = (-(now.saturating_sub(stamp) as f64) / DECAY_NS).exp();
+            let w = decay(now.saturating_sub(stamp) as f64 / DECAY_NS);
             old * w + rtt * (1.0 - w)
         };
         self.rtt.store(new.to_bits(), Ordering::Relaxed);

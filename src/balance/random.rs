@@ -37,6 +37,42 @@ impl Cumulative {
     }
 }
 
+/// Weighted rotation over the cumulative table: the `k`-th request goes to the candidate
+/// whose weight range holds `k mod total`. Not interleaved like the smooth round-robin,
+/// but built in O(n) and picked in O(log n): the hash algorithms' fallback for requests
+/// without a key, so their rebuilds stay cheap at thousands of servers.
+pub struct Rotation {
+    table: Cumulative,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Rotation {
+    pub fn build(candidates: &[Candidate]) -> Self {
+        Rotation {
+            table: Cumulative::build(candidates),
+            next: std::sync::atomic::AtomicU64::new(fastrand::u64(..)),
+        }
+    }
+
+    /// The next candidate in rotation, then the others once each if it is refused.
+    pub fn pick(
+        &self,
+        candidates: &[Candidate],
+        accept: &mut dyn FnMut(&Candidate) -> bool,
+    ) -> Option<usize> {
+        let total = *self.table.ends.last()?;
+        if total == 0 {
+            return None;
+        }
+        let k = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % total;
+        let i = self.table.ends.partition_point(|&end| end <= k);
+        if accept(&candidates[i]) {
+            return Some(i);
+        }
+        scan_from(i, candidates, accept)
+    }
+}
+
 pub struct Random {
     table: Cumulative,
 }
