@@ -207,10 +207,35 @@ pub fn serve(cfg: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        wait_for_stop_signal().await;
+        serve_until_stopped(&running.app).await;
         running.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// Reloads the configuration on each SIGHUP (the usual daemon convention, as HAProxy and
+/// nginx do) until SIGTERM or SIGINT; a rejected file is logged and the old one serves on.
+async fn serve_until_stopped(app: &std::sync::Arc<crate::app::App>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGHUP ({e}); reload through the admin API");
+            return wait_for_stop_signal().await;
+        }
+    };
+    let stop = wait_for_stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            Some(()) = hup.recv() => {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                // The outcome is logged and published by the reload itself.
+                let _ = crate::app::reload(app).await;
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

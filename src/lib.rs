@@ -20,3 +20,4 @@ pub mod http_client;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
