@@ -200,6 +200,8 @@ pub fn serve(cfg: Config) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        // Installed before anything listens: SIGHUP's default action would end the process.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let running = match crate::app::start(cfg).await {
             Ok(r) => r,
             Err(e) => {
@@ -207,7 +209,7 @@ pub fn serve(cfg: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        serve_until_stopped(&running.app).await;
+        serve_until_stopped(&running.app, hup).await;
         running.shutdown().await;
         ExitCode::SUCCESS
     })
@@ -215,9 +217,11 @@ pub fn serve(cfg: Config) -> ExitCode {
 
 /// Reloads the configuration on each SIGHUP (the usual daemon convention, as HAProxy and
 /// nginx do) until SIGTERM or SIGINT; a rejected file is logged and the old one serves on.
-async fn serve_until_stopped(app: &std::sync::Arc<crate::app::App>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
+async fn serve_until_stopped(
+    app: &std::sync::Arc<crate::app::App>,
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    let mut hup = match hup {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot listen for SIGHUP ({e}); reload through the admin API");
