@@ -21,8 +21,9 @@
 //!   change is swapped in place (read per request or per new connection). Keep-alive
 //!   connections stay open and serve with the current backend. A removed frontend stops
 //!   accepting; its open connections finish on their own.
-//! - `[alerts]` webhooks are restarted when they change. `[global]` and `[admin]` changes need
-//!   a restart: they are logged as such and otherwise ignored.
+//! - `[alerts]` webhooks are restarted when they change. `[global]` and the admin `bind` and
+//!   `token_file` need a restart: a change is logged as such and otherwise ignored (the
+//!   stored configuration keeps the running values). `max_maintenance` applies at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -406,6 +407,9 @@ async fn apply(app: &Arc<App>, live: &mut Live, new: Config) -> Result<String, S
     }
     let backends = Arc::new(backends);
     app.backends.store(Arc::clone(&backends));
+    // First checks of new servers before any frontend points at a new backend: a frontend
+    // moved to a new backend then never answers 503 while its servers are still unchecked.
+    crate::app::start_checkers(app).await;
 
     let mut names = BTreeSet::new();
     for (fe, plan) in fronts {
@@ -484,11 +488,15 @@ async fn apply(app: &Arc<App>, live: &mut Live, new: Config) -> Result<String, S
         changes.other.push("webhooks restarted".into());
     }
     warn_restart_needed(&old, &new);
+    // What needs a restart stays as it runs, so the stored configuration is what is in effect
+    // (maintenance keeps saving to the state_dir it restored from).
+    let mut new = new;
+    new.global = old.global.clone();
+    new.admin.bind = old.admin.bind.clone();
+    new.admin.token_file = old.admin.token_file.clone();
     app.config.store(Arc::new(new));
     // Windows of removed servers are no longer saved.
     crate::pool::maintenance::persist(app);
-    // New servers get their first check now; until it passes they take no traffic.
-    crate::app::start_checkers(app).await;
     Ok(changes.summary())
 }
 
