@@ -492,3 +492,25 @@ async fn a_mode_change_restarts_the_frontend_on_the_same_socket() {
     conn.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(conn.read_response().await.unwrap().status, 200);
 }
+
+#[tokio::test]
+async fn a_frontend_moved_to_a_new_backend_never_answers_503() {
+    let a = TestServer::start("a").await;
+    let c = TestServer::start("c").await;
+    let rig = Rig::start("", &[(&a, "")]).await;
+    let text = rig
+        .text("", &[(&a, "")])
+        .replacen("backend = \"b\"", "backend = \"c\"", 1)
+        + &backend_toml("c", "", &[(&c, "")]);
+    let mut events = rig.f.app.events.subscribe();
+    rig.reload_ok(&text).await;
+    let e = next_event(&mut events, EventKind::ConfigReloaded).await;
+    assert!(e.detail.contains("backends added: c"), "{}", e.detail);
+    // The new backend's server was checked before the frontend pointed at it.
+    let url = rig.url("/").await;
+    let client = client();
+    for _ in 0..5 {
+        let (code, body, _) = get(&client, &url).await;
+        assert_eq!((code, body.as_str()), (200, "c"));
+    }
+}
