@@ -11,13 +11,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{self, Config, Mode};
+use crate::config::{self, Config};
 use crate::events::Bus;
 use crate::pool::health::{self, Streak};
 use crate::pool::{Backend, Server};
-use crate::proxy::http::HttpFrontend;
 use crate::proxy::listener::{self, Shared};
-use crate::proxy::tcp::TcpFrontend;
 
 /// Why fulcrum could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +38,9 @@ pub struct App {
     pub backends: ArcSwap<BTreeMap<String, Arc<Backend>>>,
     pub events: Bus,
     /// Health checker per server, by `backend/server` and address, to stop removed ones.
-    checkers: Mutex<BTreeMap<(String, String, String), CancellationToken>>,
+    pub(crate) checkers: Mutex<BTreeMap<(String, String, String), CancellationToken>>,
+    /// The running frontends and webhooks a reload replaces; its lock serialises reloads.
+    pub(crate) live: tokio::sync::Mutex<crate::reload::Live>,
     /// Stops every background task at shutdown.
     pub stop: CancellationToken,
     /// Wakes the task that ends maintenance windows and sends reminders.
@@ -158,6 +158,7 @@ impl App {
             backends: ArcSwap::from_pointee(backends),
             events,
             checkers: Mutex::new(BTreeMap::new()),
+            live: Default::default(),
             stop: CancellationToken::new(),
             maintenance: Default::default(),
             metrics: Default::default(),
@@ -166,18 +167,19 @@ impl App {
     }
 }
 
-/// Re-reads the configuration file and applies it (hot reload). Answers the admin API's
-/// `POST /api/v1/reload` and `fulcrum ctl reload`; the error is shown to the caller.
-pub fn reload(app: &Arc<App>) -> Result<(), String> {
-    let _ = app;
-    Err("reload is not available yet".into())
+/// Re-reads the configuration file and applies it (hot reload, see [`crate::reload`]).
+/// Answers SIGHUP, the admin API's `POST /api/v1/reload` and `fulcrum ctl reload`; `Ok`
+/// summarises what changed, `Err` is the located error shown to the caller.
+pub async fn reload(app: &Arc<App>) -> Result<String, String> {
+    crate::reload::reload(app).await
 }
 
 /// Starts fulcrum with `config`: checks every server once, then binds and serves.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let token = crate::admin::token::load_or_create(&config).map_err(StartError::Other)?;
     let app = App::new(config.clone())?;
-    let hooks = crate::alerts::spawn(&app.events, &config.alerts, &app.stop);
+    let alerts_stop = app.stop.child_token();
+    let hooks = crate::alerts::spawn(&app.events, &config.alerts, &alerts_stop);
     *app.alerts.lock().unwrap_or_else(|p| p.into_inner()) = hooks;
     start_checkers(&app).await;
     // Saved maintenance applies before the first client is accepted.
@@ -191,11 +193,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tasks: tasks.clone(),
         clients: Arc::default(),
     };
-    let mut frontends = BTreeMap::new();
-    for fe in &config.frontends {
-        let addr = bind_frontend(&app, fe, &shared)?;
-        frontends.insert(fe.name.clone(), addr);
-    }
+    crate::reload::init(&app, shared, alerts_stop).await;
+    let frontends = crate::reload::start_frontends(&app, &config).await?;
     let admin_listener =
         listener::bind(config.admin.addr()).map_err(|source| StartError::Bind {
             what: "the admin API".into(),
@@ -214,71 +213,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tasks,
         grace: config.global.grace_period.get(),
     })
-}
-
-/// Binds one frontend and spawns its accept loop; returns the bound address.
-fn bind_frontend(
-    app: &App,
-    fe: &config::Frontend,
-    shared: &Shared,
-) -> Result<SocketAddr, StartError> {
-    let listener = listener::bind(fe.addr()).map_err(|source| StartError::Bind {
-        what: format!("frontend `{}`", fe.name),
-        addr: fe.addr(),
-        source,
-    })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError::Other(e.to_string()))?;
-    let backend = app.backend(&fe.backend).ok_or_else(|| {
-        StartError::Other(format!(
-            "frontend `{}`: no backend `{}`",
-            fe.name, fe.backend
-        ))
-    })?;
-    let close = app.stop.child_token();
-    let shared = &Shared {
-        clients: app.metrics.clients(&fe.name),
-        ..shared.clone()
-    };
-    match fe.mode {
-        Mode::Http => {
-            let tls = match &fe.tls {
-                Some(t) => Some(
-                    crate::proxy::tls::acceptor(
-                        &app_config_path(app, &t.cert),
-                        &app_config_path(app, &t.key),
-                    )
-                    .map_err(|e| StartError::Other(format!("frontend `{}`: TLS: {e}", fe.name)))?,
-                ),
-                None => None,
-            };
-            let front = HttpFrontend::new(fe.clone(), backend);
-            shared.tasks.spawn(listener::serve_http(
-                listener,
-                front,
-                shared.clone(),
-                close,
-                tls,
-            ));
-        }
-        Mode::Tcp => {
-            let front = TcpFrontend::new(fe.clone(), backend);
-            shared.tasks.spawn(crate::proxy::tcp::serve_tcp(
-                listener,
-                front,
-                shared.clone(),
-                close,
-            ));
-        }
-    }
-    tracing::info!(frontend = %fe.name, %addr, backend = %fe.backend, mode = ?fe.mode, "listening");
-    Ok(addr)
-}
-
-/// A path from the configuration, resolved against the configuration file's folder.
-fn app_config_path(app: &App, path: &std::path::Path) -> std::path::PathBuf {
-    app.config.load().resolve_path(path)
 }
 
 /// Runs the first check of every server without a checker (all at once, each bounded by its

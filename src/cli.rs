@@ -256,6 +256,8 @@ pub fn serve(cfg: Config) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        // Installed before anything listens: SIGHUP's default action would end the process.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let running = match crate::app::start(cfg).await {
             Ok(r) => r,
             Err(e) => {
@@ -263,10 +265,37 @@ pub fn serve(cfg: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        wait_for_stop_signal().await;
+        serve_until_stopped(&running.app, hup).await;
         running.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// Reloads the configuration on each SIGHUP (the usual daemon convention, as HAProxy and
+/// nginx do) until SIGTERM or SIGINT; a rejected file is logged and the old one serves on.
+async fn serve_until_stopped(
+    app: &std::sync::Arc<crate::app::App>,
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    let mut hup = match hup {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGHUP ({e}); reload through the admin API");
+            return wait_for_stop_signal().await;
+        }
+    };
+    let stop = wait_for_stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            Some(()) = hup.recv() => {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                // The outcome is logged and published by the reload itself.
+                let _ = crate::app::reload(app).await;
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -21,4 +21,5 @@ pub mod http_client;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod simulate;

@@ -135,6 +135,6 @@ pub async fn set_weight(
 
 /// `POST /api/v1/reload`.
 pub async fn reload(State(st): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
-    crate::app::reload(&st.app).map_err(bad)?;
+    crate::app::reload(&st.app).await.map_err(bad)?;
     Ok(Json(json!({ "ok": true })))
 }

@@ -72,29 +72,21 @@ async fn accept(
 }
 
 /// Serves HTTP (or HTTPS with `tls`) on `listener` until `stop` or the frontend's own
-/// `close` is cancelled.
+/// `close` is cancelled, then hands the listener back: a reload that changes how a frontend
+/// serves (mode, TLS) restarts the loop on the same socket, so no connection is refused.
+///
+/// The frontend's settings are read at each accept (one atomic load; the HTTP builder is
+/// rebuilt only when they changed), so a reload applies its timeouts and header limit to
+/// every new connection.
 pub async fn serve_http(
     listener: TcpListener,
     fe: Arc<HttpFrontend>,
     shared: Shared,
     close: CancellationToken,
     tls: Option<TlsAcceptor>,
-) {
-    let settings = fe.settings.load_full();
-    let header = settings.client_header_timeout.get();
-    let idle = settings.client_idle_timeout.get();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header + idle)
-        .keep_alive(true)
-        .max_buf_size((settings.max_header_bytes * 2).max(16 * 1024));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(250);
-    let limits = Limits { idle, header };
+) -> TcpListener {
+    let mut current = fe.settings.load_full();
+    let mut builder = http_builder(&current);
     loop {
         let next = tokio::select! {
             _ = close.cancelled() => None,
@@ -102,6 +94,15 @@ pub async fn serve_http(
         };
         let Some((stream, peer, permit)) = next else {
             break;
+        };
+        let now = fe.settings.load_full();
+        if !Arc::ptr_eq(&now, &current) {
+            builder = http_builder(&now);
+            current = now;
+        }
+        let limits = Limits {
+            idle: current.client_idle_timeout.get(),
+            header: current.client_header_timeout.get(),
         };
         let open = shared.clients.open();
         let _ = stream.set_nodelay(true);
@@ -116,6 +117,7 @@ pub async fn serve_http(
         };
         let builder = builder.clone();
         let tls = tls.clone();
+        let header = limits.header;
         shared.tasks.spawn(async move {
             match tls {
                 None => conn.serve(&builder, io, false).await,
@@ -128,6 +130,25 @@ pub async fn serve_http(
             drop((permit, open));
         });
     }
+    listener
+}
+
+/// The connection builder for a frontend's settings.
+fn http_builder(settings: &crate::config::Frontend) -> auto::Builder<TokioExecutor> {
+    let header = settings.client_header_timeout.get();
+    let idle = settings.client_idle_timeout.get();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header + idle)
+        .keep_alive(true)
+        .max_buf_size((settings.max_header_bytes * 2).max(16 * 1024));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(250);
+    builder
 }
 
 /// The client timeouts of a frontend.

@@ -30,13 +30,14 @@ impl TcpFrontend {
     }
 }
 
-/// Serves TCP on `listener` until stopped.
+/// Serves TCP on `listener` until stopped or `close` is cancelled, then hands the listener
+/// back (a reload that changes the frontend's mode restarts the loop on the same socket).
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     fe: Arc<TcpFrontend>,
     shared: Shared,
     close: CancellationToken,
-) {
+) -> tokio::net::TcpListener {
     loop {
         let permit = tokio::select! {
             _ = close.cancelled() => break,
@@ -64,6 +65,7 @@ pub async fn serve_tcp(
             drop((permit, open));
         });
     }
+    listener
 }
 
 async fn relay(fe: &TcpFrontend, mut client: TcpStream, peer: SocketAddr, stop: CancellationToken) {
