@@ -435,6 +435,22 @@ async fn dashboard_in_headless_chromium_puts_a_server_in_maintenance() {
         "{s}"
     );
     assert_eq!(s["maintenance_reason"], "kernel upgrade (OPS-1234)");
+    // The counters the page computes its rates from.
+    let st = api.status().await;
+    assert_eq!(st["duration_buckets"].as_array().unwrap().len(), 14);
+    assert!(st["now"].is_string(), "{st}");
+    let counts = s["duration_counts"].as_array().unwrap();
+    assert_eq!(counts.len(), 15, "{s}");
+    let answered = s["responses_total"].as_u64().unwrap();
+    assert!(answered > 0, "{s}");
+    // Every answered request is in one duration bucket (the two are read a moment apart,
+    // and a request still draining may land between the readings).
+    let bucketed: u64 = counts.iter().map(|n| n.as_u64().unwrap()).sum();
+    assert!(
+        bucketed.abs_diff(answered) <= 4,
+        "{bucketed} vs {answered}: {s}"
+    );
+    assert_eq!(s["errors_total"], 0, "{s}");
     // The backend is now below min_healthy: the page says so, and the event arrived.
     cdp.wait_for(
         "the capacity banner and the maintenance_started event",
