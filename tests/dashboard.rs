@@ -1,7 +1,8 @@
 //! The dashboard in a real headless Chromium, driven through the Chrome DevTools protocol
 //! (a websocket to the browser; clicks and typing are real input events): load the page,
 //! enter the token (a wrong one first), see every server, put one in maintenance with the
-//! button and its form, and see the change on the page within 2 s.
+//! button and its form, and see the change on the page within 2 s; then set a weight and
+//! end the maintenance with the page's buttons.
 //!
 //! Chromium must be installed (`scripts/test` installs it); without it this test fails with
 //! a message saying so, it never skips. `FULCRUM_CHROMIUM` names another binary.
@@ -476,6 +477,35 @@ async fn dashboard_in_headless_chromium_puts_a_server_in_maintenance() {
         "page errors: {:?}",
         cdp.page_errors
     );
+
+    // Weight: the button opens a form whose field is focused and selected.
+    let api2 = "tr[data-server=\"api/api-02\"]";
+    cdp.click(&format!("{api2} button[data-act=weight]")).await;
+    let wform = "tr[data-form-for=\"api/api-02\"] form.weight-form";
+    cdp.wait_for("the weight form", Duration::from_secs(2), &visible(wform))
+        .await;
+    cdp.type_text("3").await;
+    cdp.click(&format!("{wform} button[type=submit]")).await;
+    cdp.wait_for(
+        "api-02 shown with weight 3",
+        Duration::from_secs(2),
+        &format!("document.querySelector('{api2} td:nth-child(3)').innerText === '3'"),
+    )
+    .await;
+    assert_eq!(api.server("api", "api-02").await["weight"], 3);
+
+    // Enable ends the maintenance.
+    cdp.click(&format!("{row} button[data-act=enable]")).await;
+    cdp.wait_for(
+        "web-01 out of maintenance",
+        Duration::from_secs(2),
+        &format!(
+            "(() => {{ const s = document.querySelector('{row} .state').innerText.toLowerCase(); \
+             return s !== 'maintenance' && s !== 'draining'; }})()"
+        ),
+    )
+    .await;
+    assert!(api.server("web", "web-01").await["maintenance_until"].is_null());
 
     for t in traffic {
         t.abort();
