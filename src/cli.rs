@@ -45,9 +45,23 @@ pub enum Command {
     Simulate {
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// A built-in scenario (booktiful, heterogeneous, hot-keys, flapping) or a TOML file.
         #[arg(long, default_value = "booktiful")]
         scenario: String,
+        /// `text` for people, `json` for machines.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Also write a chart of in-flight requests per server over time to this SVG file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
+}
+
+/// How `fulcrum simulate` prints its comparison.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
 }
 
 /// What `fulcrum ctl` can do.
@@ -89,11 +103,53 @@ pub fn main() -> ExitCode {
         },
         Command::Demo => crate::demo::main(),
         Command::Ctl { config, action } => crate::ctl::main(&config, action),
-        Command::Simulate { .. } => {
-            eprintln!("fulcrum simulate is not available in this build yet");
-            ExitCode::from(2)
-        }
+        Command::Simulate {
+            config,
+            scenario,
+            format,
+            svg,
+        } => simulate(config.as_deref(), &scenario, format, svg.as_deref()),
     }
+}
+
+/// `fulcrum simulate`: exit 1 for a bad scenario or configuration, 2 if the chart cannot
+/// be written.
+fn simulate(config: Option<&Path>, scenario: &str, format: Format, svg: Option<&Path>) -> ExitCode {
+    let sc = match crate::simulate::load(scenario) {
+        Ok(sc) => sc,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (sc, settings) = match config {
+        None => (sc, crate::simulate::default_settings()),
+        Some(path) => {
+            let cfg = match load(path) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            match sc.with_config(&cfg) {
+                Ok(both) => both,
+                Err(e) => {
+                    eprintln!("{}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
+    let report = crate::simulate::compare_all(&sc, &settings);
+    match format {
+        Format::Text => print!("{}", report.text()),
+        Format::Json => println!("{}", report.json()),
+    }
+    if let Some(path) = svg
+        && let Err(e) = std::fs::write(path, report.svg())
+    {
+        eprintln!("cannot write {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    ExitCode::SUCCESS
 }
 
 /// Loads and validates a file, printing every error; exit code 1 on failure.

@@ -156,14 +156,16 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        print_welcome(running.frontend("www"), running.admin, &addrs);
+        let token_file = crate::admin::token::path(&running.app.config.load());
+        let token = crate::admin::token::read(&token_file).unwrap_or_default();
+        print_welcome(running.frontend("www"), running.admin, &addrs, &token);
         crate::cli::wait_for_stop_signal().await;
         running.shutdown().await;
         ExitCode::SUCCESS
     })
 }
 
-fn print_welcome(www: SocketAddr, admin: SocketAddr, servers: &[(&str, SocketAddr)]) {
+fn print_welcome(www: SocketAddr, admin: SocketAddr, servers: &[(&str, SocketAddr)], token: &str) {
     let [(_, w1), (_, w2), (_, w3)] = servers else {
         return;
     };
@@ -173,7 +175,8 @@ fulcrum demo is running.
 
   balancer   http://{www}/        round-robin over web-01 ({w1}) and web-02 ({w2})
   backup     web-03 ({w3})        serves only when no primary is up
-  admin      http://{admin}/healthz
+  dashboard  http://{admin}/        admin token: {token}
+  metrics    http://{admin}/metrics
 
 Try:
   for i in 1 2 3 4; do curl -s http://{www}/; done     # web-01 and web-02 in turn
@@ -181,6 +184,10 @@ Try:
   for i in 1 2 3 4; do curl -s http://{www}/; done     #   leaves rotation (see the WARN line)
   curl -s -X POST http://{w2}/fail                     # break web-02 too: backup web-03 takes over
   curl -s -X POST http://{w1}/recover                  # web-01 returns; web-03 steps back
+  curl -s -X POST -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \
+       -d '{{"for":"2m","reason":"demo"}}' \
+       http://{admin}/api/v1/backends/booktiful/servers/web-02/maintenance
+                                                       # web-02 out for 2 minutes, back by itself
 
 Stop with Ctrl-C.
 "#

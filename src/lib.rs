@@ -3,7 +3,8 @@
 //! The layout follows the concerns: `config` (the file), `balance` (choosing a server),
 //! `pool` (servers, their live state and health checks), `proxy` (the data path), `admin`
 //! (API, dashboard, metrics), `metrics` (lock-free request metrics), `events` (state
-//! changes), `alerts` (webhooks), `app` (a running instance), `cli`, `ctl` and `demo`.
+//! changes), `alerts` (webhooks), `app` (a running instance), `simulate` (the offline
+//! algorithm advisor), `cli`, `ctl` and `demo`.
 
 #![forbid(unsafe_code)]
 
@@ -20,3 +21,4 @@ pub mod http_client;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod simulate;

@@ -4,13 +4,14 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Candidate, Request, Select};
+use crate::config;
 
 pub struct LeastConnections {
     next: AtomicUsize,
 }
 
 impl Select for LeastConnections {
-    fn build(_candidates: &[Candidate]) -> Self {
+    fn build(_candidates: &[Candidate], _settings: &config::Backend) -> Self {
         LeastConnections {
             next: AtomicUsize::new(0),
         }
@@ -63,12 +64,12 @@ impl Select for LeastConnections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::test_support::{candidates, with_request};
+    use crate::balance::test_support::{candidates, settings, with_request};
 
     #[test]
     fn picks_the_least_loaded_relative_to_weight() {
         let c = candidates(&[1, 1, 2]);
-        let lc = LeastConnections::build(&c);
+        let lc = LeastConnections::build(&c, &settings("least_connections", ""));
         let _a = c[0].server.try_acquire();
         let _b = c[1].server.try_acquire();
         let _c1 = c[2].server.try_acquire();
@@ -80,7 +81,7 @@ mod tests {
     #[test]
     fn ties_rotate() {
         let c = candidates(&[1, 1, 1]);
-        let lc = LeastConnections::build(&c);
+        let lc = LeastConnections::build(&c, &settings("least_connections", ""));
         let mut seen = [0; 3];
         with_request(|req| {
             for _ in 0..30 {
@@ -93,7 +94,7 @@ mod tests {
     #[test]
     fn refused_falls_back_in_load_order() {
         let c = candidates(&[1, 1, 1]);
-        let lc = LeastConnections::build(&c);
+        let lc = LeastConnections::build(&c, &settings("least_connections", ""));
         let _a = c[1].server.try_acquire();
         with_request(|req| {
             let got = lc.pick(req, &c, &mut |c| {

@@ -3,20 +3,36 @@
 //! Like Pingora's, selection is split in two: a structure *built* from the candidate set off
 //! the hot path (when health, weights or membership change), and a cheap `pick` on the
 //! request path that walks candidates in the algorithm's order and lets the caller refuse
-//! each one (at its limit, already tried). One enum dispatches to one file per algorithm.
+//! each one (at its limit, already tried). One enum dispatches to one file per algorithm;
+//! sticky cookies sit in front of any of them.
 
+pub mod clock;
+mod consistent_hash;
+mod first;
+pub mod key;
 mod least_connections;
+mod maglev;
+mod peak_ewma;
+mod power_of_two;
+mod random;
 mod round_robin;
+pub mod sticky;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, Uri};
 
-use crate::config::Algorithm;
+use crate::config::{self, Algorithm};
 use crate::pool::Server;
 
+pub use consistent_hash::ConsistentHash;
+pub use first::First;
 pub use least_connections::LeastConnections;
+pub use maglev::Maglev;
+pub use peak_ewma::{Ewma, PeakEwma};
+pub use power_of_two::PowerOfTwo;
+pub use random::Random;
 pub use round_robin::RoundRobin;
 
 /// What an algorithm may look at in a request.
@@ -35,8 +51,9 @@ pub struct Candidate {
 
 /// One algorithm: built once per candidate set, picked from on every request.
 pub trait Select: Send + Sync {
-    /// Builds the structure for `candidates` (non-empty or empty; never changes afterwards).
-    fn build(candidates: &[Candidate]) -> Self
+    /// Builds the structure for `candidates` (non-empty or empty; never changes afterwards)
+    /// with the backend's settings (hash key, balance factor).
+    fn build(candidates: &[Candidate], settings: &config::Backend) -> Self
     where
         Self: Sized;
 
@@ -51,77 +68,160 @@ pub trait Select: Send + Sync {
 }
 
 /// The configured algorithm, dispatched without a vtable.
-pub enum Selector {
+pub enum Algo {
     RoundRobin(RoundRobin),
     LeastConnections(LeastConnections),
+    Random(Random),
+    PowerOfTwo(PowerOfTwo),
+    PeakEwma(PeakEwma),
+    ConsistentHash(ConsistentHash),
+    Maglev(Maglev),
+    First(First),
+}
+
+/// The selection structure of one snapshot: the algorithm, and the sticky-cookie index in
+/// front of it when `sticky_cookie` is set.
+pub struct Selector {
+    algo: Algo,
+    sticky: Option<sticky::Index>,
 }
 
 impl Selector {
-    /// The structure for `algorithm` over `candidates`.
-    ///
-    /// Algorithms that have not been built yet fall back to round-robin, which is always safe.
-    pub fn build(algorithm: Algorithm, candidates: &[Candidate]) -> Self {
-        match algorithm {
-            Algorithm::LeastConnections => {
-                Selector::LeastConnections(LeastConnections::build(candidates))
-            }
-            _ => Selector::RoundRobin(RoundRobin::build(candidates)),
-        }
+    /// The structure for the backend's algorithm over `candidates`.
+    pub fn build(settings: &config::Backend, candidates: &[Candidate]) -> Self {
+        let c = candidates;
+        let s = settings;
+        let algo = match settings.algorithm {
+            Algorithm::RoundRobin => Algo::RoundRobin(RoundRobin::build(c, s)),
+            Algorithm::LeastConnections => Algo::LeastConnections(LeastConnections::build(c, s)),
+            Algorithm::Random => Algo::Random(Random::build(c, s)),
+            Algorithm::PowerOfTwo => Algo::PowerOfTwo(PowerOfTwo::build(c, s)),
+            Algorithm::PeakEwma => Algo::PeakEwma(PeakEwma::build(c, s)),
+            Algorithm::ConsistentHash => Algo::ConsistentHash(ConsistentHash::build(c, s)),
+            Algorithm::Maglev => Algo::Maglev(Maglev::build(c, s)),
+            Algorithm::First => Algo::First(First::build(c, s)),
+        };
+        let sticky = (!settings.sticky_cookie.is_empty())
+            .then(|| sticky::Index::build(&settings.sticky_cookie, candidates));
+        Selector { algo, sticky }
     }
 
-    /// See [`Select::pick`].
+    /// See [`Select::pick`]. A valid sticky cookie naming an eligible candidate is asked
+    /// first; when it refuses (or names nobody) the algorithm chooses.
     pub fn pick(
         &self,
         req: &Request<'_>,
         candidates: &[Candidate],
         accept: &mut dyn FnMut(&Candidate) -> bool,
     ) -> Option<usize> {
-        match self {
-            Selector::RoundRobin(s) => s.pick(req, candidates, accept),
-            Selector::LeastConnections(s) => s.pick(req, candidates, accept),
+        if let Some(i) = self.sticky.as_ref().and_then(|s| s.lookup(req.headers))
+            && accept(&candidates[i])
+        {
+            return Some(i);
+        }
+        match &self.algo {
+            Algo::RoundRobin(s) => s.pick(req, candidates, accept),
+            Algo::LeastConnections(s) => s.pick(req, candidates, accept),
+            Algo::Random(s) => s.pick(req, candidates, accept),
+            Algo::PowerOfTwo(s) => s.pick(req, candidates, accept),
+            Algo::PeakEwma(s) => s.pick(req, candidates, accept),
+            Algo::ConsistentHash(s) => s.pick(req, candidates, accept),
+            Algo::Maglev(s) => s.pick(req, candidates, accept),
+            Algo::First(s) => s.pick(req, candidates, accept),
         }
     }
+}
+
+/// Asks candidates once each starting after `from`, in ring order, skipping zero weights:
+/// the shared fallback when an algorithm's own choice was refused.
+pub(crate) fn scan_from(
+    from: usize,
+    candidates: &[Candidate],
+    accept: &mut dyn FnMut(&Candidate) -> bool,
+) -> Option<usize> {
+    let n = candidates.len();
+    (1..=n)
+        .map(|step| (from + step) % n)
+        .find(|&i| candidates[i].weight > 0 && accept(&candidates[i]))
+}
+
+/// `(active + 1) / weight` of `a` is below that of `b`: the load comparison that
+/// least-connections and power-of-two share, by cross-multiplying (no division).
+pub(crate) fn less_loaded(a: &Candidate, b: &Candidate) -> bool {
+    let la = (u64::from(a.server.active()) + 1) * u64::from(b.weight.max(1));
+    let lb = (u64::from(b.server.active()) + 1) * u64::from(a.weight.max(1));
+    la < lb
 }
 
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
-    use crate::config;
+
+    /// Backend settings for `algorithm` with everything else at its default.
+    pub fn settings(algorithm: &str, extra: &str) -> config::Backend {
+        toml::from_str(&format!(
+            "algorithm = \"{algorithm}\"\n{extra}\nservers = []\n"
+        ))
+        .expect("test settings parse")
+    }
 
     /// Candidates named s0, s1, ... with the given weights, for unit tests.
     pub fn candidates(weights: &[u32]) -> Vec<Candidate> {
         weights
             .iter()
             .enumerate()
-            .map(|(i, &w)| {
-                let cfg = config::Server {
-                    name: format!("s{i}"),
-                    address: format!("127.0.0.1:{}", 10000 + i),
-                    weight: w,
-                    max_connections: 0,
-                    backup: false,
-                };
-                Candidate {
-                    server: Arc::new(Server::new(
-                        "b",
-                        &cfg,
-                        ([127, 0, 0, 1], 10000 + i as u16).into(),
-                    )),
-                    weight: w,
-                }
-            })
+            .map(|(i, &w)| candidate(&format!("s{i}"), w, i as u16))
             .collect()
+    }
+
+    /// One candidate named `name`.
+    pub fn candidate(name: &str, weight: u32, port_offset: u16) -> Candidate {
+        let cfg = config::Server {
+            name: name.to_string(),
+            address: format!("127.0.0.1:{}", 10000 + port_offset),
+            weight,
+            max_connections: 0,
+            backup: false,
+        };
+        Candidate {
+            server: Arc::new(Server::new(
+                "b",
+                &cfg,
+                ([127, 0, 0, 1], 10000 + port_offset).into(),
+            )),
+            weight,
+        }
     }
 
     /// A request with no key material.
     pub fn with_request<R>(f: impl FnOnce(&Request<'_>) -> R) -> R {
-        let uri = Uri::from_static("/");
-        let headers = HeaderMap::new();
+        with_key_request(IpAddr::from([127, 0, 0, 1]), "/", &HeaderMap::new(), f)
+    }
+
+    /// A request from `client` for `uri` with `headers`.
+    pub fn with_key_request<R>(
+        client: IpAddr,
+        uri: &str,
+        headers: &HeaderMap,
+        f: impl FnOnce(&Request<'_>) -> R,
+    ) -> R {
+        let uri: Uri = uri.parse().expect("test uri");
         let req = Request {
-            client: IpAddr::from([127, 0, 0, 1]),
+            client,
             uri: &uri,
-            headers: &headers,
+            headers,
         };
         f(&req)
+    }
+
+    /// Counts picks per candidate over `n` picks with everything accepted.
+    pub fn spread(sel: &dyn Select, c: &[Candidate], n: usize) -> Vec<usize> {
+        let mut counts = vec![0; c.len()];
+        with_request(|req| {
+            for _ in 0..n {
+                counts[sel.pick(req, c, &mut |_| true).expect("a pick")] += 1;
+            }
+        });
+        counts
     }
 }

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Candidate, Request, Select};
+use crate::config;
 
 pub struct RoundRobin {
     /// One full cycle of candidate indices in smooth order.
@@ -48,7 +49,7 @@ pub fn smooth_cycle(weights: &[u32]) -> Vec<u32> {
 }
 
 impl Select for RoundRobin {
-    fn build(candidates: &[Candidate]) -> Self {
+    fn build(candidates: &[Candidate], _settings: &config::Backend) -> Self {
         let weights: Vec<u32> = candidates.iter().map(|c| c.weight).collect();
         // Start each new table at a random point so that several fulcrum processes (or a
         // rebuild) do not all send their next request to the first server.
@@ -97,7 +98,7 @@ impl RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::test_support::{candidates, with_request};
+    use crate::balance::test_support::{candidates, settings, with_request};
 
     #[test]
     fn weights_interleave_smoothly() {
@@ -116,7 +117,7 @@ mod tests {
     #[test]
     fn shares_follow_weights() {
         let c = candidates(&[5, 3, 2]);
-        let rr = RoundRobin::build(&c);
+        let rr = RoundRobin::build(&c, &settings("round_robin", ""));
         let mut counts = [0; 3];
         with_request(|req| {
             for _ in 0..1000 {
@@ -129,7 +130,7 @@ mod tests {
     #[test]
     fn refused_candidates_pass_their_turn() {
         let c = candidates(&[1, 1, 1]);
-        let rr = RoundRobin::build(&c);
+        let rr = RoundRobin::build(&c, &settings("round_robin", ""));
         with_request(|req| {
             for _ in 0..10 {
                 let i = rr.pick(req, &c, &mut |c| &*c.server.name != "s1").unwrap();

@@ -372,7 +372,7 @@ fn build(settings: &config::Backend, servers: Vec<Arc<Server>>) -> Snapshot {
         };
         using_backups = !candidates.is_empty();
     }
-    let selector = Selector::build(settings.algorithm, &candidates);
+    let selector = Selector::build(settings, &candidates);
     Snapshot {
         servers,
         candidates,

@@ -11,6 +11,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use super::maintenance::Maintenance;
 use super::queue::Queue;
 use super::{clock, slow_start};
+use crate::balance::Ewma;
 use crate::config;
 use crate::metrics::ServerStats;
 use crate::proxy::upstream::ConnPool;
@@ -98,6 +99,8 @@ pub struct Server {
     last_check_ok: AtomicBool,
     /// Idle keep-alive connections to this server.
     pub conns: ConnPool,
+    /// Response-time estimate for `peak_ewma`, fed when a response head arrives.
+    pub ewma: Ewma,
     /// Admin plane (issue 4): maintenance window and request metrics.
     pub maintenance: Maintenance,
     pub stats: ServerStats,
@@ -135,6 +138,7 @@ impl Server {
             last_check_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
             conns: ConnPool::default(),
+            ewma: Ewma::default(),
             maintenance: Maintenance::default(),
             stats: ServerStats::default(),
             consecutive_failures: AtomicU32::new(0),

@@ -16,6 +16,7 @@ use super::error::Refusal;
 use super::headers::{add_forwarded, head_size, strip_hop_by_hop};
 use super::retry;
 use super::upstream::{self, ConnectError, Sender, UpstreamBody};
+use crate::balance;
 use crate::config;
 use crate::pool::{Backend, Server, Slot, outlier};
 
@@ -63,11 +64,18 @@ pub async fn handle(
         start: Instant::now(),
     });
     let mut finish = Finish::new(busy, log).counted(&fe.name, &backend);
+    let sticky = balance::sticky::requested(&backend.settings(), req.headers());
     let mut resp = match forward(&settings, &backend, client, tls, req).await {
         Ok(fwd) => {
             let (mut parts, body) = fwd.resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let server = Arc::clone(fwd.slot.server());
+            balance::sticky::set_cookie(
+                &backend.settings(),
+                sticky.as_deref(),
+                &server,
+                &mut parts.headers,
+            );
             if let Some(log) = finish.log.as_mut() {
                 log.server = Some(Arc::clone(&server.name));
             }
@@ -121,11 +129,13 @@ async fn forward(
     loop {
         let server = Arc::clone(slot.server());
         tried.push(Arc::as_ptr(&server) as usize);
+        let sent_at = balance::clock::now_ns();
         let outcome = send(&server, connect_timeout, response_timeout, req).await;
         let more = retried < retries;
         // Every attempt feeds passive health; a retry, when allowed, replaces the attempt.
         let again = match outcome {
             Outcome::Answered(resp, conn) => {
+                server.ewma.observe_since(sent_at);
                 let status = resp.status();
                 if status.is_server_error() {
                     outlier::record(
