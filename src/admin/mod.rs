@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 use crate::app::App;
 use crate::metrics::collector::FulcrumCollector;
 
-/// The placeholder page at `GET /` (the dashboard replaces it).
+/// The dashboard at `GET /`: one self-contained page (HTML, CSS and plain JS, no external
+/// resources) that reads the authenticated API with the token the user enters.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// What every admin handler can reach.

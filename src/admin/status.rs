@@ -4,12 +4,21 @@
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
+use crate::metrics::DURATION_BUCKETS;
 use crate::pool::{Backend, Server};
 
 /// Every backend and server.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub backends: Vec<BackendStatus>,
+    /// RFC 3339 time (milliseconds) this status was taken, so a client can count down
+    /// maintenance windows against fulcrum's clock rather than its own.
+    #[serde(default)]
+    pub now: Option<String>,
+    /// Upper bounds in seconds of the request-duration buckets that every server's
+    /// `duration_counts` follows (the last count, one past these, is `+Inf`).
+    #[serde(default)]
+    pub duration_buckets: Vec<f64>,
 }
 
 /// One backend.
@@ -45,6 +54,16 @@ pub struct ServerStatus {
     pub last_check: Option<String>,
     #[serde(default)]
     pub last_check_ok: Option<bool>,
+    /// Requests this server answered (any status), as counted for `/metrics`.
+    #[serde(default)]
+    pub responses_total: u64,
+    /// Of those, answers with a 5xx status.
+    #[serde(default)]
+    pub errors_total: u64,
+    /// Requests per request-duration bucket since start (not cumulative; `+Inf` last):
+    /// a client takes the difference of two readings for a window's p50/p99.
+    #[serde(default)]
+    pub duration_counts: Vec<u64>,
 }
 
 impl Status {
@@ -57,6 +76,8 @@ impl Status {
                 .values()
                 .map(|b| BackendStatus::of(b))
                 .collect(),
+            now: Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
+            duration_buckets: DURATION_BUCKETS.to_vec(),
         }
     }
 }
@@ -81,6 +102,8 @@ impl ServerStatus {
     pub fn of(s: &Server) -> ServerStatus {
         let window = s.maintenance.window();
         let last = s.last_check();
+        let (responses_total, errors_total) = s.stats.requests.totals();
+        let (_, _, buckets) = s.stats.duration.read();
         ServerStatus {
             name: s.name.to_string(),
             address: s.address.clone(),
@@ -98,6 +121,9 @@ impl ServerStatus {
                 humantime::format_rfc3339_millis(t).to_string()
             }),
             last_check_ok: last.map(|(_, ok)| ok),
+            responses_total,
+            errors_total,
+            duration_counts: buckets.into_iter().map(|(_, n)| n).collect(),
         }
     }
 }

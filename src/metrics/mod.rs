@@ -134,6 +134,20 @@ impl Tally {
         added.counts[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// (every request counted, those with a 5xx status), over all frontends.
+    pub fn totals(&self) -> (u64, u64) {
+        let (mut all, mut errors) = (0, 0);
+        for t in self.by_frontend.load().iter() {
+            for (code, n) in t.nonzero() {
+                all += n;
+                if (500..600).contains(&code) {
+                    errors += n;
+                }
+            }
+        }
+        (all, errors)
+    }
+
     /// The per-frontend tables, for the collector.
     pub fn tables(&self) -> Arc<Vec<Arc<CodeCounts>>> {
         self.by_frontend.load_full()
@@ -222,5 +236,6 @@ mod tests {
         let a_codes: Vec<_> = tables[0].nonzero().collect();
         assert_eq!(a_codes, vec![(200, 2), (599, 1)]);
         assert_eq!(tables[1].nonzero().collect::<Vec<_>>(), vec![(503, 1)]);
+        assert_eq!(t.totals(), (4, 2));
     }
 }
