@@ -1,13 +1,17 @@
 //! A minimal HTTP/1.1 client for fulcrum's own outgoing calls (webhooks, `fulcrum ctl`):
 //! one connection per call, a deadline over the whole exchange. Built on hyper's
-//! connection API so the binary needs no second HTTP stack.
+//! connection API so the binary needs no second HTTP stack. `https://` URLs (Slack's
+//! webhooks) go over rustls, trusting the Mozilla root certificates (webpki-roots) so the
+//! result does not depend on what the host happens to have installed.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -44,10 +48,11 @@ pub async fn call(
         .authority()
         .ok_or_else(|| CallError::Other(format!("`{uri}` has no host")))?
         .to_string();
-    let target = if authority.contains(':') {
-        authority.clone()
-    } else {
-        format!("{authority}:80")
+    let tls = uri.scheme_str() == Some("https");
+    let target = match uri.port_u16() {
+        Some(_) => authority.clone(),
+        None if tls => format!("{authority}:443"),
+        None => format!("{authority}:80"),
     };
     let exchange = async {
         let stream = TcpStream::connect(&target).await.map_err(|e| {
@@ -58,13 +63,15 @@ pub async fn call(
             }
         })?;
         let _ = stream.set_nodelay(true);
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| CallError::Other(format!("{target}: {e}")))?;
-        tokio::spawn(async move {
-            // The connection's own error surfaces as the request's error below.
-            let _ = conn.await;
-        });
+        let mut tx = if tls {
+            let host = uri.host().unwrap_or_default().to_string();
+            let stream = tls_connect(host, stream)
+                .await
+                .map_err(|e| CallError::Other(format!("{target}: TLS: {e}")))?;
+            handshake(stream, &target).await?
+        } else {
+            handshake(stream, &target).await?
+        };
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut req = Request::builder()
             .method(method)
@@ -94,6 +101,43 @@ pub async fn call(
         Ok(r) => r,
         Err(_) => Err(CallError::Timeout(target, timeout)),
     }
+}
+
+/// An HTTP/1.1 connection over `io`, its driver spawned.
+async fn handshake<S>(io: S, target: &str) -> Result<SendRequest<Full<Bytes>>, CallError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| CallError::Other(format!("{target}: {e}")))?;
+    tokio::spawn(async move {
+        // The connection's own error surfaces as the request's error.
+        let _ = conn.await;
+    });
+    Ok(tx)
+}
+
+/// A TLS session to `host` over `stream`, verified against the Mozilla roots.
+async fn tls_connect(
+    host: String,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerName};
+    let roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The URI of `path` on the admin listener at `addr`.

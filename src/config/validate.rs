@@ -271,8 +271,11 @@ fn alerts(config: &Config, out: &mut Problems) {
     for (i, w) in config.alerts.webhooks.iter().enumerate() {
         let wp = p.key("webhooks").index(i);
         match w.url.parse::<http::Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
-            _ => out.push((wp.key("url"), format!("`{}` is not an http:// URL", w.url))),
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+            _ => out.push((
+                wp.key("url"),
+                format!("`{}` is not an http:// or https:// URL", w.url),
+            )),
         }
         for (j, e) in w.events.iter().enumerate() {
             if e != "all" && !EVENT_NAMES.contains(&e.as_str()) {
