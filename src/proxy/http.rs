@@ -211,12 +211,10 @@ fn prepare(
     if head_size(&parts.method, &parts.uri, &parts.headers) > settings.max_header_bytes {
         return Err(Refusal::HeaderTooLarge);
     }
-    // Both framings at once is how requests are smuggled past proxies: refuse, never guess.
-    if parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && parts.headers.contains_key(header::CONTENT_LENGTH)
-    {
-        return Err(Refusal::BadRequest);
-    }
+    // Ambiguous framing (Transfer-Encoding with Content-Length, two Content-Lengths) never
+    // reaches here: hyper's parser rejects conflicting lengths with 400, and for TE + CL it
+    // drops Content-Length, reads the chunked body and closes the connection after the
+    // answer (RFC 9112 §6.1), so nothing can be smuggled behind the request.
     // HTTP/2 carries the host in the URI; HTTP/1.1 must send Host (RFC 9112 §3.2).
     if !parts.headers.contains_key(header::HOST) {
         match parts
