@@ -69,14 +69,13 @@ impl App {
                 .ok_or_else(|| format!("backend `{b}` has no server `{s}`"))?;
             return Ok((Arc::clone(backend), server));
         }
-        let found: Vec<_> = backends
+        let mut found = backends
             .values()
-            .filter_map(|b| b.server(spec).map(|s| (Arc::clone(b), s)))
-            .collect();
-        match found.len() {
-            0 => Err(format!("no server named `{spec}`")),
-            1 => Ok(found.into_iter().next().expect("one element")),
-            _ => Err(format!(
+            .filter_map(|b| b.server(spec).map(|s| (Arc::clone(b), s)));
+        match (found.next(), found.next()) {
+            (None, _) => Err(format!("no server named `{spec}`")),
+            (Some(one), None) => Ok(one),
+            (Some(_), Some(_)) => Err(format!(
                 "`{spec}` names servers in several backends; write backend/{spec}"
             )),
         }
