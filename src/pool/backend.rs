@@ -372,6 +372,11 @@ fn build(settings: &config::Backend, servers: Vec<Arc<Server>>) -> Snapshot {
         };
         using_backups = !candidates.is_empty();
     }
+    // Least-connections hooks its candidates into its tree as it builds; a server that is no
+    // longer a candidate, or a backend that changed algorithm, must stop feeding the old one.
+    for s in &servers {
+        s.set_load_hook(None);
+    }
     let selector = Selector::build(settings, &candidates);
     Snapshot {
         servers,
