@@ -20,8 +20,10 @@ pub struct LeastConnections {
 
 impl Select for LeastConnections {
     /// Builds the tree and points each candidate's server at its leaf. The hooks go in
-    /// before the leaves are filled, so a slot taken or freed meanwhile is counted either by
-    /// the fill or by the hook.
+    /// before the leaves are filled, so a slot taken or freed meanwhile is counted by the
+    /// fill or by the hook (at worst, one that reads the hook's flag a moment late is missed
+    /// until that server's next slot change refreshes its leaf; the pick's `accept` and the
+    /// exact fallback cover that moment).
     fn build(candidates: &[Candidate], _settings: &config::Backend) -> Self {
         let tree = LoadTree::new(candidates.iter().map(|c| c.weight).collect());
         for (index, c) in candidates.iter().enumerate() {

@@ -87,6 +87,11 @@ impl LoadTree {
         self.len
     }
 
+    /// Whether the tree is over no candidate.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     fn key(&self, node: usize) -> u64 {
         key_of(self.nodes[node].load(Ordering::Relaxed))
     }
