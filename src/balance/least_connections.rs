@@ -1,19 +1,41 @@
 //! Weighted least-connections: the candidate with the fewest requests in flight relative to
 //! its weight; ties are broken by rotation so equal servers share evenly.
+//!
+//! The least load is read from a [`LoadTree`] that the candidates' servers keep current as
+//! their slots are taken and released, so a pick is O(log n) whatever the number of servers.
+//! Only when the caller refuses the tree's choice (at its limit, already tried) does the pick
+//! fall back to the exact O(n log n) walk in load order.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::load_tree::{LoadHook, LoadTree};
 use super::{Candidate, Request, Select};
 use crate::config;
 
 pub struct LeastConnections {
     next: AtomicUsize,
+    tree: Arc<LoadTree>,
 }
 
 impl Select for LeastConnections {
-    fn build(_candidates: &[Candidate], _settings: &config::Backend) -> Self {
+    /// Builds the tree and points each candidate's server at its leaf. The hooks go in
+    /// before the leaves are filled, so a slot taken or freed meanwhile is counted by the
+    /// fill or by the hook (at worst, one that reads the hook's flag a moment late is missed
+    /// until that server's next slot change refreshes its leaf; the pick's `accept` and the
+    /// exact fallback cover that moment).
+    fn build(candidates: &[Candidate], _settings: &config::Backend) -> Self {
+        let tree = LoadTree::new(candidates.iter().map(|c| c.weight).collect());
+        for (index, c) in candidates.iter().enumerate() {
+            c.server.set_load_hook(Some(Arc::new(LoadHook {
+                tree: Arc::clone(&tree),
+                index,
+            })));
+            c.server.refresh_load_hook();
+        }
         LeastConnections {
             next: AtomicUsize::new(0),
+            tree,
         }
     }
 
@@ -28,29 +50,26 @@ impl Select for LeastConnections {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        // Scan once, keeping the best by (active+1)/weight compared by cross-multiplying;
-        // the rotating start makes the first of equals change every pick.
-        let mut order: Vec<usize> = Vec::new();
-        let mut best: Option<(usize, u64, u64)> = None;
-        for step in 0..n {
-            let i = (start + step) % n;
-            let c = &candidates[i];
-            let load = u64::from(c.server.active()) + 1;
-            let weight = u64::from(c.weight.max(1));
-            let better = match best {
-                None => true,
-                Some((_, bl, bw)) => load * bw < bl * weight,
-            };
-            if better {
-                best = Some((i, load, weight));
-            }
-        }
-        let (first, _, _) = best?;
+        // The first of the least loaded at or after a rotating start, in ring order: the same
+        // choice as a scan from `start` keeping the first strictly better, so equal servers
+        // take turns. A tree for another set (never, by the `Select` contract) is not read.
+        let chosen = if self.tree.len() == n {
+            let least = self.tree.least();
+            self.tree
+                .first_at_most(start, least)
+                .or_else(|| self.tree.first_at_most(0, least))
+        } else {
+            None
+        };
+        let first = chosen.unwrap_or_else(|| exact_least(start, candidates));
         if accept(&candidates[first]) {
             return Some(first);
         }
         // The least loaded was refused: fall back to the others in load order.
-        order.extend((0..n).map(|s| (start + s) % n).filter(|&i| i != first));
+        let mut order: Vec<usize> = (0..n)
+            .map(|s| (start + s) % n)
+            .filter(|&i| i != first)
+            .collect();
         order.sort_by(|&a, &b| {
             let (ca, cb) = (&candidates[a], &candidates[b]);
             let la = (u64::from(ca.server.active()) + 1) * u64::from(cb.weight.max(1));
@@ -59,6 +78,23 @@ impl Select for LeastConnections {
         });
         order.into_iter().find(|&i| accept(&candidates[i]))
     }
+}
+
+/// The first least loaded by `(active + 1) / weight` scanning from `start`: the O(n) answer
+/// the tree gives in O(log n).
+fn exact_least(start: usize, candidates: &[Candidate]) -> usize {
+    let n = candidates.len();
+    let mut best: Option<(usize, u64, u64)> = None;
+    for step in 0..n {
+        let i = (start + step) % n;
+        let c = &candidates[i];
+        let load = u64::from(c.server.active()) + 1;
+        let weight = u64::from(c.weight.max(1));
+        if best.is_none_or(|(_, bl, bw)| load * bw < bl * weight) {
+            best = Some((i, load, weight));
+        }
+    }
+    best.map_or(start, |(i, _, _)| i)
 }
 
 #[cfg(test)]
@@ -101,6 +137,72 @@ mod tests {
                 &*c.server.name != "s0" && &*c.server.name != "s2"
             });
             assert_eq!(got, Some(1));
+        });
+    }
+
+    #[test]
+    fn the_tree_follows_slots_and_picks_like_the_scan() {
+        let c = candidates(&[1, 2, 3, 1, 5, 1, 2]);
+        let lc = LeastConnections::build(&c, &settings("least_connections", ""));
+        let mut held = Vec::new();
+        let mut rng = fastrand::Rng::with_seed(7);
+        with_request(|req| {
+            for _ in 0..2000 {
+                if held.is_empty() || rng.bool() {
+                    let i = lc.pick(req, &c, &mut |_| true).unwrap();
+                    let start = (lc.next.load(Ordering::Relaxed) + c.len() - 1) % c.len();
+                    assert_eq!(i, exact_least(start, &c), "tree and scan disagree");
+                    held.push(c[rng.usize(..c.len())].server.try_acquire().unwrap());
+                } else {
+                    held.swap_remove(rng.usize(..held.len()));
+                }
+            }
+        });
+    }
+
+    /// Many threads take and free slots on the same servers at once; when they stop, the
+    /// tree must match the servers' counts exactly (races may only delay, never lose, an
+    /// update).
+    #[test]
+    fn the_tree_is_exact_after_concurrent_acquire_and_release() {
+        let weights: Vec<u32> = (0..37).map(|i| 1 + i % 4).collect();
+        let c = candidates(&weights);
+        let lc = LeastConnections::build(&c, &settings("least_connections", ""));
+        let kept: Vec<crate::pool::Slot> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..8u64)
+                .map(|t| {
+                    let c = &c;
+                    s.spawn(move || {
+                        let mut rng = fastrand::Rng::with_seed(t);
+                        let mut held = Vec::new();
+                        for _ in 0..20_000 {
+                            if held.len() < 8 && (held.is_empty() || rng.bool()) {
+                                // Crowd a few servers so that leaves and paths collide.
+                                let i = rng.usize(..c.len()) % if rng.bool() { 4 } else { c.len() };
+                                held.push(c[i].server.try_acquire().unwrap());
+                            } else {
+                                held.swap_remove(rng.usize(..held.len()));
+                            }
+                        }
+                        // Keep some in flight so the final counts are not all zero.
+                        held.truncate(t as usize % 3 + 1);
+                        held
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let actives: Vec<u32> = c.iter().map(|c| c.server.active()).collect();
+        assert!(actives.iter().any(|&a| a > 0));
+        lc.tree.assert_consistent(&actives);
+        assert_eq!(actives.iter().sum::<u32>() as usize, kept.len());
+        with_request(|req| {
+            let i = lc.pick(req, &c, &mut |_| true).unwrap();
+            let start = (lc.next.load(Ordering::Relaxed) + c.len() - 1) % c.len();
+            assert_eq!(i, exact_least(start, &c));
         });
     }
 }

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 
 use super::capacity::Capacity;
 use super::outlier::Outliers;
-use super::queue::Queue;
+use super::queue::{Queue, Ticket};
 use super::retry_budget::RetryBudget;
 use super::server::{Health, Server, Slot};
 use super::{clock, slow_start};
@@ -244,19 +244,24 @@ impl Backend {
         } else if self.snapshot().candidates.is_empty() {
             return Err(NoSlot::NoCandidates);
         }
-        let (max_queue, timeout) = {
-            let s = self.settings();
-            (s.max_queue as usize, s.queue_timeout.get())
-        };
-        let Some(mut ticket) = self.queue.join(max_queue) else {
-            return Err(NoSlot::QueueFull);
-        };
-        self.queue.dispatch(None);
+        let timeout = self.settings().queue_timeout.get();
+        let mut ticket = self.enqueue()?;
         match tokio::time::timeout(timeout, ticket.wait()).await {
             Ok(Some(slot)) => Ok(slot),
             Ok(None) => Err(NoSlot::NoCandidates),
             Err(_) => Err(NoSlot::QueueTimeout),
         }
+    }
+
+    /// Joins the back of the queue (`QueueFull` when `max_queue` wait already): the
+    /// synchronous half of [`acquire_or_wait`](Self::acquire_or_wait), which the simulator
+    /// drives in virtual time by polling the ticket. A slot that freed just before joining
+    /// is handed over at once (see [`Queue::join`]).
+    pub fn enqueue(&self) -> Result<Ticket, NoSlot> {
+        let max_queue = self.settings().max_queue as usize;
+        let ticket = self.queue.join(max_queue).ok_or(NoSlot::QueueFull)?;
+        self.queue.dispatch(None);
+        Ok(ticket)
     }
 
     /// Requests waiting in the queue now (`fulcrum_backend_queue_length`).
@@ -371,6 +376,11 @@ fn build(settings: &config::Backend, servers: Vec<Arc<Server>>) -> Snapshot {
             backups.take(1).map(candidate).collect()
         };
         using_backups = !candidates.is_empty();
+    }
+    // Least-connections hooks its candidates into its tree as it builds; a server that is no
+    // longer a candidate, or a backend that changed algorithm, must stop feeding the old one.
+    for s in &servers {
+        s.set_load_hook(None);
     }
     let selector = Selector::build(settings, &candidates);
     Snapshot {

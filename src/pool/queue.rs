@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
@@ -46,15 +47,16 @@ impl Default for Queue {
 }
 
 /// One place in the queue. Dropping it (the client went away, the wait timed out) leaves
-/// the queue at once.
-pub struct Ticket<'a> {
-    queue: &'a Queue,
+/// the queue at once. It holds the queue by `Arc` so that a waiter can be kept anywhere,
+/// e.g. beside the backend in the simulator's event loop.
+pub struct Ticket {
+    queue: Arc<Queue>,
     id: u64,
     rx: Option<oneshot::Receiver<Slot>>,
     served: bool,
 }
 
-impl Ticket<'_> {
+impl Ticket {
     /// Waits for a slot; `None` when the queue gave up on this waiter (no server left).
     pub async fn wait(&mut self) -> Option<Slot> {
         let rx = self.rx.as_mut()?;
@@ -62,9 +64,29 @@ impl Ticket<'_> {
         self.served = true;
         slot
     }
+
+    /// [`wait`](Self::wait) without waiting, for a caller that drives time itself (the
+    /// simulator): `Ready(Some(slot))` once a slot was handed over, `Ready(None)` when the
+    /// queue gave up on this waiter, `Pending` while it still waits.
+    pub fn try_take(&mut self) -> Poll<Option<Slot>> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match rx.try_recv() {
+            Ok(slot) => {
+                self.served = true;
+                Poll::Ready(Some(slot))
+            }
+            Err(oneshot::error::TryRecvError::Empty) => Poll::Pending,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                self.served = true;
+                Poll::Ready(None)
+            }
+        }
+    }
 }
 
-impl Drop for Ticket<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
         // The receiver may hold a slot handed over at the last moment: drop it (which frees
         // or re-dispatches the slot) before taking the lock.
@@ -107,7 +129,7 @@ impl Queue {
     /// failed attempt and joining saw an empty queue and was not handed to anyone. The
     /// length is written (SeqCst) before dispatch reads the servers' counts, and a freed slot
     /// writes its count before reading the length, so one of the two always sees the other.
-    pub fn join(&self, max: usize) -> Option<Ticket<'_>> {
+    pub fn join(self: &Arc<Self>, max: usize) -> Option<Ticket> {
         let mut waiters = self.lock();
         if waiters.len() >= max {
             return None;
@@ -117,7 +139,7 @@ impl Queue {
         waiters.push_back(Waiter { id, tx });
         self.len.fetch_add(1, Ordering::SeqCst);
         Some(Ticket {
-            queue: self,
+            queue: Arc::clone(self),
             id,
             rx: Some(rx),
             served: false,
@@ -242,6 +264,31 @@ mod tests {
         assert!(got.is_some());
         assert_eq!(s.active(), 1);
         assert!(t1.wait().await.is_none());
+    }
+
+    #[test]
+    fn try_take_polls_without_waiting() {
+        let s = server("s", 1);
+        let q = queue_over(&[&s]);
+        let held = s.try_acquire().unwrap();
+        let mut t1 = q.join(10).unwrap();
+        let mut t2 = q.join(10).unwrap();
+        assert!(t1.try_take().is_pending());
+        drop(held);
+        let Poll::Ready(Some(first)) = t1.try_take() else {
+            panic!("the slot is handed over in Slot::drop");
+        };
+        assert_eq!(s.active(), 1);
+        assert!(
+            t2.try_take().is_pending(),
+            "the slot went to the oldest only"
+        );
+        q.fail_all();
+        assert!(matches!(t2.try_take(), Poll::Ready(None)), "sent away");
+        assert_eq!(q.len(), 0);
+        drop(t2);
+        drop(first);
+        assert_eq!((q.len(), s.active()), (0, 0));
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use super::maintenance::Maintenance;
 use super::queue::Queue;
 use super::{clock, slow_start};
-use crate::balance::Ewma;
+use crate::balance::{Ewma, LoadHook};
 use crate::config;
 use crate::metrics::ServerStats;
 use crate::proxy::upstream::ConnPool;
@@ -117,6 +117,13 @@ pub struct Server {
     ramp_len_ms: AtomicU64,
     /// The backend's queue: a freed slot is handed to its oldest waiter.
     queue: ArcSwapOption<Queue>,
+
+    // Selection (issue 5).
+    /// The least-connections tree leaf this server keeps current, while its backend uses
+    /// least-connections; `load_hooked` says whether there is one, so that servers under
+    /// other algorithms pay one relaxed load per slot taken or freed.
+    load_hook: ArcSwapOption<LoadHook>,
+    load_hooked: AtomicBool,
 }
 
 impl Server {
@@ -147,6 +154,8 @@ impl Server {
             ramp_start_ms: AtomicU64::new(0),
             ramp_len_ms: AtomicU64::new(0),
             queue: ArcSwapOption::empty(),
+            load_hook: ArcSwapOption::empty(),
+            load_hooked: AtomicBool::new(false),
         }
     }
 
@@ -230,6 +239,7 @@ impl Server {
             }
         }
         self.requests_total.fetch_add(1, Ordering::Relaxed);
+        self.refresh_load_hook();
         Some(Slot {
             server: Arc::clone(self),
         })
@@ -361,6 +371,26 @@ impl Server {
     }
 }
 
+// Selection (issue 5): the least-connections tree follows the in-flight count.
+impl Server {
+    /// Points this server at its leaf in a least-connections tree, or at none (`None`: the
+    /// backend uses another algorithm, or the server is no longer a candidate).
+    pub fn set_load_hook(&self, hook: Option<Arc<LoadHook>>) {
+        self.load_hooked.store(hook.is_some(), Ordering::Relaxed);
+        self.load_hook.store(hook);
+    }
+
+    /// Brings the tree leaf (if any) up to date with the in-flight count: after every change
+    /// of the count, and once when the hook is set.
+    pub fn refresh_load_hook(&self) {
+        if self.load_hooked.load(Ordering::Relaxed)
+            && let Some(hook) = self.load_hook.load().as_ref()
+        {
+            hook.refresh(&self.active);
+        }
+    }
+}
+
 /// One request's hold on a server's capacity; dropping it frees the slot.
 pub struct Slot {
     server: Arc<Server>,
@@ -377,6 +407,7 @@ impl Drop for Slot {
         // SeqCst pairs with the queue's: a waiter that joins while this slot frees either
         // sees the lower count itself or is seen here (see `Queue::join`).
         self.server.active.fetch_sub(1, Ordering::SeqCst);
+        self.server.refresh_load_hook();
         if let Some(q) = self.server.queue.load().as_ref()
             && !q.is_empty()
         {

@@ -5,15 +5,18 @@
 //! fastrand's thread-local generator (which the algorithms draw from) is seeded from the
 //! scenario, so the same scenario gives the same run, event for event.
 //!
-//! The balancer's FIFO queue (requests waiting while every server is at `max_connections`)
-//! is modelled here by the rules of issue 3: FIFO, at most `max_queue` waiting, each gives
-//! up after `queue_timeout`, and a freed slot goes to the oldest waiter. Once the real queue
-//! (`pool/queue.rs`) lands, this should drive it instead of `Waiting` below.
+//! Requests meet the balancer as the proxy's do: a first slot from the same steps as
+//! `Backend::acquire_or_wait` (the real FIFO queue of `pool/queue.rs`, `max_queue` and
+//! `queue_timeout` included), retries from `Backend::acquire` without waiting. A queued
+//! request holds a real [`Ticket`]; the queue hands it a freed slot inside `Slot::drop`, and
+//! the engine polls the waiting tickets, oldest first, after every event (virtual time
+//! stands still between them, so nothing is seen late).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::task::Poll;
 
 use http::{HeaderMap, HeaderValue, Uri};
 
@@ -21,6 +24,7 @@ use super::scenario::{Action, KeyDistribution, Scenario};
 use crate::balance::{self, clock};
 use crate::config::{self, Algorithm, HashKey};
 use crate::events::Bus;
+use crate::pool::queue::Ticket;
 use crate::pool::{Backend, Health, NoSlot, Server, Slot};
 
 const SEC: u64 = 1_000_000_000;
@@ -113,24 +117,16 @@ struct Req {
     sent_at: u64,
     slot: Option<Slot>,
     tried: Vec<usize>,
-    waiting: bool,
-}
-
-enum Attempt {
-    Sent,
-    Busy,
-    NoServer,
-    Failed,
 }
 
 struct Engine<'a> {
     sc: &'a Scenario,
-    limits: bool,
     backend: Arc<Backend>,
     hash_key: HashKey,
     sims: Vec<Sim>,
     reqs: Vec<Req>,
-    queue: VecDeque<usize>,
+    /// Requests in the backend's queue with their tickets, oldest first.
+    waiting: VecDeque<(usize, Ticket)>,
     heap: BinaryHeap<Reverse<(u64, u64, Ev)>>,
     seq: u64,
     now: u64,
@@ -149,6 +145,9 @@ pub fn run(sc: &Scenario, settings: &config::Backend, algorithm: Algorithm, limi
     let mut settings = settings.clone();
     settings.algorithm = algorithm;
     settings.hash_balance_factor = sc.settings.hash_balance_factor;
+    // The real queue enforces the scenario's (or the configuration's) queue settings.
+    settings.max_queue = sc.settings.max_queue;
+    settings.queue_timeout = sc.settings.queue_timeout;
     // Simulated clients carry no cookies from earlier answers.
     settings.sticky_cookie = String::new();
     let servers: Vec<Arc<Server>> = sc
@@ -200,12 +199,11 @@ pub fn run(sc: &Scenario, settings: &config::Backend, algorithm: Algorithm, limi
     let n = sc.servers.len();
     let mut e = Engine {
         sc,
-        limits,
         backend,
         hash_key: settings.hash_key.clone(),
         sims,
         reqs: Vec::new(),
-        queue: VecDeque::new(),
+        waiting: VecDeque::new(),
         heap: BinaryHeap::new(),
         seq: 0,
         now: 0,
@@ -282,6 +280,7 @@ impl Engine<'_> {
                     }
                 }
             }
+            self.poll_queue();
         }
     }
 
@@ -331,70 +330,117 @@ impl Engine<'_> {
             sent_at: 0,
             slot: None,
             tried: Vec::new(),
-            waiting: false,
         });
         self.run.offered += 1;
-        match self.attempt(id) {
-            Attempt::Sent => {}
-            Attempt::Failed => self.run.failed += 1,
-            Attempt::NoServer => self.run.rejected += 1,
-            Attempt::Busy => {
-                if self.queue.len() < self.sc.settings.max_queue as usize {
-                    self.reqs[id].waiting = true;
-                    self.queue.push_back(id);
-                    let t = self.now + self.sc.settings.queue_timeout.get().as_nanos() as u64;
-                    self.at(t, Ev::QueueTimeout { req: id });
-                } else {
-                    self.run.rejected += 1;
-                }
-            }
-        }
+        self.first_slot(id);
         if let Some(t) = self.next_arrival(self.now) {
             self.at(t, Ev::Arrival);
         }
     }
 
-    /// Asks the real selection code for a server and sends the request there; a dead
-    /// server refuses the connection and the next one is tried, up to `retries`.
-    fn attempt(&mut self, id: usize) -> Attempt {
+    /// The proxy's first attempt, step for step as `Backend::acquire_or_wait`: a slot now if
+    /// nobody waits, else a place at the back of the real queue (503 when it is full).
+    fn first_slot(&mut self, id: usize) {
+        if self.backend.queue_len() == 0 {
+            match self.acquire(id) {
+                Ok(slot) => return self.send(id, slot),
+                Err(NoSlot::AllBusy) => {}
+                Err(_) => {
+                    self.run.rejected += 1;
+                    return;
+                }
+            }
+        } else if self.backend.snapshot().candidates.is_empty() {
+            self.run.rejected += 1;
+            return;
+        }
+        match self.backend.enqueue() {
+            Ok(ticket) => {
+                self.waiting.push_back((id, ticket));
+                let t = self.now + self.sc.settings.queue_timeout.get().as_nanos() as u64;
+                self.at(t, Ev::QueueTimeout { req: id });
+            }
+            Err(_) => self.run.rejected += 1,
+        }
+    }
+
+    /// `Backend::acquire` for request `id`, skipping the servers it has tried.
+    fn acquire(&self, id: usize) -> Result<Slot, NoSlot> {
+        let r = &self.reqs[id];
+        let (uri, headers) = key_request(&self.hash_key, r.key);
+        let req = balance::Request {
+            client: key_ip(r.key),
+            uri: &uri,
+            headers: &headers,
+        };
+        self.backend.acquire(&req, &r.tried)
+    }
+
+    /// Sends request `id` over `slot`. A dead server refuses the connection: the next server
+    /// is tried, as the proxy retries, with a slot free now (a retry never queues), up to
+    /// `retries`; past them, or with no other server free, the request fails.
+    fn send(&mut self, id: usize, mut slot: Slot) {
         let mut failures = 0;
         loop {
-            let got = {
-                let (uri, headers) = key_request(&self.hash_key, self.reqs[id].key);
-                let req = balance::Request {
-                    client: key_ip(self.reqs[id].key),
-                    uri: &uri,
-                    headers: &headers,
-                };
-                self.backend.acquire(&req, &self.reqs[id].tried)
-            };
-            let slot = match got {
-                Ok(slot) => slot,
-                Err(NoSlot::AllBusy) => return Attempt::Busy,
-                Err(_) if failures > 0 => return Attempt::Failed,
-                Err(_) => return Attempt::NoServer,
-            };
             let Some(s) = self
                 .sims
                 .iter()
                 .position(|s| Arc::ptr_eq(&s.server, slot.server()))
             else {
-                return Attempt::NoServer;
+                self.run.rejected += 1;
+                return;
             };
-            if !self.sims[s].alive {
-                failures += 1;
-                self.reqs[id]
-                    .tried
-                    .push(Arc::as_ptr(slot.server()) as usize);
-                if failures > self.sc.settings.retries {
-                    return Attempt::Failed;
-                }
-                continue;
+            if self.sims[s].alive {
+                self.reqs[id].slot = Some(slot);
+                self.reqs[id].sent_at = self.now;
+                self.deliver(s, id);
+                return;
             }
-            self.reqs[id].slot = Some(slot);
-            self.reqs[id].sent_at = self.now;
-            self.deliver(s, id);
-            return Attempt::Sent;
+            failures += 1;
+            self.reqs[id]
+                .tried
+                .push(Arc::as_ptr(slot.server()) as usize);
+            drop(slot);
+            if failures > self.sc.settings.retries {
+                self.run.failed += 1;
+                return;
+            }
+            slot = match self.acquire(id) {
+                Ok(next) => next,
+                Err(_) => {
+                    self.run.failed += 1;
+                    return;
+                }
+            };
+        }
+    }
+
+    /// Takes the slots the real queue handed to waiting requests and sends them; a ticket
+    /// the queue gave up on (no server left) is a 503. Slots go to the oldest waiter first,
+    /// so polling stops at the first still waiting. Sending may free slots (a server that
+    /// crashes under the load), which the queue hands on at once: the loop sees those too.
+    fn poll_queue(&mut self) {
+        while let Some((id, ticket)) = self.waiting.front_mut() {
+            let id = *id;
+            match ticket.try_take() {
+                Poll::Pending => return,
+                Poll::Ready(got) => {
+                    self.waiting.pop_front();
+                    match got {
+                        Some(slot) => self.send(id, slot),
+                        None => self.run.rejected += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    /// `queue_timeout` passed: the request leaves the queue (dropping its ticket) with a 503.
+    /// One already served was polled away after the event that served it.
+    fn queue_timeout(&mut self, id: usize) {
+        if let Some(i) = self.waiting.iter().position(|(r, _)| *r == id) {
+            self.waiting.remove(i);
+            self.run.rejected += 1;
         }
     }
 
@@ -444,34 +490,6 @@ impl Engine<'_> {
         if let Some(next) = self.sims[s].backlog.pop_front() {
             self.begin(s, next);
         }
-        self.drain_queue();
-    }
-
-    /// Hands freed capacity to the oldest waiters, in order.
-    fn drain_queue(&mut self) {
-        if !self.limits {
-            return;
-        }
-        while let Some(&id) = self.queue.front() {
-            if !self.reqs[id].waiting {
-                self.queue.pop_front();
-                continue;
-            }
-            match self.attempt(id) {
-                Attempt::Busy | Attempt::NoServer => return,
-                Attempt::Sent => {}
-                Attempt::Failed => self.run.failed += 1,
-            }
-            self.reqs[id].waiting = false;
-            self.queue.pop_front();
-        }
-    }
-
-    fn queue_timeout(&mut self, id: usize) {
-        if self.reqs[id].waiting {
-            self.reqs[id].waiting = false;
-            self.run.rejected += 1;
-        }
     }
 
     /// The process dies: from overload (counted in `crashes`) or by the scenario's script.
@@ -501,7 +519,6 @@ impl Engine<'_> {
         );
         let restart = self.sc.servers[s].restart_after.get().as_nanos() as u64;
         self.at(self.now + restart, Ev::Restarted { server: s, epoch });
-        self.drain_queue();
     }
 
     fn restarted(&mut self, s: usize, epoch: u32) {
@@ -518,7 +535,6 @@ impl Engine<'_> {
     fn set_health(&mut self, s: usize, h: Health) {
         if self.sims[s].server.set_health(h) != h {
             self.backend.rebuild();
-            self.drain_queue();
         }
     }
 

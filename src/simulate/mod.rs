@@ -1,6 +1,6 @@
 //! `fulcrum simulate`: replays a traffic and failure scenario against every algorithm, with
 //! and without `max_connections`, driving the real selection code (`Backend::acquire`,
-//! server slots and limits) in virtual time, and recommends one.
+//! server slots and limits, the backend's FIFO queue) in virtual time, and recommends one.
 //!
 //! `scenario` reads the TOML, `engine` runs it, `report` prints it, `builtins` holds the
 //! named scenarios. Same input, same output: byte for byte.
