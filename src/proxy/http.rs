@@ -53,11 +53,11 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let settings = fe.settings.load();
     let backend = fe.backend.load_full();
-    let log = settings.access_log.then(|| AccessLog {
+    let log = (settings.access_log && super::access_log::enabled()).then(|| AccessLog {
         frontend: Arc::clone(&fe.name),
         client,
         method: req.method().clone(),
-        path: req.uri().path().to_string(),
+        uri: req.uri().clone(),
         status: 0,
         server: None,
         start: Instant::now(),
