@@ -2,8 +2,9 @@
 //! (`client_idle_timeout`) separate from the slowloris guard (`client_header_timeout`).
 //!
 //! hyper's header-read timer starts as soon as a connection waits for a request, so alone
-//! it would close idle keep-alive connections after the (short) header timeout. We give
-//! hyper the sum as an outer bound and enforce the two limits here: the IO wrapper notes
+//! it would close idle keep-alive connections after the (short) header timeout. We turn
+//! hyper's timer off (it would also cost a boxed sleep per request) and enforce the two
+//! limits here: the IO wrapper notes
 //! when bytes arrive, the service notes when requests start and end, and one timer per
 //! connection wakes at the next deadline only.
 

@@ -87,7 +87,9 @@ pub async fn serve_http(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header + idle)
+        // `conn::expired` enforces both client timeouts per connection; hyper's own header
+        // timer would cost a boxed sleep and a timer-wheel entry per request.
+        .header_read_timeout(None)
         .keep_alive(true)
         .max_buf_size((settings.max_header_bytes * 2).max(16 * 1024));
     builder
