@@ -160,7 +160,14 @@ raise_fd_limit() {
     }
     local need=$((CONNS * 3 + 256))
     [[ " $SCENARIOS " == *" c1000 "* ]] && ((need < 3256)) && need=3256
-    [[ " $SCENARIOS " == *" idle "* ]] && ((need < IDLE_CONNS * 2 + 256)) && need=$((IDLE_CONNS * 2 + 256))
+    [[ " $SCENARIOS " == *" idle "* ]] && ((need < IDLE_CONNS + 256)) && need=$((IDLE_CONNS + 256))
+    # HAProxy reserves two fds per maxconn and refuses to start above the limit, and nginx
+    # counts both sides in worker_connections: both get (limit - 200) / 2 connections.
+    local fit=$(( ($(ulimit -n) - 400) / 2 ))
+    if [[ " $SCENARIOS " == *" idle "* ]] && ((IDLE_CONNS > fit)); then
+        log "idle scenario: $IDLE_CONNS connections do not fit under ulimit -n $(ulimit -n); using $fit"
+        IDLE_CONNS=$fit
+    fi
     (($(ulimit -n) >= need)) || die "ulimit -n is $(ulimit -n), need >= $need"
     log "open files limit: $(ulimit -n)"
 }
