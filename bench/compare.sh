@@ -12,7 +12,10 @@
 #   WARMUP=2          seconds of unmeasured load per target before round 1 (0 = none)
 #   CONNS=64          wrk connections for the "small" and "close" scenarios
 #   WRK_THREADS=1     wrk threads
-#   SCENARIOS=small   space-separated list: small c1000 close big  (see below)
+#   SCENARIOS=small   space-separated list: small c1000 close big big1m idle (see below),
+#                     or "all" for every one of them
+#   IDLE_CONNS=10000  client connections the "idle" scenario opens and holds
+#   IDLE_HOLD=5       seconds the "idle" scenario holds them (RSS is read meanwhile)
 #   ACCESS_LOG=true   fulcrum's access_log (it is on by default, as an operator runs it)
 #   SKIP_FULCRUM=0    1 = leave fulcrum out (e.g. while it does not build)
 #   FULCRUM_BIN=      use this binary instead of `cargo build --release`
@@ -27,6 +30,9 @@
 #   c1000  keep-alive, 1000 connections, "ok\n" body
 #   close  "Connection: close" on every request, CONNS connections
 #   big    keep-alive, CONNS connections, 64 KiB body
+#   big1m  keep-alive, CONNS connections, 1 MiB body
+#   idle   IDLE_CONNS keep-alive connections, one request each, then held idle: the
+#          proxies' resident memory (VmRSS) with them open (not a wrk run)
 set -euo pipefail
 
 # ---------------------------------------------------------------- settings
@@ -37,6 +43,9 @@ WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-64}
 WRK_THREADS=${WRK_THREADS:-1}
 SCENARIOS=${SCENARIOS:-small}
+[[ $SCENARIOS == all ]] && SCENARIOS="idle small c1000 close big big1m"   # idle first: RSS before any load
+IDLE_CONNS=${IDLE_CONNS:-10000}
+IDLE_HOLD=${IDLE_HOLD:-5}
 ACCESS_LOG=${ACCESS_LOG:-true}
 SKIP_FULCRUM=${SKIP_FULCRUM:-0}
 FULCRUM_BIN=${FULCRUM_BIN:-}
@@ -151,6 +160,14 @@ raise_fd_limit() {
     }
     local need=$((CONNS * 3 + 256))
     [[ " $SCENARIOS " == *" c1000 "* ]] && ((need < 3256)) && need=3256
+    [[ " $SCENARIOS " == *" idle "* ]] && ((need < IDLE_CONNS + 256)) && need=$((IDLE_CONNS + 256))
+    # HAProxy reserves two fds per maxconn and refuses to start above the limit, and nginx
+    # counts both sides in worker_connections: both get (limit - 200) / 2 connections.
+    local fit=$(( ($(ulimit -n) - 400) / 2 ))
+    if [[ " $SCENARIOS " == *" idle "* ]] && ((IDLE_CONNS > fit)); then
+        log "idle scenario: $IDLE_CONNS connections do not fit under ulimit -n $(ulimit -n); using $fit"
+        IDLE_CONNS=$fit
+    fi
     (($(ulimit -n) >= need)) || die "ulimit -n is $(ulimit -n), need >= $need"
     log "open files limit: $(ulimit -n)"
 }
@@ -227,6 +244,7 @@ EOF
 # ---------------------------------------------------------------- step 3: backends
 start_backends() {
     head -c 65536 /dev/zero | tr '\0' 'x' >"$TMP/big.bin"
+    head -c 1048576 /dev/zero | tr '\0' 'x' >"$TMP/big1m.bin"
     local i port dir
     for i in 1 2; do
         port=$((i == 1 ? BACKEND1_PORT : BACKEND2_PORT))
@@ -244,6 +262,7 @@ $(nginx_temp_paths "$dir")
     server {
         listen 127.0.0.1:$port backlog=4096;
         location = /big { alias $TMP/big.bin; }
+        location = /big1m { alias $TMP/big1m.bin; }
         location / { return 200 "ok\n"; }
     }
 }
@@ -388,7 +407,7 @@ proc_cpu_ticks() {   # utime+stime (all threads) of PID and its children, in clo
     echo "$total"
 }
 
-# parse_wrk FILE -> "rps p50_us p99_us non2xx sockerr requests"
+# parse_wrk FILE -> "rps p50_us p99_us non2xx sockerr requests mb_per_s"
 parse_wrk() {
     awk '
     function us(v,   n, u) {
@@ -405,7 +424,11 @@ parse_wrk() {
     /Non-2xx or 3xx responses:/ { non2xx = $NF }
     /Socket errors:/ { gsub(/,/, ""); sock = $4 + $6 + $8 + $10 }
     / requests in / { reqs = $1 }
-    END { printf "%.2f %.1f %.1f %d %d %d\n", rps + 0, p50 + 0, p99 + 0, non2xx + 0, sock + 0, reqs + 0 }
+    /^Transfer\/sec:/ {
+        v = $2 + 0; u = $2; sub(/^[0-9.]+/, "", u)
+        mbs = (u == "GB") ? v * 1024 : (u == "MB") ? v : (u == "KB") ? v / 1024 : v / 1048576
+    }
+    END { printf "%.2f %.1f %.1f %d %d %d %.2f\n", rps + 0, p50 + 0, p99 + 0, non2xx + 0, sock + 0, reqs + 0, mbs + 0 }
     ' "$1"
 }
 
@@ -417,7 +440,9 @@ scenario_params() {
         c1000) S_CONNS=1000 ;;
         close) S_HDR=(-H "Connection: close") ;;
         big)   S_PATH=/big ;;
-        *) die "unknown scenario '$1' (small c1000 close big)" ;;
+        big1m) S_PATH=/big1m ;;
+        idle)  S_CONNS=$IDLE_CONNS ;;
+        *) die "unknown scenario '$1' (small c1000 close big big1m idle)" ;;
     esac
 }
 
@@ -431,7 +456,7 @@ run_wrk() {   # run_wrk TARGET SECONDS OUTFILE  (uses S_* of the scenario)
 measure() {   # measure SCENARIO ROUND TARGET
     local sc=$1 round=$2 target=$3 out pid r
     local pb pt lb lt pb2 pt2 lb2 lt2 cpu_p cpu_l tk tk2 us_req
-    local rps p50 p99 n2 se reqs
+    local rps p50 p99 n2 se reqs mbs
     out=$TMP/wrk-$sc-$round-$target.txt
     pid=${PID_OF[$target]:-${PID_OF[backend1]}}     # "direct" is backend1
     read -r pb pt < <(cpu_busy_jiffies "$PROXY_CPUS")
@@ -444,18 +469,80 @@ measure() {   # measure SCENARIO ROUND TARGET
     cpu_p=$(( (pb2 - pb) * 100 / ((pt2 - pt) > 0 ? (pt2 - pt) : 1) ))
     cpu_l=$(( (lb2 - lb) * 100 / ((lt2 - lt) > 0 ? (lt2 - lt) : 1) ))
     r=$(parse_wrk "$out")
-    read -r rps p50 p99 n2 se reqs <<<"$r"
+    read -r rps p50 p99 n2 se reqs mbs <<<"$r"
     # CPU time the target's own process(es) used per request, in microseconds
     us_req=$(awk -v t=$((tk2 - tk)) -v hz="$CLK_TCK" -v n="$reqs" \
         'BEGIN { printf "%.1f", (n > 0 ? t * 1000000 / hz / n : 0) }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$round" "$target" \
-        "$rps" "$p50" "$p99" "$n2" "$se" "$reqs" "$cpu_p" "$cpu_l" "$us_req" >>"$TMP/results.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$round" "$target" \
+        "$rps" "$p50" "$p99" "$n2" "$se" "$reqs" "$cpu_p" "$cpu_l" "$us_req" "$mbs" >>"$TMP/results.tsv"
     if [[ $target == direct ]] && ((cpu_p > 10)); then
         log "warning: CPU $PROXY_CPUS was ${cpu_p}% busy with no proxy under load:" \
             "something else is running, figures of this round are noisy"
     fi
-    log "$(printf '%-6s round %d %-12s %10s req/s  p50 %8sus  p99 %8sus  non2xx %s sockerr %s  cpuP %s%% cpuL %s%%  %sus cpu/req' \
-        "$sc" "$round" "$target" "$rps" "$p50" "$p99" "$n2" "$se" "$cpu_p" "$cpu_l" "$us_req")"
+    log "$(printf '%-6s round %d %-12s %10s req/s %8s MB/s  p50 %8sus  p99 %8sus  non2xx %s sockerr %s  cpuP %s%% cpuL %s%%  %sus cpu/req' \
+        "$sc" "$round" "$target" "$rps" "$mbs" "$p50" "$p99" "$n2" "$se" "$cpu_p" "$cpu_l" "$us_req")"
+}
+
+rss_kb() {   # sum of VmRSS over PID and its children, in KiB
+    local pid=$1 total=0 p v
+    for p in $pid $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+        v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# A bounded client for the idle scenario: opens N connections one after the other, sends
+# one keep-alive request on each and reads its answer, prints "ready OPEN FAILED", holds
+# them HOLD seconds, closes them. Gives up connecting after 120 s.
+write_idle_client() {
+    cat >"$TMP/idle.py" <<'EOF'
+import socket, sys, time
+port, n, hold = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+deadline = time.monotonic() + 120
+req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+socks, failed = [], 0
+for _ in range(n):
+    if time.monotonic() > deadline:
+        break
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(req)
+        data = b""
+        while not data.endswith(b"ok\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                raise OSError("closed by the server")
+            data += chunk
+        socks.append(s)
+    except OSError:
+        failed += 1
+print(f"ready {len(socks)} {failed}", flush=True)
+time.sleep(hold)
+for s in socks:
+    s.close()
+EOF
+}
+
+measure_idle() {   # measure_idle TARGET: RSS before and with IDLE_CONNS idle connections
+    local target=$1 pid before during out=$TMP/idle-$1.txt deadline open failed line
+    pid=${PID_OF[$target]}
+    before=$(rss_kb "$pid")
+    start_bg "idle-$target" "$LOAD_CPUS" "$out" \
+        python3 "$TMP/idle.py" "${PORT_OF[$target]}" "$IDLE_CONNS" "$IDLE_HOLD"
+    deadline=$((SECONDS + 180))
+    until line=$(grep '^ready' "$out" 2>/dev/null); do
+        ((SECONDS < deadline)) || die "idle client for $target did not get ready in 180 s"
+        kill -0 "${PID_OF[idle-$target]}" 2>/dev/null || { cat "$out" >&2; die "idle client for $target died"; }
+        sleep 0.2
+    done
+    sleep 1
+    during=$(rss_kb "$pid")
+    read -r _ open failed <<<"$line"
+    wait "${PID_OF[idle-$target]}" 2>/dev/null || true
+    printf '%s\t%s\t%s\t%s\t%s\n' "$target" "$open" "$failed" "$before" "$during" >>"$TMP/idle.tsv"
+    log "$(printf 'idle   %-12s %6d open %4d failed  RSS %8d KiB before, %8d KiB with them open' \
+        "$target" "$open" "$failed" "$before" "$during")"
 }
 
 run_rounds() {
@@ -463,6 +550,15 @@ run_rounds() {
     : >"$TMP/results.tsv"
     for sc in $SCENARIOS; do
         scenario_params "$sc"
+        if [[ $sc == idle ]]; then
+            # Memory, not speed: one pass, each proxy in turn (the backend is no proxy).
+            write_idle_client
+            : >"$TMP/idle.tsv"
+            for target in "${TARGETS[@]}"; do
+                [[ $target == direct ]] || measure_idle "$target"
+            done
+            continue
+        fi
         if ((WARMUP > 0)); then
             log "scenario $sc: warm-up ${WARMUP}s per target"
             for target in "${TARGETS[@]}"; do
@@ -496,6 +592,19 @@ report() {
          "fulcrum access_log=$ACCESS_LOG"
     for sc in $SCENARIOS; do
         scenario_params "$sc"
+        if [[ $sc == idle ]]; then
+            echo
+            echo "scenario idle: $IDLE_CONNS keep-alive client connections, one request each, held ${IDLE_HOLD}s"
+            awk -F'\t' '
+            { t[NR] = $1; o[NR] = $2; f[NR] = $3; b[NR] = $4; d[NR] = $5; if ($1 == "haproxy") h = $5 }
+            END {
+                printf "  %-12s %7s %7s %12s %12s %10s %9s\n", "target", "open", "failed", "RSS before", "RSS idle", "KiB/conn", "rss/hap"
+                for (i = 1; i <= NR; i++)
+                    printf "  %-12s %7d %7d %8d KiB %8d KiB %10.2f %9s\n", t[i], o[i], f[i], b[i], d[i],
+                        (o[i] > 0 ? (d[i] - b[i]) / o[i] : 0), (h > 0 ? sprintf("%.2f", d[i] / h) : "-")
+            }' "$TMP/idle.tsv"
+            continue
+        fi
         echo
         echo "scenario $sc: ${S_CONNS} connections, path $S_PATH${S_HDR[*]:+, ${S_HDR[*]}}  (medians of $ROUNDS rounds)"
         awk -F'\t' -v sc="$sc" -v order="${TARGETS[*]}" '
@@ -508,19 +617,19 @@ report() {
         $1 == sc {
             rps[$3] = rps[$3] " " $4; p50[$3] = p50[$3] " " $5; p99[$3] = p99[$3] " " $6
             err[$3] += $7 + $8; c0[$3] = c0[$3] " " $10; c1[$3] = c1[$3] " " $11
-            cr[$3] = cr[$3] " " $12
+            cr[$3] = cr[$3] " " $12; mb[$3] = mb[$3] " " $13
         }
         END {
             n = split(order, t, " ")
             hr = ("haproxy" in rps) ? median(rps["haproxy"]) : 0
             hp = ("haproxy" in rps) ? median(p99["haproxy"]) : 0
-            printf "  %-12s %11s %9s %9s %8s %9s %9s %6s %6s %9s\n", "target", "req/s", "p50", "p99", "errors", "rps/hap", "p99/hap", "cpuP%", "cpuL%", "us/req"
+            printf "  %-12s %11s %9s %9s %9s %8s %9s %9s %6s %6s %9s\n", "target", "req/s", "MB/s", "p50", "p99", "errors", "rps/hap", "p99/hap", "cpuP%", "cpuL%", "us/req"
             for (i = 1; i <= n; i++) {
                 k = t[i]; if (!(k in rps)) continue
                 r = median(rps[k]); q = median(p99[k])
                 rr = "-"; if (hr > 0) rr = sprintf("%.2f", r / hr)
                 pr = "-"; if (hp > 0) pr = sprintf("%.2f", q / hp)
-                printf "  %-12s %11.0f %9s %9s %8d %9s %9s %6.0f %6.0f %9.1f\n", k, r, fmt_us(median(p50[k])), fmt_us(q), err[k], rr, pr, median(c0[k]), median(c1[k]), median(cr[k])
+                printf "  %-12s %11.0f %9.1f %9s %9s %8d %9s %9s %6.0f %6.0f %9.1f\n", k, r, median(mb[k]), fmt_us(median(p50[k])), fmt_us(q), err[k], rr, pr, median(c0[k]), median(c1[k]), median(cr[k])
             }
         }' "$TMP/results.tsv"
     done

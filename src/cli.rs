@@ -220,8 +220,17 @@ pub fn summary(cfg: &Config) -> String {
     out
 }
 
+/// Both log writers; dropping it writes out what is pending.
+pub struct LogGuard {
+    // Field order is drop order: access lines first, then the rest.
+    _access: crate::proxy::access_log::Guard,
+    _tracing: tracing_appender::non_blocking::WorkerGuard,
+}
+
 /// Sets up logging: `RUST_LOG` honoured, `info` by default, written off the request path.
-pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+/// The access log has a writer of its own (see `proxy::access_log`); `RUST_LOG` can still
+/// turn it off (`fulcrum::access=off`, or any level above `info`).
+pub fn init_logging() -> LogGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // A log line is handed to a writer thread; if logging falls far behind, lines are
@@ -233,7 +242,11 @@ pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .try_init();
-    guard
+    let access = tracing::enabled!(target: "fulcrum::access", tracing::Level::INFO);
+    LogGuard {
+        _access: crate::proxy::access_log::init(access),
+        _tracing: guard,
+    }
 }
 
 /// A tokio runtime with `threads` workers (0 = one per core).

@@ -209,7 +209,12 @@ impl Server {
 
     /// `max_connections` as it applies now: lowered while the server ramps up (slow start).
     pub fn effective_max_connections(&self) -> u32 {
-        slow_start::effective_max(self.max_connections(), self.ramp_factor(clock::now_ms()))
+        let max = self.max_connections();
+        // Not ramping (nearly always): no clock read on the request path.
+        if max == 0 || self.ramp_start_ms.load(Ordering::Acquire) == 0 {
+            return max;
+        }
+        slow_start::effective_max(max, self.ramp_factor(clock::now_ms()))
     }
 
     /// Whether one more request fits under `max_connections` right now.

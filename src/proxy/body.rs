@@ -5,7 +5,6 @@
 //! released and the access log line is written: at the end, so it can say how many bytes
 //! went out and how long the whole exchange took.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -49,6 +48,8 @@ pub struct Finish {
 
 impl Finish {
     pub fn new(busy: Busy, log: Option<AccessLog>) -> Self {
+        // One clock read per request: the log line's start serves the metrics too.
+        let start = log.as_ref().map_or_else(Instant::now, |l| l.start);
         Finish {
             conn: None,
             slot: None,
@@ -57,7 +58,7 @@ impl Finish {
             bytes: 0,
             count: None,
             status: 0,
-            start: Instant::now(),
+            start,
         }
     }
 
@@ -97,34 +98,8 @@ impl Finish {
     }
 }
 
-/// One access log line's facts, gathered as the request goes.
-pub struct AccessLog {
-    pub frontend: Arc<str>,
-    pub client: SocketAddr,
-    pub method: http::Method,
-    pub path: String,
-    pub status: u16,
-    pub server: Option<Arc<str>>,
-    pub start: Instant,
-}
-
-impl AccessLog {
-    fn write(self, bytes: u64, complete: bool) {
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(
-            target: "fulcrum::access",
-            frontend = %self.frontend,
-            client = %self.client,
-            method = %self.method,
-            path = %self.path,
-            status = self.status,
-            server = self.server.as_deref().unwrap_or("-"),
-            duration_ms = format_args!("{ms:.3}"),
-            bytes,
-            complete,
-        );
-    }
-}
+/// One access log line's facts (written by [`super::access_log`]).
+pub type AccessLog = super::access_log::Line;
 
 impl ProxyBody {
     /// A short fixed body.

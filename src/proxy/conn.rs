@@ -2,10 +2,17 @@
 //! (`client_idle_timeout`) separate from the slowloris guard (`client_header_timeout`).
 //!
 //! hyper's header-read timer starts as soon as a connection waits for a request, so alone
-//! it would close idle keep-alive connections after the (short) header timeout. We give
-//! hyper the sum as an outer bound and enforce the two limits here: the IO wrapper notes
+//! it would close idle keep-alive connections after the (short) header timeout. We turn
+//! hyper's timer off (it would also cost a boxed sleep per request) and enforce the two
+//! limits here: the IO wrapper notes
 //! when bytes arrive, the service notes when requests start and end, and one timer per
-//! connection wakes at the next deadline only.
+//! connection wakes at the next deadline, or after the shorter of the two timeouts at the
+//! latest.
+//!
+//! That cap is what lets the request path never wake the timer: a head that starts while
+//! the timer sleeps has its deadline (start + header timeout) after the timer's wake-up,
+//! and so has a request that ends (end + idle timeout). Waking it on each of
+//! those (as an earlier version did) cost two extra polls of the connection per request.
 
 use std::io;
 use std::pin::Pin;
@@ -15,7 +22,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 fn epoch() -> Instant {
@@ -37,9 +43,6 @@ pub struct Activity {
     last_ms: AtomicU64,
     /// When the first byte of a request head arrived while nothing was in progress; 0 if none.
     head_since_ms: AtomicU64,
-    /// Wakes the timer when a deadline moves earlier (a head starts, the last request ends):
-    /// otherwise it would sleep on to the deadline it computed before.
-    wake: Notify,
 }
 
 impl Activity {
@@ -58,7 +61,6 @@ impl Activity {
         if self.busy.load(Ordering::Relaxed) == 0 && self.head_since_ms.load(Ordering::Relaxed) == 0
         {
             self.head_since_ms.store(now, Ordering::Relaxed);
-            self.wake.notify_one();
         }
     }
 
@@ -69,10 +71,13 @@ impl Activity {
         Busy(Arc::clone(self))
     }
 
-    /// How long until a limit is crossed; `None` when one already is.
+    /// How long the timer may sleep: until the next deadline, and no longer than the shorter
+    /// timeout (see the module's doc); `None` when a limit is crossed.
     fn remaining(&self, idle: Duration, header: Duration) -> Option<Duration> {
+        let cap = idle.min(header);
         if self.busy.load(Ordering::Relaxed) > 0 {
-            return Some(idle);
+            // Nothing expires while a request is in progress.
+            return Some(cap);
         }
         let now = now_ms();
         let head = self.head_since_ms.load(Ordering::Relaxed);
@@ -81,7 +86,7 @@ impl Activity {
         } else {
             self.last_ms.load(Ordering::Relaxed) + idle.as_millis() as u64
         };
-        (deadline > now).then(|| Duration::from_millis(deadline - now))
+        (deadline > now).then(|| Duration::from_millis(deadline - now).min(cap))
     }
 }
 
@@ -91,22 +96,25 @@ pub struct Busy(Arc<Activity>);
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.last_ms.store(now_ms(), Ordering::Relaxed);
-        if self.0.busy.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.0.wake.notify_one();
-        }
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// Resolves when the connection has been idle longer than `idle`, or has taken longer than
 /// `header` to send a request head.
 pub async fn expired(activity: Arc<Activity>, idle: Duration, header: Duration) {
-    while let Some(wait) = activity.remaining(idle, header) {
-        // A notification that comes between `remaining` and here is kept as a permit, so
-        // no change is missed.
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = activity.wake.notified() => {}
-        }
+    let Some(wait) = activity.remaining(idle, header) else {
+        return;
+    };
+    // One timer entry per connection, moved rather than re-created.
+    let sleep = tokio::time::sleep(wait);
+    tokio::pin!(sleep);
+    loop {
+        sleep.as_mut().await;
+        let Some(wait) = activity.remaining(idle, header) else {
+            return;
+        };
+        sleep.as_mut().reset(Instant::now() + wait);
     }
 }
 

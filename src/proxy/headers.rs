@@ -21,6 +21,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers and every header named in `Connection`.
 /// `Transfer-Encoding` is removed too: hyper frames the next hop itself.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none, or only `Connection`: one pass over the names (standard
+    // names compare as small integers) instead of nine hashed removals per message.
+    if !headers
+        .keys()
+        .any(|k| k == header::TRANSFER_ENCODING || HOP_BY_HOP.contains(k))
+    {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -49,6 +57,54 @@ pub fn add_forwarded(
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    if !headers.contains_key(&XFF) {
+        // The usual case, a client talking to us directly: the address alone, formatted
+        // without `core::fmt` or intermediate strings.
+        if let Some(v) = ip_value(client) {
+            headers.insert(XFF, v);
+        }
+    } else {
+        append_forwarded_for(headers, client);
+    }
+    headers.insert(
+        XFP,
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    match host {
+        Some(h) => {
+            headers.insert(XFH, h.clone());
+        }
+        None => {
+            headers.remove(XFH);
+        }
+    }
+}
+
+/// `client` as a header value.
+fn ip_value(client: IpAddr) -> Option<HeaderValue> {
+    match client {
+        IpAddr::V4(ip) => {
+            let mut buf = [0u8; 15];
+            let mut len = 0;
+            let mut num = itoa::Buffer::new();
+            for (i, o) in ip.octets().iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                let digits = num.format(*o).as_bytes();
+                buf[len..len + digits.len()].copy_from_slice(digits);
+                len += digits.len();
+            }
+            HeaderValue::from_bytes(&buf[..len]).ok()
+        }
+        IpAddr::V6(ip) => HeaderValue::from_str(&ip.to_string()).ok(),
+    }
+}
+
+/// Appends `client` to the `X-Forwarded-For` lines already there, as one line.
+fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     // Several header lines are one comma-separated list (RFC 9110 §5.3): keep every hop.
     let mut hops: Vec<&str> = headers
         .get_all(&XFF)
@@ -62,18 +118,6 @@ pub fn add_forwarded(
     let xff = hops.join(", ");
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(XFF, v);
-    }
-    headers.insert(
-        XFP,
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
-    match host {
-        Some(h) => {
-            headers.insert(XFH, h.clone());
-        }
-        None => {
-            headers.remove(XFH);
-        }
     }
 }
 
@@ -118,6 +162,22 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "books.example");
+    }
+
+    #[test]
+    fn sets_forwarded_for_from_scratch() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+        add_forwarded(&mut h, "10.200.3.45".parse().unwrap(), true, None);
+        assert_eq!(h["x-forwarded-for"], "10.200.3.45");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        add_forwarded(&mut h, "2001:db8::1".parse().unwrap(), false, None);
+        assert_eq!(h["x-forwarded-for"], "10.200.3.45, 2001:db8::1");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "2001:db8::1".parse().unwrap(), false, None);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
     }
 
     #[test]

@@ -54,11 +54,11 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let settings = fe.settings.load();
     let backend = fe.backend.load_full();
-    let log = settings.access_log.then(|| AccessLog {
+    let log = (settings.access_log && super::access_log::enabled()).then(|| AccessLog {
         frontend: Arc::clone(&fe.name),
         client,
         method: req.method().clone(),
-        path: req.uri().path().to_string(),
+        uri: req.uri().clone(),
         status: 0,
         server: None,
         start: Instant::now(),
@@ -124,14 +124,19 @@ async fn forward(
     };
     let mut req = Request::from_parts(parts, body);
     let mut slot = retry::first_slot(backend, client, req.uri(), req.headers()).await?;
-    let mut tried: Vec<usize> = Vec::new();
+    // Servers tried so far, on the stack: `retries` is at most 10 (validated), so at most
+    // 11 attempts; a heap `Vec` here was one allocation per request.
+    let mut tried_buf = [0usize; 11];
+    let mut attempts = 0;
     let mut retried = 0;
     loop {
         let server = Arc::clone(slot.server());
-        tried.push(Arc::as_ptr(&server) as usize);
+        tried_buf[attempts.min(tried_buf.len() - 1)] = Arc::as_ptr(&server) as usize;
+        attempts = (attempts + 1).min(tried_buf.len());
+        let tried = &tried_buf[..attempts];
         let sent_at = balance::clock::now_ns();
         let outcome = send(&server, connect_timeout, response_timeout, req).await;
-        let more = retried < retries;
+        let more = retried < retries && attempts < tried_buf.len();
         // Every attempt feeds passive health; a retry, when allowed, replaces the attempt.
         let again = match outcome {
             Outcome::Answered(resp, conn) => {
@@ -148,7 +153,7 @@ async fn forward(
                 }
                 let next = match &replay {
                     Some(head) if more && retry::retry_status(status) => {
-                        retry::next_slot(backend, client, &head.uri, &head.headers, &tried, true)
+                        retry::next_slot(backend, client, &head.uri, &head.headers, tried, true)
                     }
                     _ => None,
                 };
@@ -162,7 +167,7 @@ async fn forward(
                 outlier::record(backend, &server, Err(&why));
                 let next = more
                     .then(|| {
-                        retry::next_slot(backend, client, back.uri(), back.headers(), &tried, false)
+                        retry::next_slot(backend, client, back.uri(), back.headers(), tried, false)
                     })
                     .flatten();
                 let Some(next) = next else {
@@ -176,7 +181,7 @@ async fn forward(
                 outlier::record(backend, &server, Err(refusal.code()));
                 let next = match &replay {
                     Some(head) if more && refusal == Refusal::UpstreamBroken => {
-                        retry::next_slot(backend, client, &head.uri, &head.headers, &tried, true)
+                        retry::next_slot(backend, client, &head.uri, &head.headers, tried, true)
                     }
                     _ => None,
                 };

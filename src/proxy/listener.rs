@@ -135,13 +135,13 @@ pub async fn serve_http(
 
 /// The connection builder for a frontend's settings.
 fn http_builder(settings: &crate::config::Frontend) -> auto::Builder<TokioExecutor> {
-    let header = settings.client_header_timeout.get();
-    let idle = settings.client_idle_timeout.get();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header + idle)
+        // `conn::expired` enforces both client timeouts per connection; hyper's own header
+        // timer would cost a boxed sleep and a timer-wheel entry per request.
+        .header_read_timeout(None)
         .keep_alive(true)
         .max_buf_size((settings.max_header_bytes * 2).max(16 * 1024));
     builder

@@ -1,5 +1,6 @@
 //! The data path: listeners, HTTP forwarding, TCP relaying, connections to servers.
 
+pub mod access_log;
 pub mod body;
 mod conn;
 pub mod error;
