@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+/// The longest duration accepted anywhere (configuration, `for` of a maintenance call).
+pub const MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// A duration in the configuration: a newtype so that every duration key parses the same
 /// human form and prints back in it, in `check` summaries and in error messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -28,11 +31,15 @@ impl Dur {
 
     /// Parses `500ms`, `2s`, `1m30s`, `24h`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        humantime::parse_duration(text.trim())
-            .map(Dur)
-            .map_err(|e| {
-                format!("`{text}` is not a duration ({e}); write e.g. 500ms, 2s, 30m, 24h")
-            })
+        let d = humantime::parse_duration(text.trim()).map_err(|e| {
+            format!("`{text}` is not a duration ({e}); write e.g. 500ms, 2s, 30m, 24h")
+        })?;
+        // No setting means anything beyond a year, and the cap keeps every sum and product
+        // of durations fulcrum computes (deadlines, ejection × count) far from overflow.
+        if d > MAX {
+            return Err(format!("`{text}` is longer than a year"));
+        }
+        Ok(Dur(d))
     }
 }
 
@@ -70,5 +77,6 @@ mod tests {
         assert_eq!(Dur::parse("24h").unwrap().get(), Duration::from_secs(86400));
         assert!(Dur::parse("soon").is_err());
         assert!(Dur::parse("10").is_err());
+        assert!(Dur::parse("400days").is_err(), "capped at a year");
     }
 }

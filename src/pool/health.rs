@@ -93,7 +93,11 @@ impl Streak {
 /// Runs one check of `server` and applies the result. Returns whether the health flipped.
 pub async fn check_once(backend: &Backend, server: &Arc<Server>, streak: &mut Streak) -> bool {
     let settings = backend.settings().health.clone();
-    if let Some(addr) = reresolve(&server.address).await {
+    // A resolver that hangs must not freeze this server's checks: the lookup shares the
+    // probe's time limit.
+    if let Ok(Some(addr)) =
+        tokio::time::timeout(settings.timeout.get(), reresolve(&server.address)).await
+    {
         server.set_addr(addr);
     }
     let result = probe(server, &settings).await;

@@ -168,9 +168,12 @@ impl Server {
         **self.resolved.load()
     }
 
+    /// Points new connections at `addr` (the name now resolves elsewhere) and closes the
+    /// idle ones to the old address, so a DNS switch takes effect under steady traffic too.
     pub fn set_addr(&self, addr: SocketAddr) {
         if self.addr() != addr {
             self.resolved.store(Arc::new(addr));
+            self.conns.clear();
         }
     }
 

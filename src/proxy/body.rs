@@ -5,6 +5,7 @@
 //! released and the access log line is written: at the end, so it can say how many bytes
 //! went out and how long the whole exchange took.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,8 +27,49 @@ pub struct ProxyBody {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(Upstream),
 }
+
+/// The server's body, and how long it may go without sending anything.
+struct Upstream {
+    body: Incoming,
+    /// `response_timeout`, applied again between frames: a server that sends its head and
+    /// then stalls must not hold the client and its slot forever.
+    limit: std::time::Duration,
+    /// Armed the first time the body is not ready (most small bodies never are): one timer
+    /// per slow response, reset at each frame.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Upstream {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(r) => {
+                if let Some(stall) = self.stall.as_mut() {
+                    stall
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + self.limit);
+                }
+                Poll::Ready(r.map(|f| f.map_err(BodyError::from)))
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let stall = self
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match stall.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::from(format!(
+                        "the server sent nothing for {limit:?} in the middle of its body"
+                    ))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+/// Why a response body ended early.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What to do once the body has been sent (or abandoned).
 pub struct Finish {
@@ -118,10 +160,14 @@ impl ProxyBody {
         }
     }
 
-    /// The server's body, streamed.
-    pub fn upstream(body: Incoming) -> Self {
+    /// The server's body, streamed; `limit` is the longest the server may pause.
+    pub fn upstream(body: Incoming, limit: std::time::Duration) -> Self {
         ProxyBody {
-            kind: Kind::Upstream(body),
+            kind: Kind::Upstream(Upstream {
+                body,
+                limit,
+                stall: None,
+            }),
             finish: None,
         }
     }
@@ -157,16 +203,16 @@ impl Drop for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let polled = match &mut this.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream(inner) => Pin::new(inner).poll_frame(cx),
+            Kind::Upstream(up) => up.poll(cx),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -184,7 +230,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
-            Kind::Upstream(inner) => inner.is_end_stream(),
+            Kind::Upstream(up) => up.body.is_end_stream(),
         }
     }
 
@@ -192,7 +238,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
-            Kind::Upstream(inner) => inner.size_hint(),
+            Kind::Upstream(up) => up.body.size_hint(),
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct Activity {
     last_ms: AtomicU64,
     /// When the first byte of a request head arrived while nothing was in progress; 0 if none.
     head_since_ms: AtomicU64,
+    /// Since when the client has accepted no bytes we had to send (its socket buffer is
+    /// full: it stopped reading); 0 while writes go through.
+    write_blocked_ms: AtomicU64,
 }
 
 impl Activity {
@@ -64,6 +67,16 @@ impl Activity {
         }
     }
 
+    /// Notes whether a write had to wait for the client; one relaxed load when it did not.
+    fn on_write(&self, blocked: bool) {
+        let since = self.write_blocked_ms.load(Ordering::Relaxed);
+        if blocked && since == 0 {
+            self.write_blocked_ms.store(now_ms(), Ordering::Relaxed);
+        } else if !blocked && since != 0 {
+            self.write_blocked_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// A request head has arrived; the guard marks the request done when dropped.
     pub fn begin(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
@@ -75,16 +88,22 @@ impl Activity {
     /// timeout (see the module's doc); `None` when a limit is crossed.
     fn remaining(&self, idle: Duration, header: Duration) -> Option<Duration> {
         let cap = idle.min(header);
+        let now = now_ms();
         if self.busy.load(Ordering::Relaxed) > 0 {
-            // Nothing expires while a request is in progress.
+            // A request in progress never expires while it moves; but a client that stopped
+            // reading its response would hold the server's slot forever: it gets
+            // `client_idle_timeout` to accept a byte, like an idle client.
+            let blocked = self.write_blocked_ms.load(Ordering::Relaxed);
+            if blocked != 0 && now.saturating_sub(blocked) >= idle.as_millis() as u64 {
+                return None;
+            }
             return Some(cap);
         }
-        let now = now_ms();
         let head = self.head_since_ms.load(Ordering::Relaxed);
         let deadline = if head != 0 {
-            head + header.as_millis() as u64
+            head.saturating_add(header.as_millis() as u64)
         } else {
-            self.last_ms.load(Ordering::Relaxed) + idle.as_millis() as u64
+            (self.last_ms.load(Ordering::Relaxed)).saturating_add(idle.as_millis() as u64)
         };
         (deadline > now).then(|| Duration::from_millis(deadline - now).min(cap))
     }
@@ -100,8 +119,8 @@ impl Drop for Busy {
     }
 }
 
-/// Resolves when the connection has been idle longer than `idle`, or has taken longer than
-/// `header` to send a request head.
+/// Resolves when the connection has been idle longer than `idle`, has taken longer than
+/// `header` to send a request head, or has not read its response for `idle`.
 pub async fn expired(activity: Arc<Activity>, idle: Duration, header: Duration) {
     let Some(wait) = activity.remaining(idle, header) else {
         return;
@@ -151,7 +170,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.activity.on_write(r.is_pending());
+        r
     }
 
     fn poll_write_vectored(
@@ -159,7 +180,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.on_write(r.is_pending());
+        r
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -81,7 +81,8 @@ pub async fn handle(
             }
             finish.conn = Some((fwd.conn, server));
             finish.slot = Some(fwd.slot);
-            Response::from_parts(parts, ProxyBody::upstream(body))
+            let limit = backend.settings().response_timeout.get();
+            Response::from_parts(parts, ProxyBody::upstream(body, limit))
         }
         Err(refusal) => refusal.response(retry_after(&backend, refusal)),
     };
@@ -97,7 +98,7 @@ fn retry_after(backend: &Backend, refusal: Refusal) -> u64 {
         // Nothing is up: the earliest a server can return is `rise` checks away.
         Refusal::NoServer => {
             let h = &backend.settings().health;
-            (h.interval.get() * h.rise).as_secs().max(1)
+            h.interval.get().saturating_mul(h.rise).as_secs().max(1)
         }
         _ => 1,
     }
@@ -245,6 +246,9 @@ fn prepare(
     Ok(Request::from_parts(parts, body))
 }
 
+/// How long a pooled connection may take to become ready for the next request.
+const POOLED_READY_WAIT: Duration = Duration::from_millis(50);
+
 /// What became of one attempt on one server.
 enum Outcome {
     /// The server answered (its body is still to be streamed).
@@ -264,8 +268,11 @@ async fn send(
     // A pooled connection first; if the server closed it under us the request comes back
     // unsent and we open a fresh one.
     while let Some(mut tx) = server.conns.checkout() {
-        if tx.ready().await.is_err() {
-            continue;
+        // Normally ready at once. One that is not is still busy (e.g. its previous client is
+        // still uploading a body the server already answered): leave it rather than wait.
+        match tokio::time::timeout(POOLED_READY_WAIT, tx.ready()).await {
+            Ok(Ok(())) => {}
+            _ => continue,
         }
         match send_on(&mut tx, response_timeout, req).await {
             Sent::Answered(resp) => return Outcome::Answered(resp, tx),

@@ -58,17 +58,18 @@ pub async fn serve_tcp(
             }
         };
         let fe = Arc::clone(&fe);
-        let stop = shared.stop.clone();
         let open = shared.clients.open();
         shared.tasks.spawn(async move {
-            relay(&fe, client, peer, stop).await;
+            relay(&fe, client, peer).await;
             drop((permit, open));
         });
     }
     listener
 }
 
-async fn relay(fe: &TcpFrontend, mut client: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+/// Relays one connection until either side closes. On shutdown a relay is not cut: it may
+/// finish within the grace period, after which the process ends and takes it along.
+async fn relay(fe: &TcpFrontend, mut client: TcpStream, peer: SocketAddr) {
     let backend = fe.backend.load_full();
     let Some((mut upstream, slot)) = connect(&backend, peer).await else {
         tracing::warn!(frontend = %fe.name, client = %peer, "no server could take the connection");
@@ -78,11 +79,7 @@ async fn relay(fe: &TcpFrontend, mut client: TcpStream, peer: SocketAddr, stop: 
     let _ = upstream.set_nodelay(true);
     let access_log = fe.settings.load().access_log;
     let start = std::time::Instant::now();
-    let copied = tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => r,
-        // On shutdown a TCP relay cannot be finished politely: it ends with the grace period.
-        _ = stop.cancelled() => Ok((0, 0)),
-    };
+    let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     if access_log {
         let (up, down) = copied.unwrap_or((0, 0));
         tracing::info!(

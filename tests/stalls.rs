@@ -1,0 +1,93 @@
+//! Nobody holds a server slot forever: a client that stops reading its response, and a
+//! server that stops in the middle of its body, are both cut off, and the slot returns.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_the_idle_timeout() {
+    let a = TestServer::start("a").await;
+    let f = start_fulcrum(&config(
+        "",
+        "client_idle_timeout = \"300ms\"",
+        "",
+        HEALTH_SLOW,
+        &[srv(&a, "max_connections = 1")],
+    ))
+    .await;
+    let live = live_server(&f, "a");
+    let mut conn = tokio::net::TcpStream::connect(f.frontend("www"))
+        .await
+        .unwrap();
+    // 256 MiB that this client never reads: the socket buffers fill, writes block.
+    conn.write_all(b"GET /big?bytes=268435456 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    eventually("the request holds the slot", Duration::from_secs(5), || {
+        live.active() == 1
+    })
+    .await;
+    eventually("the slot comes back", Duration::from_secs(5), || {
+        live.active() == 0
+    })
+    .await;
+    // And the server can serve again at once.
+    let (status, body, _) = get(&client(), &format!("http://{}/", f.frontend("www"))).await;
+    assert_eq!((status, body.as_str()), (200, "a"));
+    f.shutdown().await;
+}
+
+/// A server that sends its head and 10 bytes of a 1000-byte body, then nothing.
+async fn stalling_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_server_that_stalls_mid_body_is_cut_after_the_response_timeout() {
+    let addr = stalling_server().await;
+    let f = start_fulcrum(&config(
+        "",
+        "",
+        "response_timeout = \"300ms\"",
+        "kind = \"tcp\"\ninterval = \"60s\"",
+        &[srv_at("stall", addr, "max_connections = 1")],
+    ))
+    .await;
+    let live = live_server(&f, "stall");
+    let r = client()
+        .get(format!("http://{}/", f.frontend("www")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the head arrived in time");
+    let body = tokio::time::timeout(Duration::from_secs(5), r.bytes()).await;
+    assert!(
+        matches!(body, Ok(Err(_))),
+        "the body must end in an error, not hang or pass as complete: {body:?}"
+    );
+    eventually("the slot comes back", Duration::from_secs(5), || {
+        live.active() == 0
+    })
+    .await;
+    f.shutdown().await;
+}
