@@ -325,7 +325,9 @@ async fn apply(app: &Arc<App>, live: &mut Live, new: Config) -> Result<String, S
     for fe in &new.frontends {
         let plan = match live.frontends.get(&fe.name) {
             Some(cur) if cur.cfg.addr() == fe.addr() => {
-                if cur.cfg.mode == fe.mode && cur.cfg.tls == fe.tls {
+                // A TLS frontend always reloads its certificate files: renewals (certbot)
+                // rewrite the same paths, and a reload is how they are picked up.
+                if cur.cfg.mode == fe.mode && cur.cfg.tls.is_none() && fe.tls.is_none() {
                     FrontendPlan::Swap
                 } else {
                     FrontendPlan::Restart(tls_acceptor(&new, fe).map_err(|e| e.to_string())?)

@@ -122,3 +122,42 @@ async fn check_rejects_missing_certificate_files() {
     let text = err.to_string();
     assert!(text.contains("frontends[0].tls.cert"), "{text}");
 }
+
+/// Certificate renewals rewrite the same files; a reload must serve the new certificate.
+#[tokio::test]
+async fn reload_picks_up_a_renewed_certificate() {
+    let old = self_signed();
+    let a = TestServer::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(old.dir.path().join("cert.pem"), &cert).unwrap();
+    std::fs::copy(old.dir.path().join("key.pem"), &key).unwrap();
+    let path = dir.path().join("fulcrum.toml");
+    let text = simple_config("", &[(&a, "")]).replace(
+        "access_log = false",
+        "access_log = false\ntls = { cert = \"cert.pem\", key = \"key.pem\" }",
+    );
+    std::fs::write(&path, text).unwrap();
+    let cfg = fulcrum::config::load_file(&path).unwrap();
+    let f = fulcrum::app::start(cfg).await.unwrap();
+    let served_cert = |pki: &Pki| {
+        let addr = f.frontend("www");
+        let conn = connector(pki, &[b"http/1.1"]);
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            conn.connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+        }
+    };
+    assert!(served_cert(&old).await.is_ok());
+    let new = self_signed();
+    std::fs::copy(new.dir.path().join("cert.pem"), &cert).unwrap();
+    std::fs::copy(new.dir.path().join("key.pem"), &key).unwrap();
+    fulcrum::app::reload(&f.app).await.unwrap();
+    assert!(
+        served_cert(&new).await.is_ok(),
+        "the renewed certificate is served"
+    );
+    assert!(served_cert(&old).await.is_err(), "the old one is not");
+    f.shutdown().await;
+}
