@@ -91,3 +91,49 @@ async fn a_server_that_stalls_mid_body_is_cut_after_the_response_timeout() {
     .await;
     f.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_while_queued_is_counted_as_499() {
+    let a = TestServer::start("a").await;
+    a.set_delay(Duration::from_millis(800));
+    let f = start_fulcrum(&simple_config("", &[(&a, "max_connections = 1")])).await;
+    let url = format!("http://{}/", f.frontend("www"));
+    let busy = tokio::spawn({
+        let url = url.clone();
+        async move { client().get(&url).send().await.map(|r| r.status().as_u16()) }
+    });
+    let live = live_server(&f, "a");
+    eventually("the slot is taken", Duration::from_secs(5), || {
+        live.active() == 1
+    })
+    .await;
+    // This one waits in the queue, then gives up.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert!(impatient.get(&url).send().await.is_err());
+    assert_eq!(busy.await.unwrap().unwrap(), 200);
+    let metrics_url = format!("http://{}/metrics", f.admin);
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = client()
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("code=\"499\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("fulcrum_requests_total") && l.contains("code=\"499\""))
+        .unwrap_or_else(|| panic!("no 499 counted:\n{text}"));
+    assert!(line.ends_with(" 1"), "{line}");
+    f.shutdown().await;
+}

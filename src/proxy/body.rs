@@ -126,6 +126,12 @@ impl Finish {
     }
 
     fn run(mut self, complete: bool) {
+        self.finish(complete);
+    }
+
+    /// Releases what the request holds, counts it and writes its log line; runs once (it
+    /// takes `busy`, which marks it as not yet run).
+    fn finish(&mut self, complete: bool) {
         self.record();
         if let Some((tx, server)) = self.conn.take()
             && complete
@@ -137,6 +143,26 @@ impl Finish {
             log.write(self.bytes, complete);
         }
         drop(self.busy.take());
+    }
+}
+
+/// The status logged and counted for a request whose client left before it was answered
+/// (while queued or waiting for the server): nginx's convention, known to log tooling.
+pub const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Finish {
+    /// A request dropped before its response existed (the client went away) is still
+    /// counted and logged, as `499`.
+    fn drop(&mut self) {
+        if self.busy.is_some() {
+            if self.status == 0 {
+                self.status = CLIENT_CLOSED;
+                if let Some(log) = self.log.as_mut() {
+                    log.status = CLIENT_CLOSED;
+                }
+            }
+            self.finish(false);
+        }
     }
 }
 
