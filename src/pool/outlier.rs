@@ -1,6 +1,7 @@
 //! Passive health (outlier detection) on real traffic: `consecutive_failures` 5xx answers or
 //! connect errors in a row eject a server for `base_ejection` × the number of times it has
-//! been ejected (at most 10 × base). Never more than `max_ejection_percent` of the backend's
+//! been ejected in a row (at most 10 × base; the count starts again after a server has
+//! stayed in for 10 × base). Never more than `max_ejection_percent` of the backend's
 //! servers are out at once, and never the last server that can serve: with one server left,
 //! a partial outage must not become a total one (fail open).
 
@@ -81,9 +82,11 @@ pub fn record(backend: &Backend, server: &Arc<Server>, outcome: Result<(), &str>
         );
         return;
     }
-    let n = server.ejections() + 1;
-    let duration = ejection_duration(base, n);
-    let until = clock::now_ms() + duration.as_millis() as u64;
+    let now = clock::now_ms();
+    // A server that stayed in for as long as the longest ejection starts its streak again.
+    let quiet = ejection_duration(base, MAX_MULTIPLIER).as_millis() as u64;
+    let duration = ejection_duration(base, server.next_ejection_multiplier(now, quiet));
+    let until = now + duration.as_millis() as u64;
     let n = server.eject(until);
     backend.events().publish(Event::new(
         EventKind::ServerEjected,

@@ -228,3 +228,31 @@ async fn capacity_low_names_the_missing_and_restored_follows() {
         "{ev:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_ejection_multiplier_starts_again_after_a_quiet_spell() {
+    let (b, mut rx) = backend(3, "");
+    let ejected_for = |rx: &mut Receiver<Event>| {
+        drain(rx)
+            .into_iter()
+            .find(|e| e.event == EventKind::ServerEjected)
+            .map(|e| e.detail)
+            .expect("an ejection")
+    };
+    fail(&b, "s0", 5);
+    assert!(ejected_for(&mut rx).contains("ejected for 30s"));
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    fail(&b, "s0", 5);
+    assert!(
+        ejected_for(&mut rx).contains("ejected for 1m"),
+        "second in a row: 60s"
+    );
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    // In service longer than the longest ejection (10 × 30s): the streak starts again.
+    tokio::time::sleep(Duration::from_secs(301)).await;
+    fail(&b, "s0", 5);
+    assert!(
+        ejected_for(&mut rx).contains("ejected for 30s"),
+        "back to base"
+    );
+}

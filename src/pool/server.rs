@@ -108,8 +108,13 @@ pub struct Server {
     // Protection (issue 3): passive health, slow start, the queue a freed slot goes to.
     /// 5xx answers or connect errors in a row; any success resets it.
     consecutive_failures: AtomicU32,
-    /// How many times this server has been ejected; each ejection lasts longer.
+    /// How many times this server has been ejected (also the id of the current ejection).
     ejections: AtomicU32,
+    /// Ejections in a row without a long quiet spell between them: the multiplier of the
+    /// next ejection's length, so one bad day does not lengthen every ejection forever.
+    ejection_streak: AtomicU32,
+    /// When the last ejection ended (`clock::now_ms`), 0 if never.
+    ejection_ended_ms: AtomicU64,
     /// Non-zero while ejected: the clock time (`clock::now_ms`) the ejection ends.
     ejected_until_ms: AtomicU64,
     /// When the slow-start ramp began (`clock::now_ms`; 0 = not ramping), and its length.
@@ -150,6 +155,8 @@ impl Server {
             stats: ServerStats::default(),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
+            ejection_streak: AtomicU32::new(0),
+            ejection_ended_ms: AtomicU64::new(0),
             ejected_until_ms: AtomicU64::new(0),
             ramp_start_ms: AtomicU64::new(0),
             ramp_len_ms: AtomicU64::new(0),
@@ -342,7 +349,19 @@ impl Server {
     /// Ends the ejection; returns whether the server was ejected.
     pub fn end_ejection(&self) -> bool {
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.ejection_ended_ms
+            .store(clock::now_ms(), Ordering::Release);
         self.ejected_until_ms.swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// The multiplier for a new ejection at `now_ms`: one more than the streak, which starts
+    /// again after `quiet_ms` without an ejection (Envoy decays its multiplier likewise).
+    pub fn next_ejection_multiplier(&self, now_ms: u64, quiet_ms: u64) -> u32 {
+        let ended = self.ejection_ended_ms.load(Ordering::Acquire);
+        if ended != 0 && now_ms.saturating_sub(ended) > quiet_ms {
+            self.ejection_streak.store(0, Ordering::Release);
+        }
+        self.ejection_streak.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// When the current ejection ends (clock ms), if ejected.
