@@ -16,23 +16,15 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Milliseconds since fulcrum started (never 0, so 0 can mean "unset").
-fn now_ms() -> u64 {
-    Instant::now().duration_since(epoch()).as_millis() as u64 + 1
-}
+use crate::pool::now_ms;
 
 /// What a connection is doing, written by the IO wrapper and the service, read by the timer.
 #[derive(Default)]
