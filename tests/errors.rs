@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
 
 /// Checks a fulcrum answer: status, `x-fulcrum-error`, a short one-line body.
 async fn expect_refusal(
@@ -92,31 +91,13 @@ async fn refused_connect_on_the_only_server_is_502_connect_failed() {
 
 /// A raw TCP server that reads a request head and then either sends garbage or closes.
 async fn broken_server(garbage: bool) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                // Read the whole head, so fulcrum has sent the request before we break it.
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                if garbage {
-                    let _ = s.write_all(b"this is not HTTP at all\r\n\r\n").await;
-                }
-                let _ = s.shutdown().await;
-            });
+    raw_server(move |mut s| async move {
+        if garbage {
+            let _ = s.write_all(b"this is not HTTP at all\r\n\r\n").await;
         }
-    });
-    addr
+        let _ = s.shutdown().await;
+    })
+    .await
 }
 
 #[tokio::test]
@@ -232,34 +213,20 @@ async fn server_error_status_passes_through() {
 /// connection is dead by the next request, which goes out on a fresh one.
 #[tokio::test]
 async fn pooled_connection_closed_by_the_server_is_replaced() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
     let closed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let cl = std::sync::Arc::clone(&closed);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            let cl = std::sync::Arc::clone(&cl);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce")
-                    .await;
-                tokio::time::sleep(Duration::from_millis(30)).await;
-                drop(s);
-                cl.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            });
+    let addr = raw_server(move |mut s| {
+        let cl = std::sync::Arc::clone(&cl);
+        async move {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce")
+                .await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            drop(s);
+            cl.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-    });
+    })
+    .await;
     let f = start_fulcrum(&config(
         "",
         "",

@@ -261,33 +261,17 @@ async fn forwarded_for_keeps_every_line() {
 /// other headers come through.
 #[tokio::test]
 async fn response_hop_by_hop_headers_are_removed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nConnection: keep-alive, X-Internal\r\n\
-                          Keep-Alive: timeout=30\r\nX-Internal: secret\r\nProxy-Authenticate: Basic\r\n\
-                          X-Public: yes\r\n\r\nok",
-                    )
-                    .await;
-            });
-        }
-    });
+    use tokio::io::AsyncWriteExt;
+    let addr = raw_server(|mut s| async move {
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nConnection: keep-alive, X-Internal\r\n\
+                  Keep-Alive: timeout=30\r\nX-Internal: secret\r\nProxy-Authenticate: Basic\r\n\
+                  X-Public: yes\r\n\r\nok",
+            )
+            .await;
+    })
+    .await;
     let f = start_fulcrum(&config(
         "",
         "",

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use fulcrum::events::EventKind;
 use fulcrum::pool::ServerState;
-use tokio::io::AsyncReadExt;
 
 fn pooled_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -334,17 +333,7 @@ async fn the_retry_budget_caps_retries_at_a_fifth() {
 
 /// A server that accepts, reads the request and closes without answering.
 async fn breaking_server() -> std::net::SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-            });
-        }
-    });
-    addr
+    raw_server(|_s| async {}).await
 }
 
 #[tokio::test]

@@ -554,3 +554,34 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
         .expect("a response within 10s")
         .expect("a response before the connection closed")
 }
+
+/// A raw TCP "server" for tests of misbehaving upstreams: for each connection it reads one
+/// request head, then hands the stream to `then` (answer garbage, close, stall, ...).
+pub async fn raw_server<F, Fut>(then: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let then = Arc::new(then);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let then = Arc::clone(&then);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // The whole head, so that fulcrum has sent the request before we misbehave.
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                then(s).await;
+            });
+        }
+    });
+    addr
+}
