@@ -9,9 +9,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::power_of_two::two_draws;
+use super::power_of_two::better_of_two;
 use super::random::Cumulative;
-use super::{Candidate, Request, Select, clock, scan_from};
+use super::{Candidate, Request, Select, clock};
 use crate::config;
 
 /// The estimate a server starts from and returns to without data (linkerd's default too).
@@ -114,20 +114,10 @@ impl Select for PeakEwma {
         candidates: &[Candidate],
         accept: &mut dyn FnMut(&Candidate) -> bool,
     ) -> Option<usize> {
-        let (a, b) = two_draws(&self.table, candidates.len())?;
         let now = clock::now_ns();
-        let (win, lose) = if cost(&candidates[b], now) < cost(&candidates[a], now) {
-            (b, a)
-        } else {
-            (a, b)
-        };
-        if accept(&candidates[win]) {
-            return Some(win);
-        }
-        if lose != win && accept(&candidates[lose]) {
-            return Some(lose);
-        }
-        scan_from(win, candidates, accept)
+        better_of_two(&self.table, candidates, accept, |x, y| {
+            cost(x, now) < cost(y, now)
+        })
     }
 }
 

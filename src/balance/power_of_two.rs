@@ -13,7 +13,7 @@ pub struct PowerOfTwo {
 }
 
 /// Two draws, distinct when the weights allow it (a few redraws, then accept the repeat).
-pub(crate) fn two_draws(table: &Cumulative, n: usize) -> Option<(usize, usize)> {
+fn two_draws(table: &Cumulative, n: usize) -> Option<(usize, usize)> {
     let a = table.sample()?;
     let mut b = a;
     for _ in 0..4 {
@@ -38,20 +38,32 @@ impl Select for PowerOfTwo {
         candidates: &[Candidate],
         accept: &mut dyn FnMut(&Candidate) -> bool,
     ) -> Option<usize> {
-        let (a, b) = two_draws(&self.table, candidates.len())?;
-        let (win, lose) = if less_loaded(&candidates[b], &candidates[a]) {
-            (b, a)
-        } else {
-            (a, b)
-        };
-        if accept(&candidates[win]) {
-            return Some(win);
-        }
-        if lose != win && accept(&candidates[lose]) {
-            return Some(lose);
-        }
-        scan_from(win, candidates, accept)
+        better_of_two(&self.table, candidates, accept, less_loaded)
     }
+}
+
+/// Two weighted draws; the one `better` prefers is offered first, then the other, then
+/// (both refused) every candidate once: the pick that power-of-two and peak-EWMA share,
+/// differing only in what "better" means.
+pub(crate) fn better_of_two(
+    table: &Cumulative,
+    candidates: &[Candidate],
+    accept: &mut dyn FnMut(&Candidate) -> bool,
+    better: impl Fn(&Candidate, &Candidate) -> bool,
+) -> Option<usize> {
+    let (a, b) = two_draws(table, candidates.len())?;
+    let (win, lose) = if better(&candidates[b], &candidates[a]) {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    if accept(&candidates[win]) {
+        return Some(win);
+    }
+    if lose != win && accept(&candidates[lose]) {
+        return Some(lose);
+    }
+    scan_from(win, candidates, accept)
 }
 
 #[cfg(test)]

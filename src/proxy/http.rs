@@ -64,27 +64,25 @@ pub async fn handle(
         start: Instant::now(),
     });
     let mut finish = Finish::new(busy, log).counted(&fe.name, &backend);
-    let sticky = balance::sticky::requested(&backend.settings(), req.headers());
-    let mut resp = match forward(&settings, &backend, client, tls, req).await {
+    // One view of the backend's settings for the whole request: a reload meanwhile
+    // does not mix old and new values, and the request path loads them once.
+    let b = arc_swap::Guard::into_inner(backend.settings());
+    let sticky = balance::sticky::requested(&b, req.headers());
+    let mut resp = match forward(&settings, &b, &backend, client, tls, req).await {
         Ok(fwd) => {
             let (mut parts, body) = fwd.resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let server = Arc::clone(fwd.slot.server());
-            balance::sticky::set_cookie(
-                &backend.settings(),
-                sticky.as_deref(),
-                &server,
-                &mut parts.headers,
-            );
+            balance::sticky::set_cookie(&b, sticky.as_deref(), &server, &mut parts.headers);
             if let Some(log) = finish.log.as_mut() {
                 log.server = Some(Arc::clone(&server.name));
             }
             finish.conn = Some((fwd.conn, server));
             finish.slot = Some(fwd.slot);
-            let limit = backend.settings().response_timeout.get();
+            let limit = b.response_timeout.get();
             Response::from_parts(parts, ProxyBody::upstream(body, limit))
         }
-        Err(refusal) => refusal.response(retry_after(&backend, refusal)),
+        Err(refusal) => refusal.response(retry_after(&b, refusal)),
     };
     let status = resp.status().as_u16();
     resp.body_mut().on_finish(finish);
@@ -93,11 +91,11 @@ pub async fn handle(
 }
 
 /// How long a refused client should wait before asking again.
-fn retry_after(backend: &Backend, refusal: Refusal) -> u64 {
+fn retry_after(b: &config::Backend, refusal: Refusal) -> u64 {
     match refusal {
         // Nothing is up: the earliest a server can return is `rise` checks away.
         Refusal::NoServer => {
-            let h = &backend.settings().health;
+            let h = &b.health;
             h.interval.get().saturating_mul(h.rise).as_secs().max(1)
         }
         _ => 1,
@@ -106,16 +104,15 @@ fn retry_after(backend: &Backend, refusal: Refusal) -> u64 {
 
 async fn forward(
     settings: &config::Frontend,
+    b: &config::Backend,
     backend: &Backend,
     client: SocketAddr,
     tls: bool,
     req: Request<Incoming>,
 ) -> Result<Forwarded, Refusal> {
     let (parts, body) = prepare(settings, client, tls, req)?.into_parts();
-    let b = backend.settings();
     let (connect_timeout, response_timeout, retries) =
         (b.connect_timeout.get(), b.response_timeout.get(), b.retries);
-    drop(b);
     backend.retry_budget.record_request();
     // A bodiless idempotent request keeps its head, so that it can be sent again.
     let replay = (retries > 0 && retry::replayable(&parts, &body)).then(|| parts.clone());
