@@ -249,3 +249,74 @@ async fn global_max_connections_pauses_accepting() {
     assert_eq!(a.hits(), 4);
     f.shutdown().await;
 }
+
+/// A client whose first bytes are a prefix of the HTTP/2 preface ("P…") and then pause is
+/// still an HTTP/1.1 client once the rest arrives: fulcrum waits for the deciding byte.
+#[tokio::test]
+async fn request_pausing_inside_the_http2_preface_prefix_is_served() {
+    let a = TestServer::start("a").await;
+    let f = start_fulcrum(&cfg(&a, "", "")).await;
+    let mut conn = RawConn::connect(f.frontend("www")).await;
+    conn.send(b"P").await;
+    // The pause is what is tested: the deciding byte arrives in a later segment.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    conn.send(b"OST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        .await;
+    let r = conn.read_response().await.expect("an answer");
+    assert_eq!((r.status, r.text().as_str()), (200, "a"));
+    f.shutdown().await;
+}
+
+/// Requests in sequence reuse one upstream connection (keep-alive to the server), even
+/// though no task watches the connection between requests.
+#[tokio::test]
+async fn upstream_connection_is_reused_between_requests() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let accepted = Arc::new(AtomicU32::new(0));
+    let count = Arc::clone(&accepted);
+    // Answers the head raw_server has read, then every further head on the connection.
+    let addr = raw_server(move |mut s| {
+        count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if s.write_all(reply).await.is_err() {
+                    return;
+                }
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                buf.clear();
+            }
+        }
+    })
+    .await;
+    let f = start_fulcrum(&config(
+        "",
+        "",
+        "",
+        "kind = \"tcp\"\ninterval = \"60s\"",
+        &[srv_at("ka", addr, "")],
+    ))
+    .await;
+    let mut conn = RawConn::connect(f.frontend("www")).await;
+    for i in 0..20 {
+        conn.send(GET).await;
+        let r = conn.read_response().await.expect("an answer");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one upstream connection"
+    );
+    assert_eq!(live_server(&f, "ka").conns.idle_count(), 1);
+    f.shutdown().await;
+}

@@ -246,11 +246,16 @@ impl Backend {
         }
         let timeout = self.settings().queue_timeout.get();
         let mut ticket = self.enqueue()?;
-        match tokio::time::timeout(timeout, ticket.wait()).await {
-            Ok(Some(slot)) => Ok(slot),
-            Ok(None) => Err(NoSlot::NoCandidates),
-            Err(_) => Err(NoSlot::QueueTimeout),
-        }
+        // Boxed: the wait is the rare path, and its timer would otherwise enlarge every
+        // request's future (which hyper keeps allocated for each idle client connection).
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, ticket.wait()).await {
+                Ok(Some(slot)) => Ok(slot),
+                Ok(None) => Err(NoSlot::NoCandidates),
+                Err(_) => Err(NoSlot::QueueTimeout),
+            }
+        })
+        .await
     }
 
     /// Joins the back of the queue (`QueueFull` when `max_queue` wait already): the

@@ -16,8 +16,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::conn::Busy;
-use super::upstream::Sender;
-use crate::pool::{Backend, Server, Slot};
+use super::upstream::Upstream;
+use crate::pool::{Backend, Slot};
 
 /// The response body type of the proxy.
 pub struct ProxyBody {
@@ -27,12 +27,15 @@ pub struct ProxyBody {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream(Upstream),
+    Upstream(Streamed),
 }
 
 /// The server's body, and how long it may go without sending anything.
-struct Upstream {
+struct Streamed {
     body: Incoming,
+    /// The connection the body arrives on: polling the body drives it, and it goes back to
+    /// its server's pool once the body has been read to the end.
+    conn: Option<Upstream>,
     /// `response_timeout`, applied again between frames: a server that sends its head and
     /// then stalls must not hold the client and its slot forever.
     limit: std::time::Duration,
@@ -41,9 +44,13 @@ struct Upstream {
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl Upstream {
+impl Streamed {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match Pin::new(&mut self.body).poll_frame(cx) {
+        let polled = match self.conn.as_mut() {
+            Some(conn) => conn.poll_body(Pin::new(&mut self.body), cx),
+            None => Pin::new(&mut self.body).poll_frame(cx),
+        };
+        match polled {
             Poll::Ready(r) => {
                 if let Some(stall) = self.stall.as_mut() {
                     stall
@@ -73,8 +80,6 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What to do once the body has been sent (or abandoned).
 pub struct Finish {
-    /// The connection to return to its server's pool if the body was read to the end.
-    pub conn: Option<(Sender, Arc<Server>)>,
     /// The server slot this request holds until its response is done.
     pub slot: Option<Slot>,
     /// The access log line to write, when access logs are on.
@@ -93,7 +98,6 @@ impl Finish {
         // One clock read per request: the log line's start serves the metrics too.
         let start = log.as_ref().map_or_else(Instant::now, |l| l.start);
         Finish {
-            conn: None,
             slot: None,
             log,
             busy: Some(busy),
@@ -125,7 +129,10 @@ impl Finish {
         }
     }
 
-    fn run(mut self, complete: bool) {
+    fn run(mut self, complete: bool, conn: Option<Upstream>) {
+        if let (Some(conn), Some(slot), true) = (conn, self.slot.as_ref(), complete) {
+            slot.server().conns.checkin(conn);
+        }
         self.finish(complete);
     }
 
@@ -133,11 +140,6 @@ impl Finish {
     /// takes `busy`, which marks it as not yet run).
     fn finish(&mut self, complete: bool) {
         self.record();
-        if let Some((tx, server)) = self.conn.take()
-            && complete
-        {
-            server.conns.checkin(tx);
-        }
         drop(self.slot.take());
         if let Some(log) = self.log.take() {
             log.write(self.bytes, complete);
@@ -186,11 +188,12 @@ impl ProxyBody {
         }
     }
 
-    /// The server's body, streamed; `limit` is the longest the server may pause.
-    pub fn upstream(body: Incoming, limit: std::time::Duration) -> Self {
+    /// The server's body, streamed from `conn`; `limit` is the longest the server may pause.
+    pub fn upstream(body: Incoming, conn: Upstream, limit: std::time::Duration) -> Self {
         ProxyBody {
-            kind: Kind::Upstream(Upstream {
+            kind: Kind::Upstream(Streamed {
                 body,
+                conn: Some(conn),
                 limit,
                 stall: None,
             }),
@@ -214,8 +217,12 @@ impl ProxyBody {
     }
 
     fn done(&mut self, complete: bool) {
+        let conn = match &mut self.kind {
+            Kind::Upstream(up) => up.conn.take(),
+            Kind::Full(_) => None,
+        };
         if let Some(f) = self.finish.take() {
-            f.run(complete);
+            f.run(complete, conn);
         }
     }
 }

@@ -139,6 +139,11 @@ impl<S> Tracked<S> {
     pub fn new(inner: S, activity: Arc<Activity>) -> Self {
         Tracked { inner, activity }
     }
+
+    /// The stream itself (to peek at it without consuming bytes).
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {

@@ -15,7 +15,7 @@ use super::conn::Busy;
 use super::error::Refusal;
 use super::headers::{add_forwarded, head_size, strip_hop_by_hop};
 use super::retry;
-use super::upstream::{self, ConnectError, Sender, UpstreamBody};
+use super::upstream::{self, ConnectError, Sent, Upstream, UpstreamBody};
 use crate::balance;
 use crate::config;
 use crate::pool::{Backend, Server, Slot, outlier};
@@ -40,7 +40,7 @@ impl HttpFrontend {
 /// A response from a server, with what it holds until its body is done.
 struct Forwarded {
     resp: Response<Incoming>,
-    conn: Sender,
+    conn: Upstream,
     slot: Slot,
 }
 
@@ -77,10 +77,9 @@ pub async fn handle(
             if let Some(log) = finish.log.as_mut() {
                 log.server = Some(Arc::clone(&server.name));
             }
-            finish.conn = Some((fwd.conn, server));
             finish.slot = Some(fwd.slot);
             let limit = b.response_timeout.get();
-            Response::from_parts(parts, ProxyBody::upstream(body, limit))
+            Response::from_parts(parts, ProxyBody::upstream(body, fwd.conn, limit))
         }
         Err(refusal) => refusal.response(retry_after(&b, refusal)),
     };
@@ -243,13 +242,10 @@ fn prepare(
     Ok(Request::from_parts(parts, body))
 }
 
-/// How long a pooled connection may take to become ready for the next request.
-const POOLED_READY_WAIT: Duration = Duration::from_millis(50);
-
 /// What became of one attempt on one server.
 enum Outcome {
     /// The server answered (its body is still to be streamed).
-    Answered(Response<Incoming>, Sender),
+    Answered(Response<Incoming>, Upstream),
     /// Nothing was sent: the request can go elsewhere, whatever its method.
     NotSent(Request<UpstreamBody>, String),
     /// The request was sent and failed.
@@ -264,50 +260,31 @@ async fn send(
 ) -> Outcome {
     // A pooled connection first; if the server closed it under us the request comes back
     // unsent and we open a fresh one.
-    while let Some(mut tx) = server.conns.checkout() {
-        // Normally ready at once. One that is not is still busy (e.g. its previous client is
-        // still uploading a body the server already answered): leave it rather than wait.
-        match tokio::time::timeout(POOLED_READY_WAIT, tx.ready()).await {
-            Ok(Ok(())) => {}
-            _ => continue,
-        }
-        match send_on(&mut tx, response_timeout, req).await {
-            Sent::Answered(resp) => return Outcome::Answered(resp, tx),
+    while let Some(mut up) = server.conns.checkout().await {
+        match up.send(req, response_timeout).await {
+            Sent::Answered(resp) => return Outcome::Answered(resp, up),
             Sent::Returned(back) => req = back,
-            Sent::Failed(r) => return Outcome::Failed(r),
+            Sent::Failed => return Outcome::Failed(Refusal::UpstreamBroken),
+            Sent::TimedOut => return Outcome::Failed(Refusal::UpstreamTimeout),
         }
     }
-    let mut tx = match upstream::connect(server.addr(), connect_timeout).await {
-        Ok(tx) => tx,
+    // Boxed: with keep-alive a new connection is the rare path, and its futures would
+    // otherwise enlarge every request's (see `acquire_or_wait`).
+    let mut up = match Box::pin(upstream::connect(server.addr(), connect_timeout)).await {
+        Ok(up) => up,
         Err(e) => return Outcome::NotSent(req, connect_error(server, &e)),
     };
-    match send_on(&mut tx, response_timeout, req).await {
-        Sent::Answered(resp) => Outcome::Answered(resp, tx),
+    match up.send(req, response_timeout).await {
+        Sent::Answered(resp) => Outcome::Answered(resp, up),
         Sent::Returned(back) => Outcome::NotSent(
             back,
             "the new connection closed before the request was sent".into(),
         ),
-        Sent::Failed(r) => Outcome::Failed(r),
+        Sent::Failed => Outcome::Failed(Refusal::UpstreamBroken),
+        Sent::TimedOut => Outcome::Failed(Refusal::UpstreamTimeout),
     }
 }
 
 fn connect_error(server: &Server, e: &ConnectError) -> String {
     format!("{} ({}): {e}", server.full_name(), server.addr())
-}
-
-enum Sent {
-    Answered(Response<Incoming>),
-    Returned(Request<UpstreamBody>),
-    Failed(Refusal),
-}
-
-async fn send_on(tx: &mut Sender, timeout: Duration, req: Request<UpstreamBody>) -> Sent {
-    match tokio::time::timeout(timeout, tx.try_send_request(req)).await {
-        Err(_) => Sent::Failed(Refusal::UpstreamTimeout),
-        Ok(Ok(resp)) => Sent::Answered(resp),
-        Ok(Err(mut e)) => match e.take_message() {
-            Some(req) => Sent::Returned(req),
-            None => Sent::Failed(Refusal::UpstreamBroken),
-        },
-    }
 }

@@ -3,12 +3,15 @@
 //! simply waits), and graceful shutdown that lets in-flight requests finish.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -86,7 +89,7 @@ pub async fn serve_http(
     tls: Option<TlsAcceptor>,
 ) -> TcpListener {
     let mut current = fe.settings.load_full();
-    let mut builder = http_builder(&current);
+    let mut builders = Builders::new(&current);
     loop {
         let next = tokio::select! {
             _ = close.cancelled() => None,
@@ -97,7 +100,7 @@ pub async fn serve_http(
         };
         let now = fe.settings.load_full();
         if !Arc::ptr_eq(&now, &current) {
-            builder = http_builder(&now);
+            builders = Builders::new(&now);
             current = now;
         }
         let limits = Limits {
@@ -115,40 +118,85 @@ pub async fn serve_http(
             limits,
             stop: shared.stop.clone(),
         };
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let header = limits.header;
-        shared.tasks.spawn(async move {
-            match tls {
-                None => conn.serve(&builder, io, false).await,
-                Some(acceptor) => match tokio::time::timeout(header, acceptor.accept(io)).await {
-                    Ok(Ok(io)) => conn.serve(&builder, io, true).await,
+        let builders = builders.clone();
+        // Two kinds of task, so that a plain connection's task is not sized for a TLS
+        // session it does not have (an idle connection's memory is mostly its task).
+        match tls.clone() {
+            None => shared.tasks.spawn(async move {
+                if let Some(proto) = conn.sniff(&io).await {
+                    conn.serve(&builders, io, false, proto).await;
+                }
+                drop((permit, open));
+            }),
+            Some(acceptor) => shared.tasks.spawn(async move {
+                let header = limits.header;
+                match tokio::time::timeout(header, acceptor.accept(io)).await {
+                    Ok(Ok(io)) => {
+                        // RFC 9113 §3.3: over TLS, HTTP/2 is chosen by ALPN.
+                        let proto = match io.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => Proto::H2,
+                            _ => Proto::H1,
+                        };
+                        conn.serve(&builders, io, true, proto).await;
+                    }
                     Ok(Err(e)) => tracing::debug!(client = %peer, "TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
-                },
-            }
-            drop((permit, open));
-        });
+                }
+                drop((permit, open));
+            }),
+        };
     }
     listener
 }
 
-/// The connection builder for a frontend's settings.
-fn http_builder(settings: &crate::config::Frontend) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // `conn::expired` enforces both client timeouts per connection; hyper's own header
-        // timer would cost a boxed sleep and a timer-wheel entry per request.
-        .header_read_timeout(None)
-        .keep_alive(true)
-        .max_buf_size((settings.max_header_bytes * 2).max(16 * 1024));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(250);
-    builder
+/// The HTTP/1.1 and HTTP/2 connection builders for a frontend's settings.
+///
+/// fulcrum picks the protocol itself (ALPN, or a peek at the first bytes) rather than
+/// using hyper-util's `auto` builder: `auto` reads the first bytes into its own buffer and
+/// replays them to hyper, which makes hyper's 8 KiB read buffer grow to 16 KiB on every
+/// connection, and its connection type is sized for both protocols at once.
+#[derive(Clone)]
+struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(settings: &crate::config::Frontend) -> Self {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            // `conn::expired` enforces both client timeouts per connection; hyper's own
+            // header timer would cost a boxed sleep and a timer-wheel entry per request.
+            .header_read_timeout(None)
+            .keep_alive(true)
+            .max_buf_size((settings.max_header_bytes * 2).max(16 * 1024));
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new()).max_concurrent_streams(250);
+        Builders { h1, h2 }
+    }
+}
+
+/// The protocol a client connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    H1,
+    H2,
+}
+
+/// What a client speaking HTTP/2 without TLS sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The protocol announced by the first bytes `seen` of a connection, or `None` while they
+/// are still a prefix of the HTTP/2 preface.
+fn proto_of(seen: &[u8]) -> Option<Proto> {
+    let n = seen.len().min(H2_PREFACE.len());
+    if seen[..n] != H2_PREFACE[..n] {
+        Some(Proto::H1)
+    } else if n == H2_PREFACE.len() {
+        Some(Proto::H2)
+    } else {
+        None
+    }
 }
 
 /// The client timeouts of a frontend.
@@ -168,8 +216,42 @@ struct Conn {
 }
 
 impl Conn {
+    /// Waits for the first bytes of a plain connection and tells which protocol they start,
+    /// without consuming them (hyper reads them itself). `None`: the client left, stayed
+    /// silent past the header timeout, or fulcrum is stopping.
+    async fn sniff(&self, io: &Tracked<TcpStream>) -> Option<Proto> {
+        let stream = io.get_ref();
+        let peek = async {
+            let mut buf = [0u8; H2_PREFACE.len()];
+            loop {
+                let n = stream.peek(&mut buf).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                if let Some(proto) = proto_of(&buf[..n]) {
+                    return Ok(proto);
+                }
+                // A prefix of the preface so far: forget the readiness, so the next peek
+                // waits for more bytes instead of spinning on those already seen.
+                let _ = stream.try_io(Interest::READABLE, || {
+                    Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                });
+            }
+        };
+        tokio::select! {
+            r = peek => r.map_err(|e: std::io::Error| {
+                tracing::debug!(client = %self.peer, "connection ended before a request: {e}");
+            }).ok(),
+            _ = self.stop.cancelled() => None,
+            _ = expired(Arc::clone(&self.activity), self.limits.idle, self.limits.header) => {
+                tracing::debug!(client = %self.peer, "closing a connection that sent nothing");
+                None
+            }
+        }
+    }
+
     /// Serves requests until the client leaves, a timeout passes or fulcrum stops.
-    async fn serve<S>(self, builder: &auto::Builder<TokioExecutor>, io: S, tls: bool)
+    async fn serve<S>(self, builders: &Builders, io: S, tls: bool, proto: Proto)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -186,8 +268,46 @@ impl Conn {
             let fe = Arc::clone(&fe);
             async move { Ok::<_, std::convert::Infallible>(handle(fe, peer, tls, busy, req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(io), svc);
-        tokio::pin!(conn);
+        let io = TokioIo::new(io);
+        let guard = Guard {
+            peer,
+            activity,
+            limits,
+            stop,
+        };
+        match proto {
+            Proto::H1 => {
+                let conn = std::pin::pin!(builders.h1.serve_connection(io, svc));
+                guard.run(conn).await;
+            }
+            // Boxed: HTTP/1.1 connections, the many, are not sized for an HTTP/2 one.
+            Proto::H2 => {
+                let mut conn = Box::pin(builders.h2.serve_connection(io, svc));
+                guard.run(conn.as_mut()).await;
+            }
+        }
+    }
+}
+
+/// What ends a served connection besides the client: shutdown and the client timeouts.
+struct Guard {
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    limits: Limits,
+    stop: CancellationToken,
+}
+
+impl Guard {
+    async fn run<C>(self, mut conn: Pin<&mut C>)
+    where
+        C: GracefulConnection<Error = hyper::Error>,
+    {
+        let Guard {
+            peer,
+            activity,
+            limits,
+            stop,
+        } = self;
         tokio::select! {
             r = conn.as_mut() => log_end(peer, r),
             _ = stop.cancelled() => {
@@ -202,8 +322,30 @@ impl Conn {
     }
 }
 
-fn log_end(peer: SocketAddr, r: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+fn log_end(peer: SocketAddr, r: Result<(), hyper::Error>) {
     if let Err(e) = r {
         tracing::debug!(client = %peer, "connection ended: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_differing_byte_decides_http1() {
+        assert_eq!(proto_of(b"GET / HTTP/1.1\r\n"), Some(Proto::H1));
+        assert_eq!(proto_of(b"P"), None);
+        assert_eq!(proto_of(b"PO"), Some(Proto::H1));
+        assert_eq!(proto_of(b"PRI * HTTP/1.1\r\n"), Some(Proto::H1));
+    }
+
+    #[test]
+    fn only_the_whole_preface_is_http2() {
+        assert_eq!(proto_of(&H2_PREFACE[..23]), None);
+        assert_eq!(proto_of(H2_PREFACE), Some(Proto::H2));
+        let mut more = H2_PREFACE.to_vec();
+        more.extend_from_slice(b"\0\0\x12\x04");
+        assert_eq!(proto_of(&more), Some(Proto::H2));
     }
 }

@@ -4,7 +4,11 @@
 //! has consumed nothing and the request can go to another server whatever its method.
 //! A pooled connection that the server closed just before we used it hands the request
 //! back unsent (`try_send_request`), and we try a fresh connection.
+//!
+//! A connection has no task of its own: the request using it drives it (see [`Upstream`]).
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -12,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -58,8 +63,107 @@ impl Body for UpstreamBody {
     }
 }
 
-/// A ready connection to one server.
-pub type Sender = SendRequest<UpstreamBody>;
+/// One HTTP/1.1 connection to a server, driven by whichever request is using it.
+///
+/// hyper's usual client spawns a task per connection and reaches it through channels, so
+/// every request costs two task switches and their wake-ups. Here the connection's future
+/// travels with the request instead: [`send`](Self::send) polls it while waiting for the
+/// response head, the response body polls it while streaming ([`poll_body`](Self::poll_body)),
+/// and an idle connection waits in its server's pool unpolled.
+pub struct Upstream {
+    tx: SendRequest<UpstreamBody>,
+    /// `None` once the connection has ended (dropping it fails what it still held, so a
+    /// request it never sent comes back to us).
+    conn: Option<Pin<Box<Driver>>>,
+}
+
+/// The future that performs a connection's IO.
+type Driver = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
+
+/// What became of a request handed to a connection.
+pub enum Sent {
+    Answered(Response<Incoming>),
+    /// The connection closed before taking the request: it can go elsewhere as it is.
+    Returned(Request<UpstreamBody>),
+    /// Sent, and the connection failed before a response head.
+    Failed,
+    /// No response head within the time allowed.
+    TimedOut,
+}
+
+impl Upstream {
+    /// Advances the connection (reads and writes on its socket); a connection that has
+    /// ended is dropped.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(conn) = self.conn.as_mut()
+            && conn.as_mut().poll(cx).is_ready()
+        {
+            self.conn = None;
+        }
+    }
+
+    /// Whether the connection has ended (the server closed it, or it failed).
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_none() || self.tx.is_closed()
+    }
+
+    /// Waits until the connection can take a request; `false` if it has ended.
+    async fn ready(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            self.drive(cx);
+            match self.tx.poll_ready(cx) {
+                Poll::Ready(r) => Poll::Ready(r.is_ok()),
+                // An ended connection fails `poll_ready` once dropped, but say so now.
+                Poll::Pending if self.conn.is_none() => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Sends `req` and waits up to `timeout` for the response head.
+    pub async fn send(&mut self, req: Request<UpstreamBody>, timeout: Duration) -> Sent {
+        let mut response = std::pin::pin!(self.tx.try_send_request(req));
+        let conn = &mut self.conn;
+        let waiting = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = response.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            if let Some(c) = conn.as_mut()
+                && c.as_mut().poll(cx).is_ready()
+            {
+                // Dropping the ended connection answers the pending request (with the
+                // request itself if it was never sent).
+                *conn = None;
+                return response.as_mut().poll(cx);
+            }
+            // The connection's progress may have completed the response.
+            response.as_mut().poll(cx)
+        });
+        match tokio::time::timeout(timeout, waiting).await {
+            Err(_) => Sent::TimedOut,
+            Ok(Ok(resp)) => Sent::Answered(resp),
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(req) => Sent::Returned(req),
+                None => Sent::Failed,
+            },
+        }
+    }
+
+    /// Polls a response `body` of this connection, advancing the connection as needed.
+    pub fn poll_body(
+        &mut self,
+        body: Pin<&mut Incoming>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut body = body;
+        if let Poll::Ready(r) = body.as_mut().poll_frame(cx) {
+            return Poll::Ready(r);
+        }
+        self.drive(cx);
+        body.poll_frame(cx)
+    }
+}
 
 /// How long an idle connection is kept. Servers commonly close after 60–75 s (nginx: 75 s);
 /// closing first avoids sending a request on a connection the server is about to close.
@@ -68,12 +172,15 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// The most idle connections kept per server; beyond that a finished connection is closed.
 const MAX_IDLE: usize = 512;
 
-/// Idle connections to one server.
+/// How long a pooled connection may take to become ready for the next request.
+const POOLED_READY_WAIT: Duration = Duration::from_millis(50);
+
+/// Idle connections to one server, the most recently used at the back.
 ///
 /// A std `Mutex` (never held across an `.await`): the critical section is a push or a pop.
 #[derive(Default)]
 pub struct ConnPool {
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    idle: Mutex<VecDeque<(Upstream, Instant)>>,
 }
 
 /// Why no connection could be had.
@@ -95,44 +202,61 @@ impl std::fmt::Display for ConnectError {
 }
 
 impl ConnPool {
-    /// An idle connection that is still open, if there is one. The most recently used
-    /// comes first: it is the least likely to have been closed by the server meanwhile.
-    /// The caller awaits `ready()` on it: right after a response ends, the connection task
-    /// may not have noticed yet that it can take the next request.
-    pub fn checkout(&self) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((tx, since)) = idle.pop() {
-            if since.elapsed() < IDLE_TIMEOUT && !tx.is_closed() {
-                return Some(tx);
-            }
-        }
-        None
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Upstream, Instant)>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Returns a connection whose last response was read to the end.
-    pub fn checkin(&self, tx: Sender) {
-        if tx.is_closed() {
+    /// An idle connection ready for a request, if there is one. The most recently used
+    /// comes first: it is the least likely to have been closed by the server meanwhile.
+    ///
+    /// Idle connections are not polled, so one the server closed is found out here, when
+    /// it is driven again; it is dropped and the next one tried. One that stays busy past
+    /// a short wait (its previous client is still uploading a body the server already
+    /// answered) is dropped too rather than waited for.
+    pub async fn checkout(&self) -> Option<Upstream> {
+        loop {
+            let (mut up, since) = self.lock().pop_back()?;
+            if since.elapsed() >= IDLE_TIMEOUT || up.is_closed() {
+                continue;
+            }
+            if let Ok(true) = tokio::time::timeout(POOLED_READY_WAIT, up.ready()).await {
+                return Some(up);
+            }
+        }
+    }
+
+    /// Returns a connection whose last response was read to the end, and closes those
+    /// idle for too long.
+    pub fn checkin(&self, up: Upstream) {
+        if up.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut idle = self.lock();
+        while idle
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
         if idle.len() < MAX_IDLE {
-            idle.push((tx, Instant::now()));
+            idle.push_back((up, now));
         }
     }
 
     /// Closes every idle connection (the server left or its address changed).
     pub fn clear(&self) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.lock().clear();
     }
 
     /// Idle connections held now.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().len()
     }
 }
 
 /// Opens a new HTTP/1.1 connection to `addr` within `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(ConnectError::Refused(e)),
@@ -143,10 +267,8 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, Conn
         .handshake(TokioIo::new(stream))
         .await
         .map_err(ConnectError::Handshake)?;
-    tokio::spawn(async move {
-        // The connection ends when the server closes it or the last sender drops; the
-        // request that was using it sees the error itself.
-        let _ = conn.await;
-    });
-    Ok(tx)
+    Ok(Upstream {
+        tx,
+        conn: Some(Box::pin(conn)),
+    })
 }
