@@ -202,8 +202,8 @@ impl ProxyBody {
     }
 
     /// Attaches what to do once the body is done.
-    pub fn on_finish(&mut self, finish: Finish) {
-        self.finish = Some(Box::new(finish));
+    pub fn on_finish(&mut self, finish: Box<Finish>) {
+        self.finish = Some(finish);
     }
 
     /// Sets the status in the pending access log line.

@@ -63,7 +63,9 @@ pub async fn handle(
         server: None,
         start: Instant::now(),
     });
-    let mut finish = Finish::new(busy, log).counted(&fe.name, &backend);
+    // Boxed now rather than when the body takes it: the same one allocation, and the
+    // request's future does not carry it inline across every await.
+    let mut finish = Box::new(Finish::new(busy, log).counted(&fe.name, &backend));
     // One view of the backend's settings for the whole request: a reload meanwhile
     // does not mix old and new values, and the request path loads them once.
     let b = arc_swap::Guard::into_inner(backend.settings());
@@ -109,17 +111,21 @@ async fn forward(
     tls: bool,
     req: Request<Incoming>,
 ) -> Result<Forwarded, Refusal> {
-    let (parts, body) = prepare(settings, client, tls, req)?.into_parts();
     let (connect_timeout, response_timeout, retries) =
         (b.connect_timeout.get(), b.response_timeout.get(), b.retries);
     backend.retry_budget.record_request();
-    // A bodiless idempotent request keeps its head, so that it can be sent again.
-    let replay = (retries > 0 && retry::replayable(&parts, &body)).then(|| parts.clone());
-    let body = match replay {
-        Some(_) => UpstreamBody::Empty,
-        None => UpstreamBody::Client(body),
+    // In a block, so that the pieces are gone before the first await rather than kept in
+    // the future's state beside the request they became.
+    let (mut req, replay) = {
+        let (parts, body) = prepare(settings, client, tls, req)?.into_parts();
+        // A bodiless idempotent request keeps its head, so that it can be sent again.
+        let replay = (retries > 0 && retry::replayable(&parts, &body)).then(|| parts.clone());
+        let body = match replay {
+            Some(_) => UpstreamBody::Empty,
+            None => UpstreamBody::Client(body),
+        };
+        (Request::from_parts(parts, body), replay)
     };
-    let mut req = Request::from_parts(parts, body);
     let mut slot = retry::first_slot(backend, client, req.uri(), req.headers()).await?;
     // Servers tried so far, on the stack: `retries` is at most 10 (validated), so at most
     // 11 attempts; a heap `Vec` here was one allocation per request.
@@ -260,7 +266,7 @@ async fn send(
 ) -> Outcome {
     // A pooled connection first; if the server closed it under us the request comes back
     // unsent and we open a fresh one.
-    while let Some(mut up) = server.conns.checkout().await {
+    while let Some(mut up) = server.conns.checkout() {
         match up.send(req, response_timeout).await {
             Sent::Answered(resp) => return Outcome::Answered(resp, up),
             Sent::Returned(back) => req = back,

@@ -266,7 +266,12 @@ impl Conn {
         let svc = service_fn(move |req| {
             let busy = act.begin();
             let fe = Arc::clone(&fe);
-            async move { Ok::<_, std::convert::Infallible>(handle(fe, peer, tls, busy, req).await) }
+            // Boxed per request: hyper keeps room for one service future per connection
+            // for the connection's whole life, so an unboxed one (a few KiB) would be paid
+            // by every idle keep-alive connection; the box is one allocation per request.
+            Box::pin(async move {
+                Ok::<_, std::convert::Infallible>(handle(fe, peer, tls, busy, req).await)
+            })
         });
         let io = TokioIo::new(io);
         let guard = Guard {

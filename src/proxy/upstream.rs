@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -107,18 +107,17 @@ impl Upstream {
         self.conn.is_none() || self.tx.is_closed()
     }
 
-    /// Waits until the connection can take a request; `false` if it has ended.
-    async fn ready(&mut self) -> bool {
-        std::future::poll_fn(|cx| {
-            self.drive(cx);
-            match self.tx.poll_ready(cx) {
-                Poll::Ready(r) => Poll::Ready(r.is_ok()),
-                // An ended connection fails `poll_ready` once dropped, but say so now.
-                Poll::Pending if self.conn.is_none() => Poll::Ready(false),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
+    /// Brings a connection whose response has ended to rest before it is pooled: hyper
+    /// finishes the exchange and waits for the next request. Polled with a no-op waker,
+    /// so nothing is woken on its behalf while it idles, not even when the server closes
+    /// it: that is found out when it is next driven.
+    fn settle(&mut self) {
+        self.drive(&mut Context::from_waker(Waker::noop()));
+    }
+
+    /// Whether the connection can take a request now.
+    fn is_ready(&self) -> bool {
+        !self.is_closed() && self.tx.is_ready()
     }
 
     /// Sends `req` and waits up to `timeout` for the response head.
@@ -126,19 +125,19 @@ impl Upstream {
         let mut response = std::pin::pin!(self.tx.try_send_request(req));
         let conn = &mut self.conn;
         let waiting = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = response.as_mut().poll(cx) {
-                return Poll::Ready(r);
-            }
             if let Some(c) = conn.as_mut()
                 && c.as_mut().poll(cx).is_ready()
             {
                 // Dropping the ended connection answers the pending request (with the
                 // request itself if it was never sent).
                 *conn = None;
-                return response.as_mut().poll(cx);
             }
-            // The connection's progress may have completed the response.
-            response.as_mut().poll(cx)
+            // Only the connection's progress, made just above in this same task, or its
+            // end completes the response: polling it with a no-op waker spares the task a
+            // needless wake-up by itself (a whole extra poll of the client connection).
+            response
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
         });
         match tokio::time::timeout(timeout, waiting).await {
             Err(_) => Sent::TimedOut,
@@ -157,11 +156,21 @@ impl Upstream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let mut body = body;
-        if let Poll::Ready(r) = body.as_mut().poll_frame(cx) {
+        if self.conn.is_none() {
+            return body.poll_frame(cx);
+        }
+        // As for the response head: the body is only fed by driving the connection, here,
+        // so polling it with a no-op waker spares the task waking itself.
+        let quiet = &mut Context::from_waker(Waker::noop());
+        if let Poll::Ready(r) = body.as_mut().poll_frame(quiet) {
             return Poll::Ready(r);
         }
         self.drive(cx);
-        body.poll_frame(cx)
+        match self.conn {
+            Some(_) => body.poll_frame(quiet),
+            // Ended: the body has its end or its error now.
+            None => body.poll_frame(cx),
+        }
     }
 }
 
@@ -171,9 +180,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// The most idle connections kept per server; beyond that a finished connection is closed.
 const MAX_IDLE: usize = 512;
-
-/// How long a pooled connection may take to become ready for the next request.
-const POOLED_READY_WAIT: Duration = Duration::from_millis(50);
 
 /// Idle connections to one server, the most recently used at the back.
 ///
@@ -208,26 +214,23 @@ impl ConnPool {
 
     /// An idle connection ready for a request, if there is one. The most recently used
     /// comes first: it is the least likely to have been closed by the server meanwhile.
-    ///
-    /// Idle connections are not polled, so one the server closed is found out here, when
-    /// it is driven again; it is dropped and the next one tried. One that stays busy past
-    /// a short wait (its previous client is still uploading a body the server already
-    /// answered) is dropped too rather than waited for.
-    pub async fn checkout(&self) -> Option<Upstream> {
-        loop {
-            let (mut up, since) = self.lock().pop_back()?;
-            if since.elapsed() >= IDLE_TIMEOUT || up.is_closed() {
-                continue;
-            }
-            if let Ok(true) = tokio::time::timeout(POOLED_READY_WAIT, up.ready()).await {
+    /// One that is not ready (its previous client is still uploading a body the server
+    /// already answered) is dropped rather than waited for. One the server closed while it
+    /// idled may still come out: sending on it returns the request unsent.
+    pub fn checkout(&self) -> Option<Upstream> {
+        let mut idle = self.lock();
+        while let Some((up, since)) = idle.pop_back() {
+            if since.elapsed() < IDLE_TIMEOUT && up.is_ready() {
                 return Some(up);
             }
         }
+        None
     }
 
     /// Returns a connection whose last response was read to the end, and closes those
     /// idle for too long.
-    pub fn checkin(&self, up: Upstream) {
+    pub fn checkin(&self, mut up: Upstream) {
+        up.settle();
         if up.is_closed() {
             return;
         }
