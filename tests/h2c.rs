@@ -41,3 +41,83 @@ async fn serves_h2_prior_knowledge() {
     assert_eq!(h["x-forwarded-proto"], "http");
     f.shutdown().await;
 }
+
+/// An idle HTTP/2 connection whose client sends PINGs (hyper's keep-alive) lives by the
+/// idle timeout, not the slowloris guard: frames between requests are not a request head
+/// that is late.
+#[tokio::test]
+async fn idle_h2_connection_with_pings_outlives_the_header_timeout() {
+    let a = TestServer::start("a").await;
+    let f = start_fulcrum(&config(
+        "",
+        "client_header_timeout = \"300ms\"\nclient_idle_timeout = \"30s\"",
+        "",
+        HEALTH_FAST,
+        &[srv(&a, "")],
+    ))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(f.frontend("www"))
+        .await
+        .unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(std::time::Duration::from_millis(100))
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    for i in 0..2 {
+        let req = http::Request::get("http://books.example/")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = tx.send_request(req).await.expect("the connection is open");
+        assert_eq!(resp.status(), 200, "request {i}");
+        resp.into_body().collect().await.unwrap();
+        if i == 0 {
+            // Idle, pinging, for several header timeouts: what is tested is that nothing
+            // closes the connection meanwhile.
+            tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+            assert!(!conn.is_finished(), "the idle connection was closed");
+        }
+    }
+    f.shutdown().await;
+}
+
+/// PINGs are no use of the connection: an HTTP/2 client that only pings is closed after
+/// `client_idle_timeout`, like an idle HTTP/1.1 one.
+#[tokio::test]
+async fn h2_connection_that_only_pings_is_closed_after_the_idle_timeout() {
+    let a = TestServer::start("a").await;
+    let f = start_fulcrum(&config(
+        "",
+        "client_header_timeout = \"10s\"\nclient_idle_timeout = \"400ms\"",
+        "",
+        HEALTH_FAST,
+        &[srv(&a, "")],
+    ))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(f.frontend("www"))
+        .await
+        .unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(std::time::Duration::from_millis(100))
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("http://books.example/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    resp.into_body().collect().await.unwrap();
+    eventually(
+        "the idle connection is closed",
+        std::time::Duration::from_secs(5),
+        || conn.is_finished(),
+    )
+    .await;
+    f.shutdown().await;
+}

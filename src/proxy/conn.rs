@@ -17,7 +17,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,6 +38,9 @@ pub struct Activity {
     /// Since when the client has accepted no bytes we had to send (its socket buffer is
     /// full: it stopped reading); 0 while writes go through.
     write_blocked_ms: AtomicU64,
+    /// HTTP/2: frames between requests (PING, SETTINGS, WINDOW_UPDATE) are neither a
+    /// request head (no header clock) nor use (they do not postpone the idle limit).
+    multiplexed: AtomicBool,
 }
 
 impl Activity {
@@ -50,7 +53,18 @@ impl Activity {
         Arc::new(a)
     }
 
+    /// The connection speaks HTTP/2 (see the `multiplexed` field).
+    pub fn multiplexed(&self) {
+        self.multiplexed.store(true, Ordering::Relaxed);
+        self.head_since_ms.store(0, Ordering::Relaxed);
+    }
+
     fn on_bytes(&self) {
+        if self.multiplexed.load(Ordering::Relaxed) {
+            // HTTP/2 control frames are no sign of use: idle means no request since the
+            // last one finished, even if the client keeps pinging.
+            return;
+        }
         let now = now_ms();
         self.last_ms.store(now, Ordering::Relaxed);
         if self.busy.load(Ordering::Relaxed) == 0 && self.head_since_ms.load(Ordering::Relaxed) == 0

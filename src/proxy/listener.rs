@@ -287,6 +287,7 @@ impl Conn {
             }
             // Boxed: HTTP/1.1 connections, the many, are not sized for an HTTP/2 one.
             Proto::H2 => {
+                guard.activity.multiplexed();
                 let mut conn = Box::pin(builders.h2.serve_connection(io, svc));
                 guard.run(conn.as_mut()).await;
             }
