@@ -320,3 +320,26 @@ async fn upstream_connection_is_reused_between_requests() {
     assert_eq!(live_server(&f, "ka").conns.idle_count(), 1);
     f.shutdown().await;
 }
+
+/// A client that sends part of the HTTP/2 preface and then half-closes will never send
+/// the deciding byte: it is handed to HTTP/1.1 at once (which closes it), not left to spin
+/// until the header timeout.
+#[tokio::test]
+async fn half_closed_inside_the_http2_preface_prefix_is_closed_at_once() {
+    let a = TestServer::start("a").await;
+    let f = start_fulcrum(&cfg(
+        &a,
+        "",
+        "client_idle_timeout = \"30s\"\nclient_header_timeout = \"30s\"",
+    ))
+    .await;
+    let mut conn = RawConn::connect(f.frontend("www")).await;
+    conn.send(b"PRI * HTTP").await;
+    {
+        use tokio::io::AsyncWriteExt;
+        conn.stream.shutdown().await.unwrap();
+    }
+    let took = conn.closed_within(Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    f.shutdown().await;
+}

@@ -248,3 +248,85 @@ async fn pooled_connection_closed_by_the_server_is_replaced() {
     }
     f.shutdown().await;
 }
+
+/// Idle upstream connections have no task watching them: the health checker lets go of
+/// those the server closed, so they do not linger in CLOSE_WAIT until the next request.
+#[tokio::test]
+async fn idle_upstream_connection_closed_by_the_server_is_let_go() {
+    let addr = raw_server(|mut s| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce")
+            .await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    })
+    .await;
+    let f = start_fulcrum(&config(
+        "",
+        "",
+        "",
+        "kind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"100ms\"",
+        &[srv_at("once", addr, "")],
+    ))
+    .await;
+    let (status, body, _) = get(&client(), &format!("http://{}/", f.frontend("www"))).await;
+    assert_eq!((status, body.as_str()), (200, "once"));
+    let server = live_server(&f, "once");
+    eventually(
+        "the closed connection leaves the pool",
+        Duration::from_secs(5),
+        || server.conns.idle_count() == 0,
+    )
+    .await;
+    f.shutdown().await;
+}
+
+/// A server that answers before it has read the whole request body (an ingest endpoint
+/// acknowledging early) still receives the rest: the upload goes on after the response.
+#[tokio::test]
+async fn upload_continues_after_an_early_response() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    const BODY: usize = 200_000;
+    let received = Arc::new(AtomicUsize::new(0));
+    let got = Arc::clone(&received);
+    let addr = raw_server(move |mut s| {
+        let got = Arc::clone(&got);
+        async move {
+            let _ = s
+                .write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+            let mut chunk = [0u8; 16 * 1024];
+            while let Ok(n) = s.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                got.fetch_add(n, Ordering::SeqCst);
+            }
+        }
+    })
+    .await;
+    let f = start_fulcrum(&config(
+        "",
+        "",
+        "",
+        "kind = \"tcp\"\ninterval = \"60s\"",
+        &[srv_at("ingest", addr, "")],
+    ))
+    .await;
+    let mut conn = RawConn::connect(f.frontend("www")).await;
+    conn.send(format!("POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n").as_bytes())
+        .await;
+    conn.send(&[b'x'; 1000]).await;
+    let r = conn.read_response().await.expect("the early answer");
+    assert_eq!(r.status, 202);
+    conn.send(&vec![b'x'; BODY - 1000]).await;
+    // raw_server consumed some body bytes with the head; the rest is counted here.
+    eventually(
+        "the server has the whole body",
+        Duration::from_secs(5),
+        || received.load(Ordering::SeqCst) >= BODY - 16 * 1024,
+    )
+    .await;
+    f.shutdown().await;
+}

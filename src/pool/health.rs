@@ -172,6 +172,9 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             _ = check_once(&backend, &server, &mut streak) => {}
         }
+        // Idle upstream connections are not watched between requests; this is when those
+        // the server closed are let go.
+        server.conns.prune();
     }
 }
 

@@ -98,7 +98,7 @@ pub struct Server {
     last_check_ms: AtomicU64,
     last_check_ok: AtomicBool,
     /// Idle keep-alive connections to this server.
-    pub conns: ConnPool,
+    pub conns: Arc<ConnPool>,
     /// Response-time estimate for `peak_ewma`, fed when a response head arrives.
     pub ewma: Ewma,
     /// Admin plane (issue 4): maintenance window and request metrics.
@@ -149,7 +149,7 @@ impl Server {
             checks_failed: AtomicU64::new(0),
             last_check_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
-            conns: ConnPool::default(),
+            conns: Arc::default(),
             ewma: Ewma::default(),
             maintenance: Maintenance::default(),
             stats: ServerStats::default(),

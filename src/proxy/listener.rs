@@ -5,13 +5,14 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::io::Interest;
+use tokio::io::{Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -224,18 +225,31 @@ impl Conn {
         let peek = async {
             let mut buf = [0u8; H2_PREFACE.len()];
             loop {
-                let n = stream.peek(&mut buf).await?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                if let Some(proto) = proto_of(&buf[..n]) {
-                    return Ok(proto);
-                }
-                // A prefix of the preface so far: forget the readiness, so the next peek
-                // waits for more bytes instead of spinning on those already seen.
-                let _ = stream.try_io(Interest::READABLE, || {
-                    Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                let ready = stream.ready(Interest::READABLE).await?;
+                // The peek runs inside `try_io`: a prefix of the preface counts as "would
+                // block", which clears the readiness it was woken for (and only that: bytes
+                // that arrived meanwhile keep theirs), so the next wait is for more bytes.
+                let peeked = stream.try_io(Interest::READABLE, || {
+                    let mut seen = ReadBuf::new(&mut buf);
+                    let quiet = &mut Context::from_waker(Waker::noop());
+                    match stream.poll_peek(quiet, &mut seen) {
+                        Poll::Ready(Ok(0)) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                        Poll::Ready(Ok(_)) => match proto_of(seen.filled()) {
+                            Some(proto) => Ok(proto),
+                            // The client has half-closed: no byte will follow, and hyper
+                            // answers or closes on what there is.
+                            None if ready.is_read_closed() => Ok(Proto::H1),
+                            None => Err(std::io::ErrorKind::WouldBlock.into()),
+                        },
+                        Poll::Ready(Err(e)) => Err(e),
+                        Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+                    }
                 });
+                match peeked {
+                    Ok(proto) => return Ok(proto),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
             }
         };
         tokio::select! {

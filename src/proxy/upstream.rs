@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -120,9 +120,28 @@ impl Upstream {
         !self.is_closed() && self.tx.is_ready()
     }
 
+    /// Drives the connection until it can take a request (`true`) or has ended.
+    async fn finish_exchange(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            self.drive(cx);
+            if self.is_closed() {
+                Poll::Ready(false)
+            } else if self.tx.is_ready() {
+                Poll::Ready(true)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// Sends `req` and waits up to `timeout` for the response head.
     pub async fn send(&mut self, req: Request<UpstreamBody>, timeout: Duration) -> Sent {
-        let mut response = std::pin::pin!(self.tx.try_send_request(req));
+        // Unconstrained: out of tokio's cooperative budget, the oneshot behind this future
+        // would ask for a wake-up later, from the no-op waker it is polled with below.
+        let mut response = std::pin::pin!(tokio::task::coop::unconstrained(
+            self.tx.try_send_request(req)
+        ));
         let conn = &mut self.conn;
         let waiting = std::future::poll_fn(|cx| {
             if let Some(c) = conn.as_mut()
@@ -229,11 +248,30 @@ impl ConnPool {
 
     /// Returns a connection whose last response was read to the end, and closes those
     /// idle for too long.
-    pub fn checkin(&self, mut up: Upstream) {
+    ///
+    /// A connection still sending its request body (the server answered before reading
+    /// all of it) gets a task that drives it until the upload ends, then pools it: the
+    /// client's upload goes on as the server expects, and nothing unpolled holds it.
+    pub fn checkin(self: &Arc<Self>, mut up: Upstream) {
         up.settle();
         if up.is_closed() {
             return;
         }
+        if !up.tx.is_ready() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let pool = Arc::clone(self);
+                rt.spawn(async move {
+                    if up.finish_exchange().await {
+                        pool.checkin(up);
+                    }
+                });
+            }
+            return;
+        }
+        self.put(up);
+    }
+
+    fn put(&self, up: Upstream) {
         let now = Instant::now();
         let mut idle = self.lock();
         while idle
@@ -245,6 +283,18 @@ impl ConnPool {
         if idle.len() < MAX_IDLE {
             idle.push_back((up, now));
         }
+    }
+
+    /// Closes idle connections that the server has closed, or that have been idle too
+    /// long. Idle connections are not polled (nothing wakes for them), so without this a
+    /// server's FIN would only be noticed at the next checkout; the health checker calls
+    /// it after each check.
+    pub fn prune(&self) {
+        let mut idle = self.lock();
+        idle.retain_mut(|(up, since)| {
+            up.settle();
+            !up.is_closed() && since.elapsed() < IDLE_TIMEOUT
+        });
     }
 
     /// Closes every idle connection (the server left or its address changed).
