@@ -298,14 +298,7 @@ async fn upstream_connection_is_reused_between_requests() {
         }
     })
     .await;
-    let f = start_fulcrum(&config(
-        "",
-        "",
-        "",
-        "kind = \"tcp\"\ninterval = \"60s\"",
-        &[srv_at("ka", addr, "")],
-    ))
-    .await;
+    let f = fulcrum_before_raw("ka", addr).await;
     let mut conn = RawConn::connect(f.frontend("www")).await;
     for i in 0..20 {
         conn.send(GET).await;

@@ -103,14 +103,7 @@ async fn broken_server(garbage: bool) -> SocketAddr {
 #[tokio::test]
 async fn garbage_from_the_server_is_502_upstream_broken() {
     let addr = broken_server(true).await;
-    let f = start_fulcrum(&config(
-        "",
-        "",
-        "",
-        "kind = \"tcp\"\ninterval = \"60s\"",
-        &[srv_at("junk", addr, "")],
-    ))
-    .await;
+    let f = fulcrum_before_raw("junk", addr).await;
     let url = format!("http://{}/", f.frontend("www"));
     let r = client().get(&url).send().await.unwrap();
     expect_refusal(r, 502, "upstream_broken").await;
@@ -120,14 +113,7 @@ async fn garbage_from_the_server_is_502_upstream_broken() {
 #[tokio::test]
 async fn server_closing_without_answer_is_502_upstream_broken() {
     let addr = broken_server(false).await;
-    let f = start_fulcrum(&config(
-        "",
-        "",
-        "",
-        "kind = \"tcp\"\ninterval = \"60s\"",
-        &[srv_at("mute", addr, "")],
-    ))
-    .await;
+    let f = fulcrum_before_raw("mute", addr).await;
     let url = format!("http://{}/", f.frontend("www"));
     let r = client().get(&url).send().await.unwrap();
     expect_refusal(r, 502, "upstream_broken").await;
@@ -227,14 +213,7 @@ async fn pooled_connection_closed_by_the_server_is_replaced() {
         }
     })
     .await;
-    let f = start_fulcrum(&config(
-        "",
-        "",
-        "",
-        "kind = \"tcp\"\ninterval = \"60s\"",
-        &[srv_at("once", addr, "")],
-    ))
-    .await;
+    let f = fulcrum_before_raw("once", addr).await;
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
     for i in 1..=5 {
@@ -306,14 +285,7 @@ async fn upload_continues_after_an_early_response() {
         }
     })
     .await;
-    let f = start_fulcrum(&config(
-        "",
-        "",
-        "",
-        "kind = \"tcp\"\ninterval = \"60s\"",
-        &[srv_at("ingest", addr, "")],
-    ))
-    .await;
+    let f = fulcrum_before_raw("ingest", addr).await;
     let mut conn = RawConn::connect(f.frontend("www")).await;
     conn.send(format!("POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n").as_bytes())
         .await;

@@ -56,17 +56,7 @@ async fn idle_h2_connection_with_pings_outlives_the_header_timeout() {
         &[srv(&a, "")],
     ))
     .await;
-    let tcp = tokio::net::TcpStream::connect(f.frontend("www"))
-        .await
-        .unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(std::time::Duration::from_millis(100))
-        .keep_alive_while_idle(true)
-        .handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut tx, conn) = pinging_client(f.frontend("www")).await;
     for i in 0..2 {
         let req = http::Request::get("http://books.example/")
             .body(Empty::<Bytes>::new())
@@ -97,17 +87,7 @@ async fn h2_connection_that_only_pings_is_closed_after_the_idle_timeout() {
         &[srv(&a, "")],
     ))
     .await;
-    let tcp = tokio::net::TcpStream::connect(f.frontend("www"))
-        .await
-        .unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(std::time::Duration::from_millis(100))
-        .keep_alive_while_idle(true)
-        .handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut tx, conn) = pinging_client(f.frontend("www")).await;
     let req = http::Request::get("http://books.example/")
         .body(Empty::<Bytes>::new())
         .unwrap();
@@ -120,4 +100,23 @@ async fn h2_connection_that_only_pings_is_closed_after_the_idle_timeout() {
     )
     .await;
     f.shutdown().await;
+}
+
+/// An HTTP/2 client that PINGs every 100 ms, even while idle; the handle ends with the
+/// connection.
+async fn pinging_client(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(std::time::Duration::from_millis(100))
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    (tx, tokio::spawn(conn))
 }

@@ -272,14 +272,7 @@ async fn response_hop_by_hop_headers_are_removed() {
             .await;
     })
     .await;
-    let f = start_fulcrum(&config(
-        "",
-        "",
-        "",
-        "kind = \"tcp\"\ninterval = \"60s\"",
-        &[srv_at("raw", addr, "")],
-    ))
-    .await;
+    let f = fulcrum_before_raw("raw", addr).await;
     let resp = raw_exchange(f.frontend("www"), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!((resp.status, resp.text().as_str()), (201, "ok"));
     assert_eq!(resp.header("x-public"), Some("yes"));

@@ -555,6 +555,13 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
         .expect("a response before the connection closed")
 }
 
+/// fulcrum in front of one [`raw_server`], checked by TCP connect only and rarely: a raw
+/// server answers requests its own way, health checks must not be among them.
+pub async fn fulcrum_before_raw(name: &str, addr: SocketAddr) -> fulcrum::app::Running {
+    let health = "kind = \"tcp\"\ninterval = \"60s\"";
+    start_fulcrum(&config("", "", "", health, &[srv_at(name, addr, "")])).await
+}
+
 /// A raw TCP "server" for tests of misbehaving upstreams: for each connection it reads one
 /// request head, then hands the stream to `then` (answer garbage, close, stall, ...).
 pub async fn raw_server<F, Fut>(then: F) -> SocketAddr
