@@ -52,6 +52,22 @@ pub struct App {
 }
 
 impl App {
+    /// Every server with its backend, as the current snapshots have them: for the
+    /// passes over all servers (metrics, maintenance) that need both.
+    pub fn servers(&self) -> Vec<(Arc<Backend>, Arc<Server>)> {
+        self.backends
+            .load()
+            .values()
+            .flat_map(|b| {
+                b.snapshot()
+                    .servers
+                    .iter()
+                    .map(|s| (Arc::clone(b), Arc::clone(s)))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// A backend by name.
     pub fn backend(&self, name: &str) -> Option<Arc<Backend>> {
         self.backends.load().get(name).cloned()

@@ -12,6 +12,15 @@ fn cfg(a: &TestServer, global: &str, frontend: &str) -> String {
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
 
+/// A keep-alive connection to fulcrum that has had one request answered: what the
+/// timeout tests start from.
+async fn answered_once(f: &fulcrum::app::Running) -> RawConn {
+    let mut conn = RawConn::connect(f.frontend("www")).await;
+    conn.send(GET).await;
+    assert_eq!(conn.read_response().await.unwrap().status, 200);
+    conn
+}
+
 #[tokio::test]
 async fn many_requests_on_one_keep_alive_connection() {
     let a = TestServer::start("a").await;
@@ -65,9 +74,7 @@ async fn idle_keep_alive_connection_closes_after_client_idle_timeout() {
         "client_idle_timeout = \"300ms\"\nclient_header_timeout = \"10s\"",
     ))
     .await;
-    let mut conn = RawConn::connect(f.frontend("www")).await;
-    conn.send(GET).await;
-    assert_eq!(conn.read_response().await.unwrap().status, 200);
+    let mut conn = answered_once(&f).await;
     let took = conn.closed_within(Duration::from_secs(5)).await;
     assert!(took >= Duration::from_millis(250), "closed after {took:?}");
     assert!(
@@ -88,9 +95,7 @@ async fn header_timeout_does_not_close_an_idle_keep_alive_connection() {
         "client_idle_timeout = \"10s\"\nclient_header_timeout = \"200ms\"",
     ))
     .await;
-    let mut conn = RawConn::connect(f.frontend("www")).await;
-    conn.send(GET).await;
-    assert_eq!(conn.read_response().await.unwrap().status, 200);
+    let mut conn = answered_once(&f).await;
     // Idle for more than three header timeouts (asserting an absence needs a wait).
     assert!(
         conn.read_response_within(Duration::from_millis(700))
@@ -182,9 +187,7 @@ async fn stalled_second_head_on_a_keep_alive_connection_is_cut() {
         "client_idle_timeout = \"10s\"\nclient_header_timeout = \"300ms\"",
     ))
     .await;
-    let mut conn = RawConn::connect(f.frontend("www")).await;
-    conn.send(GET).await;
-    assert_eq!(conn.read_response().await.unwrap().status, 200);
+    let mut conn = answered_once(&f).await;
     conn.send(b"GET /second HTTP/1.1\r\nHost: x\r\n").await;
     let took = conn.closed_within(Duration::from_secs(8)).await;
     assert!(took >= Duration::from_millis(250), "closed after {took:?}");

@@ -147,14 +147,7 @@ async fn queue_full_at_once_queue_timeout_after_the_wait() {
     let backend = f.app.backend("b").unwrap();
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
-    let first = tokio::spawn({
-        let (c, url) = (c.clone(), url.clone());
-        async move { get(&c, &url).await.0 }
-    });
-    eventually("in flight", Duration::from_secs(3), || {
-        a.state.active.load(std::sync::atomic::Ordering::SeqCst) == 1
-    })
-    .await;
+    let first = occupy(&a, &c, &url).await;
     let queued = tokio::spawn({
         let (c, url) = (c.clone(), url.clone());
         async move {
@@ -194,18 +187,8 @@ async fn a_client_that_goes_away_leaves_the_queue_at_once() {
     let backend = f.app.backend("b").unwrap();
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
-    let first = tokio::spawn({
-        let (c, url) = (c.clone(), url.clone());
-        async move { get(&c, &url).await.0 }
-    });
-    eventually("in flight", Duration::from_secs(3), || {
-        a.state.active.load(std::sync::atomic::Ordering::SeqCst) == 1
-    })
-    .await;
-    let waiter = tokio::spawn({
-        let (c, url) = (c.clone(), url.clone());
-        async move { get(&c, &url).await.0 }
-    });
+    let first = occupy(&a, &c, &url).await;
+    let waiter = spawn_get(&c, &url);
     let b = Arc::clone(&backend);
     eventually("queued", Duration::from_secs(3), move || b.queue_len() == 1).await;
     waiter.abort(); // closes the client connection
@@ -361,4 +344,28 @@ async fn a_broken_connection_before_the_head_is_retried() {
     }
     assert_eq!(backend.retry_budget.window().1, 1, "one retry happened");
     f.shutdown().await;
+}
+
+/// A GET sent in the background; the handle gives its status.
+fn spawn_get(c: &reqwest::Client, url: &str) -> tokio::task::JoinHandle<u16> {
+    let (c, url) = (c.clone(), url.to_string());
+    tokio::spawn(async move { get(&c, &url).await.0 })
+}
+
+/// A GET sent in the background, once `server` is working on it.
+async fn occupy(
+    server: &TestServer,
+    c: &reqwest::Client,
+    url: &str,
+) -> tokio::task::JoinHandle<u16> {
+    let request = spawn_get(c, url);
+    eventually("in flight", Duration::from_secs(3), || {
+        server
+            .state
+            .active
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+    })
+    .await;
+    request
 }

@@ -41,6 +41,18 @@ fn connector(pki: &Pki, alpn: &[&[u8]]) -> TlsConnector {
     TlsConnector::from(Arc::new(cfg))
 }
 
+/// A TLS connection to `addr` that trusts `pki` and offers `alpn`.
+async fn tls_connect(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    connector(pki, alpn)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
 async fn start(pki: &Pki, server: &TestServer) -> fulcrum::app::Running {
     let toml = simple_config("", &[(server, "")]).replace(
         "access_log = false",
@@ -58,11 +70,7 @@ async fn terminates_tls_for_http1() {
     let pki = self_signed();
     let a = TestServer::start("a").await;
     let f = start(&pki, &a).await;
-    let tcp = tokio::net::TcpStream::connect(f.frontend("www"))
-        .await
-        .unwrap();
-    let tls = connector(&pki, &[b"http/1.1"])
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+    let tls = tls_connect(&pki, f.frontend("www"), &[b"http/1.1"])
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
@@ -86,11 +94,7 @@ async fn offers_h2_by_alpn() {
     let pki = self_signed();
     let a = TestServer::start("a").await;
     let f = start(&pki, &a).await;
-    let tcp = tokio::net::TcpStream::connect(f.frontend("www"))
-        .await
-        .unwrap();
-    let tls = connector(&pki, &[b"h2", b"http/1.1"])
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+    let tls = tls_connect(&pki, f.frontend("www"), &[b"h2", b"http/1.1"])
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
@@ -140,24 +144,19 @@ async fn reload_picks_up_a_renewed_certificate() {
     std::fs::write(&path, text).unwrap();
     let cfg = fulcrum::config::load_file(&path).unwrap();
     let f = fulcrum::app::start(cfg).await.unwrap();
-    let served_cert = |pki: &Pki| {
-        let addr = f.frontend("www");
-        let conn = connector(pki, &[b"http/1.1"]);
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            conn.connect(ServerName::try_from("localhost").unwrap(), tcp)
-                .await
-        }
-    };
-    assert!(served_cert(&old).await.is_ok());
+    let www = f.frontend("www");
+    assert!(tls_connect(&old, www, &[b"http/1.1"]).await.is_ok());
     let new = self_signed();
     std::fs::copy(new.dir.path().join("cert.pem"), &cert).unwrap();
     std::fs::copy(new.dir.path().join("key.pem"), &key).unwrap();
     fulcrum::app::reload(&f.app).await.unwrap();
     assert!(
-        served_cert(&new).await.is_ok(),
+        tls_connect(&new, www, &[b"http/1.1"]).await.is_ok(),
         "the renewed certificate is served"
     );
-    assert!(served_cert(&old).await.is_err(), "the old one is not");
+    assert!(
+        tls_connect(&old, www, &[b"http/1.1"]).await.is_err(),
+        "the old one is not"
+    );
     f.shutdown().await;
 }

@@ -31,16 +31,7 @@ type Pair = (Arc<Backend>, Arc<Server>);
 impl Collector for FulcrumCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
         let backends: Vec<Arc<Backend>> = self.app.backends.load().values().cloned().collect();
-        let servers: Vec<Pair> = backends
-            .iter()
-            .flat_map(|b| {
-                b.snapshot()
-                    .servers
-                    .iter()
-                    .map(|s| (Arc::clone(b), Arc::clone(s)))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let servers: Vec<Pair> = self.app.servers();
         requests(&mut enc, &backends, &servers)?;
         durations(&mut enc, &servers)?;
         server_gauges(&mut enc, &servers)?;

@@ -177,21 +177,6 @@ fn round_secs(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs())
 }
 
-/// Every server with its backend.
-fn all_servers(app: &App) -> Vec<(Arc<Backend>, Arc<Server>)> {
-    app.backends
-        .load()
-        .values()
-        .flat_map(|b| {
-            b.snapshot()
-                .servers
-                .iter()
-                .map(|s| (Arc::clone(b), Arc::clone(s)))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 /// Writes every running window to the state file; a failure is logged (the windows still
 /// apply in memory, but would not survive a restart).
 pub fn persist(app: &App) {
@@ -200,7 +185,8 @@ pub fn persist(app: &App) {
         .save
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let entries: Vec<Entry> = all_servers(app)
+    let entries: Vec<Entry> = app
+        .servers()
         .into_iter()
         .filter_map(|(b, s)| {
             s.maintenance.window().map(|w| Entry {
@@ -278,7 +264,7 @@ pub async fn run(app: Arc<App>) {
         let now = Instant::now();
         let mut earliest: Option<Instant> = None;
         let mut out = Vec::new();
-        for (backend, server) in all_servers(&app) {
+        for (backend, server) in app.servers() {
             let Some(w) = server.maintenance.window() else {
                 continue;
             };

@@ -114,10 +114,12 @@ pub async fn serve_http(
         let io = Tracked::new(stream, Arc::clone(&activity));
         let conn = Conn {
             fe: Arc::clone(&fe),
-            peer,
-            activity,
-            limits,
-            stop: shared.stop.clone(),
+            guard: Guard {
+                peer,
+                activity,
+                limits,
+                stop: shared.stop.clone(),
+            },
         };
         let builders = builders.clone();
         // Two kinds of task, so that a plain connection's task is not sized for a TLS
@@ -210,10 +212,7 @@ struct Limits {
 /// One accepted client connection.
 struct Conn {
     fe: Arc<HttpFrontend>,
-    peer: SocketAddr,
-    activity: Arc<Activity>,
-    limits: Limits,
-    stop: CancellationToken,
+    guard: Guard,
 }
 
 impl Conn {
@@ -252,13 +251,14 @@ impl Conn {
                 }
             }
         };
+        let g = &self.guard;
         tokio::select! {
             r = peek => r.map_err(|e: std::io::Error| {
-                tracing::debug!(client = %self.peer, "connection ended before a request: {e}");
+                tracing::debug!(client = %g.peer, "connection ended before a request: {e}");
             }).ok(),
-            _ = self.stop.cancelled() => None,
-            _ = expired(Arc::clone(&self.activity), self.limits.idle, self.limits.header) => {
-                tracing::debug!(client = %self.peer, "closing a connection that sent nothing");
+            _ = g.stop.cancelled() => None,
+            _ = expired(Arc::clone(&g.activity), g.limits.idle, g.limits.header) => {
+                tracing::debug!(client = %g.peer, "closing a connection that sent nothing");
                 None
             }
         }
@@ -269,14 +269,9 @@ impl Conn {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn {
-            fe,
-            peer,
-            activity,
-            limits,
-            stop,
-        } = self;
-        let act = Arc::clone(&activity);
+        let Conn { fe, guard } = self;
+        let peer = guard.peer;
+        let act = Arc::clone(&guard.activity);
         let svc = service_fn(move |req| {
             let busy = act.begin();
             let fe = Arc::clone(&fe);
@@ -288,12 +283,6 @@ impl Conn {
             })
         });
         let io = TokioIo::new(io);
-        let guard = Guard {
-            peer,
-            activity,
-            limits,
-            stop,
-        };
         match proto {
             Proto::H1 => {
                 let conn = std::pin::pin!(builders.h1.serve_connection(io, svc));
@@ -309,7 +298,7 @@ impl Conn {
     }
 }
 
-/// What ends a served connection besides the client: shutdown and the client timeouts.
+/// What ends a connection besides the client: shutdown and the client timeouts.
 struct Guard {
     peer: SocketAddr,
     activity: Arc<Activity>,

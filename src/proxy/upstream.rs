@@ -103,7 +103,7 @@ impl Upstream {
     }
 
     /// Whether the connection has ended (the server closed it, or it failed).
-    pub fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.conn.is_none() || self.tx.is_closed()
     }
 
@@ -124,12 +124,10 @@ impl Upstream {
     async fn finish_exchange(&mut self) -> bool {
         std::future::poll_fn(|cx| {
             self.drive(cx);
-            if self.is_closed() {
-                Poll::Ready(false)
-            } else if self.tx.is_ready() {
-                Poll::Ready(true)
-            } else {
-                Poll::Pending
+            match (self.is_ready(), self.is_closed()) {
+                (true, _) => Poll::Ready(true),
+                (false, true) => Poll::Ready(false),
+                (false, false) => Poll::Pending,
             }
         })
         .await
@@ -142,15 +140,10 @@ impl Upstream {
         let mut response = std::pin::pin!(tokio::task::coop::unconstrained(
             self.tx.try_send_request(req)
         ));
-        let conn = &mut self.conn;
         let waiting = std::future::poll_fn(|cx| {
-            if let Some(c) = conn.as_mut()
-                && c.as_mut().poll(cx).is_ready()
-            {
-                // Dropping the ended connection answers the pending request (with the
-                // request itself if it was never sent).
-                *conn = None;
-            }
+            // A connection that ends is dropped, which answers the pending request (with
+            // the request itself if it was never sent).
+            self.drive(cx);
             // Only the connection's progress, made just above in this same task, or its
             // end completes the response: polling it with a no-op waker spares the task a
             // needless wake-up by itself (a whole extra poll of the client connection).
