@@ -58,11 +58,7 @@ fn picks(c: &mut Criterion) {
                 b.iter(|| {
                     // A new client each time, so the hash algorithms hash a fresh key.
                     k = k.wrapping_add(0x9e37_79b9);
-                    let req = Request {
-                        client: IpAddr::from(k.to_be_bytes()),
-                        uri: &uri,
-                        headers: &headers,
-                    };
+                    let req = Request::http(IpAddr::from(k.to_be_bytes()), &uri, &headers);
                     black_box(sel.pick(&req, &cands, &mut |_| true))
                 })
             });

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config;
 use crate::events::{Bus, Event};
 use crate::http_client;
+use crate::tasks::Tasks;
 
 /// Alerts waiting per webhook. Enough to ride out a receiver restarting during an incident
 /// (a burst of a few dozen events), small enough that a dead receiver costs little memory.
@@ -30,6 +31,7 @@ pub const ATTEMPTS: u32 = 3;
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
 /// What happened to one webhook's alerts, for metrics.
+#[derive(Debug)]
 pub struct WebhookStats {
     pub url: String,
     pub sent: AtomicU64,
@@ -56,8 +58,14 @@ impl Target {
     }
 }
 
-/// Starts the webhook tasks for `cfg` (until `stop`); returns their counters.
-pub fn spawn(bus: &Bus, cfg: &config::Alerts, stop: &CancellationToken) -> Vec<Arc<WebhookStats>> {
+/// Starts the webhook tasks for `cfg` as background tasks of `tasks` (until shutdown or
+/// `stop`, which a reload that changes `[alerts]` cancels); returns their counters.
+pub fn spawn(
+    bus: &Bus,
+    cfg: &config::Alerts,
+    tasks: &Tasks,
+    stop: &CancellationToken,
+) -> Vec<Arc<WebhookStats>> {
     let mut targets = Vec::new();
     for w in &cfg.webhooks {
         let uri: Uri = match w.url.parse() {
@@ -75,7 +83,7 @@ pub fn spawn(bus: &Bus, cfg: &config::Alerts, stop: &CancellationToken) -> Vec<A
             dropped: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(deliver(uri, Arc::clone(&stats), rx, stop.clone()));
+        tasks.spawn_background(deliver(uri, Arc::clone(&stats), rx, stop.clone()));
         targets.push(Target {
             stats,
             events: w.events.clone(),
@@ -84,7 +92,7 @@ pub fn spawn(bus: &Bus, cfg: &config::Alerts, stop: &CancellationToken) -> Vec<A
     }
     let stats = targets.iter().map(|t| Arc::clone(&t.stats)).collect();
     if !targets.is_empty() {
-        tokio::spawn(dispatch(bus.subscribe(), targets, stop.clone()));
+        tasks.spawn_background(dispatch(bus.subscribe(), targets, stop.clone()));
     }
     stats
 }

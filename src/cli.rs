@@ -1,4 +1,6 @@
-//! The command line (INTERFACE.md): `run`, `check`, `demo`, `ctl`, `simulate`.
+//! The command line (the README's "Command line" reference): `run`, `check`, `demo`,
+//! `ctl`, `simulate`. Parsing and dispatch only: the process (runtime, logging, signals)
+//! is `runtime`, operating a running instance is `ctl`.
 //!
 //! Exit codes: 0 success, 1 bad usage or bad configuration, 2 a runtime failure.
 
@@ -39,7 +41,7 @@ pub enum Command {
         #[arg(short, long, default_value = "fulcrum.toml")]
         config: PathBuf,
         #[command(subcommand)]
-        action: CtlAction,
+        action: crate::ctl::Action,
     },
     /// Replay a traffic/failure scenario against every algorithm, offline.
     Simulate {
@@ -62,27 +64,6 @@ pub enum Command {
 pub enum Format {
     Text,
     Json,
-}
-
-/// What `fulcrum ctl` can do.
-#[derive(Subcommand, Debug, Clone)]
-pub enum CtlAction {
-    /// The state of every backend and server, as a table.
-    Status,
-    /// Take SERVER out of rotation until the time runs out.
-    Maintenance {
-        server: String,
-        #[arg(long = "for")]
-        duration: String,
-        #[arg(long)]
-        reason: Option<String>,
-    },
-    /// End maintenance now.
-    Enable { server: String },
-    /// Set a weight at run time (1 to 256).
-    Weight { server: String, weight: u32 },
-    /// Reload the configuration file.
-    Reload,
 }
 
 /// Parses the command line and runs it.
@@ -220,136 +201,7 @@ pub fn summary(cfg: &Config) -> String {
     out
 }
 
-/// Both log writers; dropping it writes out what is pending.
-pub struct LogGuard {
-    // Field order is drop order: access lines first, then the rest.
-    _access: crate::proxy::access_log::Guard,
-    _tracing: tracing_appender::non_blocking::WorkerGuard,
-}
-
-/// Sets up logging: `RUST_LOG` honoured, `info` by default, written off the request path.
-/// The access log has a writer of its own (see `proxy::access_log`); `RUST_LOG` can still
-/// turn it off (`fulcrum::access=off`, or any level above `info`).
-pub fn init_logging() -> LogGuard {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // A log line is handed to a writer thread; if logging falls far behind, lines are
-    // dropped (and counted by tracing-appender) rather than stalling requests.
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .try_init();
-    let access = tracing::enabled!(target: "fulcrum::access", tracing::Level::INFO);
-    LogGuard {
-        _access: crate::proxy::access_log::init(access),
-        _tracing: guard,
-    }
-}
-
-/// A tokio runtime with `threads` workers (0 = one per core).
-///
-/// One thread gets tokio's single-threaded scheduler rather than the multi-threaded one
-/// with one worker. The multi-threaded worker's local run queue holds 256 tasks; past
-/// that, woken tasks wait in a shared queue from which it takes one task about every
-/// 200 µs of work (tokio's self-tuned global queue interval), so they starve. With
-/// 1,000 busy client connections that split the clients in two: behind one fulcrum
-/// thread, the p99 latency was 246 ms against a p50 of 11 ms, and 58 ms with the
-/// single-threaded scheduler, whose run queue is one FIFO (`bench/README.md`).
-pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n,
-    };
-    let mut b = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    b.enable_all().thread_name("fulcrum").build()
-}
-
-/// `fulcrum run`: serve until SIGTERM/SIGINT, then shut down gracefully.
-pub fn serve(cfg: Config) -> ExitCode {
-    let _log = init_logging();
-    let rt = match runtime(cfg.global.threads) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    rt.block_on(async move {
-        // Installed before anything listens: SIGHUP's default action would end the process.
-        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-        let running = match crate::app::start(cfg).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!("{e}");
-                return ExitCode::from(2);
-            }
-        };
-        serve_until_stopped(&running.app, hup).await;
-        running.shutdown().await;
-        ExitCode::SUCCESS
-    })
-}
-
-/// Reloads the configuration on each SIGHUP (the usual daemon convention, as HAProxy and
-/// nginx do) until SIGTERM or SIGINT; a rejected file is logged and the old one serves on.
-async fn serve_until_stopped(
-    app: &std::sync::Arc<crate::app::App>,
-    hup: std::io::Result<tokio::signal::unix::Signal>,
-) {
-    let mut hup = match hup {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGHUP ({e}); reload through the admin API");
-            return wait_for_stop_signal().await;
-        }
-    };
-    let stop = wait_for_stop_signal();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            Some(()) = hup.recv() => {
-                tracing::info!("SIGHUP received: reloading the configuration");
-                // The outcome is logged and published by the reload itself.
-                let _ = crate::app::reload(app).await;
-            }
-        }
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for signals; stop fulcrum with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio::runtime::RuntimeFlavor;
-
-    #[test]
-    fn one_thread_gets_the_single_threaded_scheduler() {
-        let flavor = |n| super::runtime(n).unwrap().handle().runtime_flavor();
-        assert_eq!(flavor(1), RuntimeFlavor::CurrentThread);
-        assert_eq!(flavor(2), RuntimeFlavor::MultiThread);
-    }
+/// `fulcrum run`: serve until SIGTERM/SIGINT (see [`crate::runtime::serve`]).
+fn serve(cfg: Config) -> ExitCode {
+    crate::runtime::serve(cfg)
 }

@@ -11,18 +11,40 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Subcommand;
+
 use bytes::Bytes;
 use http::Method;
 use serde_json::json;
 
 use crate::admin::status::Status;
 use crate::admin::token;
-use crate::cli::CtlAction;
 use crate::config::{self, Config};
 use crate::http_client::{self, CallError};
 
 /// How long one admin call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `fulcrum ctl` can do.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Action {
+    /// The state of every backend and server, as a table.
+    Status,
+    /// Take SERVER out of rotation until the time runs out.
+    Maintenance {
+        server: String,
+        #[arg(long = "for")]
+        duration: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// End maintenance now.
+    Enable { server: String },
+    /// Set a weight at run time (1 to 256).
+    Weight { server: String, weight: u32 },
+    /// Reload the configuration file.
+    Reload,
+}
 
 /// Why a ctl command failed, with its exit code.
 #[derive(Debug)]
@@ -46,7 +68,7 @@ fn runtime(message: impl Into<String>) -> CtlError {
 }
 
 /// Runs `action` for the command line and turns the result into output and an exit code.
-pub fn main(config: &Path, action: CtlAction) -> ExitCode {
+pub fn main(config: &Path, action: Action) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -71,7 +93,7 @@ pub fn main(config: &Path, action: CtlAction) -> ExitCode {
 
 /// Runs `action` against the fulcrum configured by the file at `config`; returns what to
 /// print.
-pub async fn run(config: &Path, action: &CtlAction) -> Result<String, CtlError> {
+pub async fn run(config: &Path, action: &Action) -> Result<String, CtlError> {
     let cfg = config::load_file(config).map_err(|e| {
         usage(format!(
             "{e}\n{} error(s) in {}",
@@ -81,11 +103,11 @@ pub async fn run(config: &Path, action: &CtlAction) -> Result<String, CtlError> 
     })?;
     let admin = Admin::from_config(&cfg)?;
     match action {
-        CtlAction::Status => {
+        Action::Status => {
             let status: Status = admin.get_json("/api/v1/status").await?;
             Ok(table(&status))
         }
-        CtlAction::Maintenance {
+        Action::Maintenance {
             server,
             duration,
             reason,
@@ -104,7 +126,7 @@ pub async fn run(config: &Path, action: &CtlAction) -> Result<String, CtlError> 
                 "{b}/{s} is in maintenance until {until}; in-flight requests drain\n"
             ))
         }
-        CtlAction::Enable { server } => {
+        Action::Enable { server } => {
             let (b, s) = admin.resolve(server).await?;
             let v = admin
                 .send(Method::DELETE, &server_path(&b, &s, "maintenance"), None)
@@ -116,7 +138,7 @@ pub async fn run(config: &Path, action: &CtlAction) -> Result<String, CtlError> 
                 Ok(format!("{b}/{s} is back in rotation (state {state})\n"))
             }
         }
-        CtlAction::Weight { server, weight } => {
+        Action::Weight { server, weight } => {
             let (b, s) = admin.resolve(server).await?;
             admin
                 .send(
@@ -127,7 +149,7 @@ pub async fn run(config: &Path, action: &CtlAction) -> Result<String, CtlError> 
                 .await?;
             Ok(format!("{b}/{s} weight is now {weight}\n"))
         }
-        CtlAction::Reload => {
+        Action::Reload => {
             admin.send(Method::POST, "/api/v1/reload", None).await?;
             Ok(format!("reloaded {}\n", config.display()))
         }
@@ -146,7 +168,7 @@ struct Admin {
 
 impl Admin {
     fn from_config(cfg: &Config) -> Result<Admin, CtlError> {
-        let mut addr = cfg.admin.addr();
+        let mut addr = cfg.admin.bind;
         // A wildcard bind is reached on loopback from this machine.
         if addr.ip().is_unspecified() {
             addr.set_ip(match addr.ip() {

@@ -123,8 +123,8 @@ async fn answer(
 
 /// Runs the demo until Ctrl-C.
 pub fn main() -> ExitCode {
-    let _log = crate::cli::init_logging();
-    let rt = match crate::cli::runtime(0) {
+    let _log = crate::runtime::init_logging();
+    let rt = match crate::runtime::build(0) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -149,17 +149,17 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let running = match crate::app::start(cfg).await {
+        let running = match crate::runtime::start(cfg).await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("{e}");
                 return ExitCode::from(2);
             }
         };
-        let token_file = crate::admin::token::path(&running.app.config.load());
+        let token_file = crate::admin::token::path(&running.app.config());
         let token = crate::admin::token::read(&token_file).unwrap_or_default();
         print_welcome(running.frontend("www"), running.admin, &addrs, &token);
-        crate::cli::wait_for_stop_signal().await;
+        crate::runtime::wait_for_stop_signal().await;
         running.shutdown().await;
         ExitCode::SUCCESS
     })

@@ -1,10 +1,16 @@
 //! fulcrum: an HTTP and TCP load balancer that never lets one server be crushed.
 //!
-//! The layout follows the concerns: `config` (the file), `balance` (choosing a server),
-//! `pool` (servers, their live state and health checks), `proxy` (the data path), `admin`
-//! (API, dashboard, metrics), `metrics` (lock-free request metrics), `events` (state
-//! changes), `alerts` (webhooks), `app` (a running instance), `simulate` (the offline
-//! algorithm advisor), `cli`, `ctl` and `demo`.
+//! The layout follows the concerns, and dependencies run one way, from the bottom up
+//! (`scripts/check-structure` keeps it so):
+//! - foundations: `config` (the file), `events` (state changes), `metrics` (lock-free
+//!   request metrics), `tasks` (one handle for every task), `upstream` (connections to
+//!   servers), `http_client` (fulcrum's own outgoing calls);
+//! - `balance` (choosing a server) and `pool` (servers, their live state and health
+//!   checks), one layer: candidates are pool servers, snapshots hold balance selectors;
+//! - `proxy` (the data path), `alerts` (webhooks), `simulate` (the offline advisor);
+//! - `app` (a running instance: state, reload, maintenance);
+//! - `admin` (API, dashboard, metrics), then `runtime` (process, logging, signals),
+//!   `ctl`, `demo` and `cli`.
 
 #![forbid(unsafe_code)]
 
@@ -21,5 +27,7 @@ pub mod http_client;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
-pub mod reload;
+pub mod runtime;
 pub mod simulate;
+pub mod tasks;
+pub mod upstream;

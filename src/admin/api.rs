@@ -15,7 +15,7 @@ use super::AdminState;
 use super::status::{ServerStatus, Status};
 use crate::app::App;
 use crate::config::{Dur, MAX_WEIGHT};
-use crate::pool::maintenance::{self, End};
+use crate::pool::maintenance::End;
 use crate::pool::{Backend, Server};
 
 /// An error answer.
@@ -79,7 +79,7 @@ pub async fn start_maintenance(
     let (backend, server) = find(&st.app, &b, &s)?;
     let req = body(req)?;
     let length = Dur::parse(&req.length).map_err(|e| bad(format!("`for`: {e}")))?;
-    let max = st.app.config.load().admin.max_maintenance;
+    let max = st.app.config().admin.max_maintenance;
     if length.get().is_zero() {
         return Err(bad("`for` must be longer than zero"));
     }
@@ -88,7 +88,9 @@ pub async fn start_maintenance(
             "`for` is {length}, longer than the {max} that admin.max_maintenance allows"
         )));
     }
-    maintenance::start(&st.app, &backend, &server, length.get(), req.reason);
+    st.app
+        .start_maintenance(&backend, &server, length.get(), req.reason)
+        .await;
     Ok(done(&server, json!({})))
 }
 
@@ -98,7 +100,11 @@ pub async fn end_maintenance(
     Path((b, s)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (backend, server) = find(&st.app, &b, &s)?;
-    let ended = maintenance::end(&st.app, &backend, &server, End::Ended).is_some();
+    let ended = st
+        .app
+        .end_maintenance(&backend, &server, End::Ended)
+        .await
+        .is_some();
     Ok(done(&server, json!({ "ended": ended })))
 }
 
@@ -126,15 +132,12 @@ pub async fn set_weight(
                 "weight must be between 1 and {MAX_WEIGHT}, not {w}"
             ))
         })?;
-    let old = server.weight();
-    server.set_weight(w);
-    backend.rebuild();
-    tracing::info!(server = %server.full_name(), "weight changed from {old} to {w} through the admin API");
+    st.app.set_weight(&backend, &server, w);
     Ok(done(&server, json!({})))
 }
 
 /// `POST /api/v1/reload`.
 pub async fn reload(State(st): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
-    crate::app::reload(&st.app).await.map_err(bad)?;
+    st.app.reload().await.map_err(|e| bad(e.to_string()))?;
     Ok(Json(json!({ "ok": true })))
 }

@@ -4,6 +4,7 @@
 //! `Authorization: Bearer TOKEN` (see [`token`]); anything else gets 401.
 
 mod api;
+mod metrics;
 mod sse;
 pub mod status;
 pub mod token;
@@ -20,7 +21,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::app::App;
-use crate::metrics::collector::FulcrumCollector;
+use metrics::FulcrumCollector;
 
 /// The dashboard at `GET /`: one self-contained page (HTML, CSS and plain JS, no external
 /// resources) that reads the authenticated API with the token the user enters.
@@ -59,7 +60,7 @@ pub fn router(app: Arc<App>, token: &str) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics_text))
         .merge(api)
         .with_state(state)
 }
@@ -94,8 +95,8 @@ async fn dashboard() -> Html<&'static str> {
     Html(DASHBOARD)
 }
 
-/// Prometheus text (OpenMetrics) with every family INTERFACE.md names.
-async fn metrics(State(st): State<AdminState>) -> Response {
+/// Prometheus text (OpenMetrics) with every family the README's metrics reference names.
+async fn metrics_text(State(st): State<AdminState>) -> Response {
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &st.registry) {
         tracing::error!("cannot encode metrics: {e}");
@@ -113,7 +114,7 @@ async fn metrics(State(st): State<AdminState>) -> Response {
 
 /// Serves the admin plane until fulcrum stops.
 pub async fn serve(listener: TcpListener, app: Arc<App>, token: String) {
-    let stop = app.stop.clone();
+    let stop = app.tasks().stopping().clone();
     let result = axum::serve(listener, router(app, &token))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;

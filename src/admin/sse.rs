@@ -14,7 +14,7 @@ use super::AdminState;
 pub async fn events(
     State(st): State<AdminState>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let rx = st.app.events.subscribe();
+    let rx = st.app.events().subscribe();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         let msg = match rx.recv().await {
             Ok(e) => SseEvent::default().data(e.to_json()),
@@ -25,6 +25,6 @@ pub async fn events(
         Some((Ok(msg), rx))
     });
     // Ends with fulcrum, so a dashboard left open never holds up a graceful shutdown.
-    let stream = stream.take_until(st.app.stop.clone().cancelled_owned());
+    let stream = stream.take_until(st.app.tasks().stopping().clone().cancelled_owned());
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -71,8 +71,7 @@ impl Status {
     pub fn of(app: &App) -> Status {
         Status {
             backends: app
-                .backends
-                .load()
+                .backends()
                 .values()
                 .map(|b| BackendStatus::of(b))
                 .collect(),

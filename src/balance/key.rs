@@ -32,10 +32,10 @@ pub fn request_key(req: &Request<'_>, key: &HashKey) -> Option<u64> {
                 None => h(&v6.octets()),
             },
         },
-        HashKey::Path => h(req.uri.path().as_bytes()),
-        HashKey::Header(name) => req.headers.get(name).and_then(|v| h(v.as_bytes())),
-        HashKey::Cookie(name) => cookie(req.headers, name).and_then(|v| h(v.as_bytes())),
-        HashKey::Query(name) => query(req.uri.query()?, name).and_then(|v| h(v.as_bytes())),
+        HashKey::Path => h(req.uri()?.path().as_bytes()),
+        HashKey::Header(name) => req.headers()?.get(name).and_then(|v| h(v.as_bytes())),
+        HashKey::Cookie(name) => cookie(req.headers()?, name).and_then(|v| h(v.as_bytes())),
+        HashKey::Query(name) => query(req.uri()?.query()?, name).and_then(|v| h(v.as_bytes())),
     }
 }
 

@@ -37,11 +37,45 @@ pub use power_of_two::PowerOfTwo;
 pub use random::Random;
 pub use round_robin::RoundRobin;
 
-/// What an algorithm may look at in a request.
+/// What an algorithm may look at in a request: who sent it and, for HTTP, its target and
+/// headers. A TCP connection has only its client, so selection for TCP needs no made-up
+/// HTTP request; a hash key it does not carry falls back as a missing header does.
+#[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
     pub client: IpAddr,
+    pub http: Option<HttpParts<'a>>,
+}
+
+/// The parts of an HTTP request that hash keys and sticky cookies read.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpParts<'a> {
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
+}
+
+impl<'a> Request<'a> {
+    /// A whole connection (TCP mode): only the client is known.
+    pub fn connection(client: IpAddr) -> Self {
+        Request { client, http: None }
+    }
+
+    /// An HTTP request from `client`.
+    pub fn http(client: IpAddr, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        Request {
+            client,
+            http: Some(HttpParts { uri, headers }),
+        }
+    }
+
+    /// The request target, for HTTP.
+    pub fn uri(&self) -> Option<&'a Uri> {
+        self.http.map(|h| h.uri)
+    }
+
+    /// The request headers, for HTTP.
+    pub fn headers(&self) -> Option<&'a HeaderMap> {
+        self.http.map(|h| h.headers)
+    }
 }
 
 /// A candidate as the selection structure sees it: the server and the weight it was built with.
@@ -116,7 +150,11 @@ impl Selector {
         candidates: &[Candidate],
         accept: &mut dyn FnMut(&Candidate) -> bool,
     ) -> Option<usize> {
-        if let Some(i) = self.sticky.as_ref().and_then(|s| s.lookup(req.headers))
+        if let Some(i) = self
+            .sticky
+            .as_ref()
+            .zip(req.headers())
+            .and_then(|(s, h)| s.lookup(h))
             && accept(&candidates[i])
         {
             return Some(i);
@@ -208,12 +246,7 @@ pub(crate) mod test_support {
         f: impl FnOnce(&Request<'_>) -> R,
     ) -> R {
         let uri: Uri = uri.parse().expect("test uri");
-        let req = Request {
-            client,
-            uri: &uri,
-            headers,
-        };
-        f(&req)
+        f(&Request::http(client, &uri, headers))
     }
 
     /// Counts picks per candidate over `n` picks with everything accepted.

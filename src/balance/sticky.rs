@@ -130,11 +130,7 @@ mod tests {
         let cookie = format!("other=1; srv={}", server_id(&c[2].server));
         headers.insert(http::header::COOKIE, cookie.parse().unwrap());
         let uri: http::Uri = "/".parse().unwrap();
-        let req = super::super::Request {
-            client: IpAddr::from([1, 2, 3, 4]),
-            uri: &uri,
-            headers: &headers,
-        };
+        let req = super::super::Request::http(IpAddr::from([1, 2, 3, 4]), &uri, &headers);
         for _ in 0..6 {
             assert_eq!(sel.pick(&req, &c, &mut |_| true), Some(2));
         }

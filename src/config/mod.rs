@@ -68,7 +68,8 @@ impl Default for Global {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
-    pub bind: String,
+    #[serde(deserialize_with = "bind_addr")]
+    pub bind: SocketAddr,
     pub token_file: Option<PathBuf>,
     /// The longest maintenance window one call may ask for, so "for a test" cannot mean forever.
     pub max_maintenance: Dur,
@@ -77,20 +78,23 @@ pub struct Admin {
 impl Default for Admin {
     fn default() -> Self {
         Admin {
-            bind: "127.0.0.1:9900".into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 9900)),
             token_file: None,
             max_maintenance: Dur::secs(24 * 3600),
         }
     }
 }
 
-impl Admin {
-    /// The bind address; valid once the configuration has been validated.
-    pub fn addr(&self) -> SocketAddr {
-        self.bind
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9900)))
-    }
+/// Reads an `IP:port` to listen on, refusing anything else (a host name, a missing port)
+/// with a message that says what is expected; the error is located at the key like any
+/// other value error.
+fn bind_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an IP:port to listen on (e.g. 127.0.0.1:8080 or [::]:8080)"
+        ))
+    })
 }
 
 /// What a frontend balances: HTTP requests or whole TCP connections.
@@ -115,7 +119,8 @@ pub struct Tls {
 #[serde(deny_unknown_fields)]
 pub struct Frontend {
     pub name: String,
-    pub bind: String,
+    #[serde(deserialize_with = "bind_addr")]
+    pub bind: SocketAddr,
     pub backend: String,
     #[serde(default)]
     pub mode: Mode,
@@ -129,15 +134,6 @@ pub struct Frontend {
     pub max_header_bytes: usize,
     #[serde(default = "defaults::yes")]
     pub access_log: bool,
-}
-
-impl Frontend {
-    /// The bind address; valid once the configuration has been validated.
-    pub fn addr(&self) -> SocketAddr {
-        self.bind
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
-    }
 }
 
 /// The selection algorithms; see `balance`.
@@ -417,6 +413,10 @@ pub struct Webhook {
 /// The weight limit: like HAProxy's, it keeps round-robin tables small and a typo from
 /// meaning "send everything here".
 pub const MAX_WEIGHT: u32 = 256;
+
+/// The most `retries` a backend may ask for. Validation refuses more, and the request path
+/// keeps the servers a request has tried in an array of `MAX_RETRIES + 1` on the stack.
+pub const MAX_RETRIES: u32 = 10;
 
 mod defaults {
     use super::Dur;

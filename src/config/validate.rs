@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::locate::KeyPath;
-use super::{Config, MAX_WEIGHT};
+use super::{Config, MAX_RETRIES, MAX_WEIGHT};
 
 /// The event names webhooks may ask for (INTERFACE.md), plus `all`.
 pub const EVENT_NAMES: [&str; 13] = [
@@ -50,24 +50,19 @@ fn global(config: &Config, out: &mut Problems) {
 
 fn admin(config: &Config, out: &mut Problems) {
     let p = KeyPath::root("admin");
-    match config.admin.bind.parse::<SocketAddr>() {
-        Ok(addr) if !addr.ip().is_loopback() && config.admin.token_file.is_none() => out.push((
+    let addr = config.admin.bind;
+    if !addr.ip().is_loopback() && config.admin.token_file.is_none() {
+        out.push((
             p.key("bind"),
             format!(
                 "{addr} is not a loopback address: set admin.token_file so the admin API is not \
                  reachable with a token nobody chose"
             ),
-        )),
-        Ok(_) => {}
-        Err(_) => out.push((p.key("bind"), bad_bind(&config.admin.bind))),
+        ));
     }
     if config.admin.max_maintenance.get().is_zero() {
         out.push((p.key("max_maintenance"), "must be longer than zero".into()));
     }
-}
-
-fn bad_bind(text: &str) -> String {
-    format!("`{text}` is not an IP:port to listen on (e.g. 127.0.0.1:8080 or [::]:8080)")
 }
 
 fn frontends(config: &Config, out: &mut Problems) {
@@ -83,13 +78,11 @@ fn frontends(config: &Config, out: &mut Problems) {
                 format!("frontend `{}` is defined twice", f.name),
             ));
         }
-        match f.bind.parse::<SocketAddr>() {
-            Ok(addr) if !binds.insert(addr) => out.push((
+        if !binds.insert(f.bind) {
+            out.push((
                 p.key("bind"),
-                format!("{addr} is bound by another frontend"),
-            )),
-            Ok(_) => {}
-            Err(_) => out.push((p.key("bind"), bad_bind(&f.bind))),
+                format!("{} is bound by another frontend", f.bind),
+            ));
         }
         if !config.backends.contains_key(&f.backend) {
             out.push((
@@ -159,8 +152,8 @@ fn backends(config: &Config, out: &mut Problems) {
         if !b.sticky_cookie.is_empty() && !b.sticky_cookie.bytes().all(is_cookie_name_byte) {
             out.push((p.key("sticky_cookie"), "not a valid cookie name".into()));
         }
-        if b.retries > 10 {
-            out.push((p.key("retries"), "at most 10".into()));
+        if b.retries > MAX_RETRIES {
+            out.push((p.key("retries"), format!("at most {MAX_RETRIES}")));
         }
         let h = &b.health;
         let hp = p.key("health");

@@ -14,12 +14,13 @@ use super::capacity::Capacity;
 use super::outlier::Outliers;
 use super::queue::{Queue, Ticket};
 use super::retry_budget::RetryBudget;
-use super::server::{Health, Server, Slot};
+use super::server::{Health, Server, ServerId, Slot};
 use super::{clock, slow_start};
 use crate::balance;
 use crate::balance::{Candidate, Selector};
 use crate::config;
 use crate::events::{Bus, Event, EventKind};
+use crate::tasks::Tasks;
 
 /// Why [`Backend::acquire`] found no slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +74,8 @@ pub struct Backend {
     /// regime (primaries, backups, nobody) is announced once.
     rebuild_lock: Mutex<Serving>,
     events: Bus,
+    /// Where the backend's timers run (ejection ends, the slow-start ticker).
+    tasks: Tasks,
     /// Requests fulcrum answered itself (no server), by frontend and status: for metrics.
     pub refusals: crate::metrics::Tally,
     // Protection (issue 3).
@@ -97,12 +100,14 @@ enum Serving {
 }
 
 impl Backend {
-    /// A backend over `servers` (already built, in file order).
+    /// A backend over `servers` (already built, in file order), announcing on `events` and
+    /// running its timers as background tasks of `tasks`.
     pub fn new(
         name: &str,
         settings: config::Backend,
         servers: Vec<Arc<Server>>,
         events: Bus,
+        tasks: Tasks,
     ) -> Arc<Self> {
         let queue = Arc::new(Queue::default());
         for s in &servers {
@@ -116,6 +121,7 @@ impl Backend {
             snapshot: ArcSwap::from_pointee(snapshot),
             rebuild_lock: Mutex::new(Serving::Primaries),
             events,
+            tasks,
             refusals: crate::metrics::Tally::default(),
             me: me.clone(),
             queue,
@@ -141,6 +147,11 @@ impl Backend {
         &self.events
     }
 
+    /// Where this backend's timers run.
+    pub(super) fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
     /// A server by name.
     pub fn server(&self, name: &str) -> Option<Arc<Server>> {
         self.snapshot()
@@ -152,7 +163,7 @@ impl Backend {
 
     /// Chooses a server for `req` that has a free slot and is not in `tried`, and takes
     /// the slot: the one selection routine HTTP and TCP frontends share.
-    pub fn acquire(&self, req: &balance::Request<'_>, tried: &[usize]) -> Result<Slot, NoSlot> {
+    pub fn acquire(&self, req: &balance::Request<'_>, tried: &[ServerId]) -> Result<Slot, NoSlot> {
         let snap = self.snapshot();
         if snap.candidates.is_empty() {
             return Err(NoSlot::NoCandidates);
@@ -160,7 +171,7 @@ impl Backend {
         let mut slot = None;
         let mut untried = false;
         snap.selector.pick(req, &snap.candidates, &mut |c| {
-            if tried.contains(&(Arc::as_ptr(&c.server) as usize)) {
+            if tried.contains(&c.server.id) {
                 return false;
             }
             untried = true;
@@ -295,7 +306,7 @@ impl Backend {
     fn start_ramp_ticker(&self) {
         if self.any_ramping() {
             let ramp = self.settings().slow_start.get();
-            slow_start::ensure_ticker(self.me.clone(), &self.ramp_ticker, ramp);
+            slow_start::ensure_ticker(self.me.clone(), &self.ramp_ticker, ramp, &self.tasks);
         }
     }
 

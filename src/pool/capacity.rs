@@ -52,12 +52,7 @@ impl Capacity {
             .servers
             .iter()
             .filter(|s| !s.backup)
-            .filter(|s| {
-                !snap
-                    .candidates
-                    .iter()
-                    .any(|c| std::sync::Arc::ptr_eq(&c.server, s))
-            })
+            .filter(|s| !snap.candidates.iter().any(|c| c.server.id == s.id))
             .map(|s| format!("{} {}", s.name, s.state()))
             .collect();
         let out = if out.is_empty() {

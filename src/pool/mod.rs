@@ -6,16 +6,16 @@ pub mod capacity;
 mod clock;
 pub mod health;
 pub mod maintenance;
-mod maintenance_file;
 pub mod outlier;
 pub mod queue;
+pub mod resolve;
 pub mod retry_budget;
 mod server;
 pub mod slow_start;
 
 pub use backend::{Backend, NoSlot, Snapshot};
 pub use clock::now_ms;
-pub use server::{Health, Server, ServerState, Slot};
+pub use server::{Health, Server, ServerId, ServerState, Slot};
 
 #[cfg(test)]
 mod protect_tests;

@@ -35,9 +35,9 @@ pub fn refusal(servers: &[Arc<Server>], server: &Server, max_percent: u32) -> Op
             servers.len()
         ));
     }
-    let others_serving = servers.iter().any(|s| {
-        !std::ptr::eq(Arc::as_ptr(s), server) && s.health() == super::Health::Up && !s.is_ejected()
-    });
+    let others_serving = servers
+        .iter()
+        .any(|s| s.id != server.id && s.health() == super::Health::Up && !s.is_ejected());
     if !others_serving {
         return Some("it is the last server that can serve".into());
     }
@@ -102,11 +102,8 @@ pub fn record(backend: &Backend, server: &Arc<Server>, outcome: Result<(), &str>
 }
 
 fn spawn_return(backend: &Backend, server: &Arc<Server>, n: u32, after: Duration, ramp: Duration) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
     let (weak, server) = (backend.weak(), Arc::clone(server));
-    handle.spawn(async move {
+    backend.tasks().spawn_background(async move {
         tokio::time::sleep(after).await;
         if let Some(b) = weak.upgrade() {
             end_ejection(&b, &server, n, after, ramp);

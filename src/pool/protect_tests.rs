@@ -33,7 +33,7 @@ fn backend(servers: usize, extra: &str) -> (Arc<Backend>, Receiver<Event>) {
         .collect();
     let bus = Bus::new();
     let rx = bus.subscribe();
-    let b = Backend::new("b", cfg, built, bus);
+    let b = Backend::new("b", cfg, built, bus, crate::tasks::Tasks::new());
     for s in b.snapshot().servers.iter() {
         s.set_health(Health::Up);
     }
@@ -136,13 +136,7 @@ async fn consecutive_failures_zero_turns_ejection_off() {
 
 /// The share of picks that go to `name` over `n` acquisitions.
 fn share(b: &Backend, name: &str, n: usize) -> f64 {
-    let uri = http::Uri::from_static("/");
-    let headers = http::HeaderMap::new();
-    let req = crate::balance::Request {
-        client: [127, 0, 0, 1].into(),
-        uri: &uri,
-        headers: &headers,
-    };
+    let req = crate::balance::Request::connection([127, 0, 0, 1].into());
     let hits = (0..n)
         .filter(|_| {
             b.acquire(&req, &[])

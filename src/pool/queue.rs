@@ -153,7 +153,7 @@ impl Queue {
             return;
         }
         let candidates = self.candidates.load();
-        let first = freed.filter(|f| candidates.iter().any(|c| Arc::ptr_eq(c, f)));
+        let first = freed.filter(|f| candidates.iter().any(|c| c.id == f.id));
         let mut spare: Option<Slot> = None;
         {
             let mut waiters = self.lock();

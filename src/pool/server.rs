@@ -14,7 +14,7 @@ use super::{clock, slow_start};
 use crate::balance::{Ewma, LoadHook};
 use crate::config;
 use crate::metrics::ServerStats;
-use crate::proxy::upstream::ConnPool;
+use crate::upstream::ConnPool;
 
 /// What the active health checks last concluded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,9 +74,32 @@ impl std::fmt::Display for ServerState {
     }
 }
 
-/// The server's live state. Identity (backend, name, address text) never changes for the
-/// life of the object: a reload that changes the address makes a new server.
+/// A server's identity for the life of the process: given once when the server object is
+/// created and never reused, so a reload that replaces a server (new address or role) makes
+/// a new identity, and comparing identities never depends on where an object lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServerId(u64);
+
+impl ServerId {
+    /// No server: what an empty slot of a fixed-size list of tried servers holds.
+    pub const NONE: ServerId = ServerId(0);
+
+    fn next() -> ServerId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ServerId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl std::fmt::Display for ServerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// The server's live state. Identity (id, backend, name, address text) never changes for
+/// the life of the object: a reload that changes the address makes a new server.
 pub struct Server {
+    pub id: ServerId,
     pub backend: Arc<str>,
     pub name: Arc<str>,
     /// The address as written (`host:port`); re-resolved by the health checker.
@@ -135,6 +158,7 @@ impl Server {
     /// A server from its configuration; `resolved` is the address validation found.
     pub fn new(backend: &str, cfg: &config::Server, resolved: SocketAddr) -> Self {
         Server {
+            id: ServerId::next(),
             backend: backend.into(),
             name: cfg.name.as_str().into(),
             address: cfg.address.clone(),

@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::Backend;
+use crate::tasks::Tasks;
 
 /// The share a returning server starts with. Envoy's default minimum weight is 10 % too:
 /// low enough to protect a cold server, high enough that it warms up from real traffic.
@@ -56,18 +57,14 @@ pub fn effective_max(max: u32, factor: f64) -> u32 {
     ((f64::from(max) * factor).round() as u32).clamp(1, max)
 }
 
-/// Starts the ticker for `backend` unless one runs already (`running` is its flag).
-pub fn ensure_ticker(backend: Weak<Backend>, running: &AtomicBool, ramp: Duration) {
+/// Starts the ticker for `backend` unless one runs already (`running` is its flag). The
+/// ticker is a background task of `tasks`: it ends at shutdown.
+pub fn ensure_ticker(backend: Weak<Backend>, running: &AtomicBool, ramp: Duration, tasks: &Tasks) {
     if running.swap(true, Ordering::AcqRel) {
         return;
     }
-    // Outside a runtime (unit tests of the pure logic) there is nothing to tick.
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        running.store(false, Ordering::Release);
-        return;
-    };
     let step = (ramp / STEPS).max(MIN_STEP);
-    handle.spawn(async move {
+    let spawned = tasks.spawn_background(async move {
         loop {
             tokio::time::sleep(step).await;
             let Some(b) = backend.upgrade() else { return };
@@ -76,6 +73,10 @@ pub fn ensure_ticker(backend: Weak<Backend>, running: &AtomicBool, ramp: Duratio
             }
         }
     });
+    // Outside a runtime (unit tests of the pure logic) there is nothing to tick.
+    if !spawned {
+        running.store(false, Ordering::Release);
+    }
 }
 
 /// One step: rebuild; returns whether to keep ticking.

@@ -16,8 +16,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::conn::Busy;
-use super::upstream::Upstream;
 use crate::pool::{Backend, Slot};
+use crate::upstream::Upstream;
 
 /// The response body type of the proxy.
 pub struct ProxyBody {

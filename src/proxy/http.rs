@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -13,29 +12,13 @@ use hyper::body::Incoming;
 use super::body::{AccessLog, Finish, ProxyBody};
 use super::conn::Busy;
 use super::error::Refusal;
+use super::frontend::Frontend;
 use super::headers::{add_forwarded, head_size, strip_hop_by_hop};
 use super::retry;
-use super::upstream::{self, ConnectError, Sent, Upstream, UpstreamBody};
 use crate::balance;
 use crate::config;
-use crate::pool::{Backend, Server, Slot, outlier};
-
-/// An HTTP frontend as the request path sees it. Both fields are swapped whole by a reload.
-pub struct HttpFrontend {
-    pub name: Arc<str>,
-    pub settings: ArcSwap<config::Frontend>,
-    pub backend: ArcSwap<Backend>,
-}
-
-impl HttpFrontend {
-    pub fn new(settings: config::Frontend, backend: Arc<Backend>) -> Arc<Self> {
-        Arc::new(HttpFrontend {
-            name: settings.name.as_str().into(),
-            settings: ArcSwap::from_pointee(settings),
-            backend: ArcSwap::new(backend),
-        })
-    }
-}
+use crate::pool::{Backend, Server, ServerId, Slot, outlier};
+use crate::upstream::{self, ConnectError, Sent, Upstream, UpstreamBody};
 
 /// A response from a server, with what it holds until its body is done.
 struct Forwarded {
@@ -46,14 +29,14 @@ struct Forwarded {
 
 /// Handles one request from `client` on `fe`. Never fails: every problem is an answer.
 pub async fn handle(
-    fe: Arc<HttpFrontend>,
+    fe: Arc<Frontend>,
     client: SocketAddr,
     tls: bool,
     busy: Busy,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let settings = fe.settings.load();
-    let backend = fe.backend.load_full();
+    let settings = fe.settings();
+    let backend = fe.backend();
     let log = (settings.access_log && super::access_log::enabled()).then(|| AccessLog {
         frontend: Arc::clone(&fe.name),
         client,
@@ -127,14 +110,14 @@ async fn forward(
         (Request::from_parts(parts, body), replay)
     };
     let mut slot = retry::first_slot(backend, client, req.uri(), req.headers()).await?;
-    // Servers tried so far, on the stack: `retries` is at most 10 (validated), so at most
-    // 11 attempts; a heap `Vec` here was one allocation per request.
-    let mut tried_buf = [0usize; 11];
+    // Servers tried so far, on the stack: `retries` is at most `MAX_RETRIES` (validated),
+    // so at most `MAX_RETRIES + 1` attempts; a heap `Vec` here was one allocation per request.
+    let mut tried_buf = [ServerId::NONE; config::MAX_RETRIES as usize + 1];
     let mut attempts = 0;
     let mut retried = 0;
     loop {
         let server = Arc::clone(slot.server());
-        tried_buf[attempts.min(tried_buf.len() - 1)] = Arc::as_ptr(&server) as usize;
+        tried_buf[attempts.min(tried_buf.len() - 1)] = server.id;
         attempts = (attempts + 1).min(tried_buf.len());
         let tried = &tried_buf[..attempts];
         let sent_at = balance::clock::now_ns();

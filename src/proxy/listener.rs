@@ -1,4 +1,4 @@
-//! Accepting client connections: one accept loop per frontend, a global connection limit
+//! Accepting client connections: one accept loop per frontend, HTTP or TCP alike, a global connection limit
 //! (a semaphore whose permit lives as long as the connection; past the limit accepting
 //! simply waits), and graceful shutdown that lets in-flight requests finish.
 
@@ -17,10 +17,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::conn::{Activity, Tracked, expired};
-use super::http::{HttpFrontend, handle};
+use super::frontend::Frontend;
+use super::http::handle;
+use crate::tasks::Tasks;
 
 /// Binds `addr` with the options a proxy wants (address reuse, a deep backlog).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -38,30 +39,50 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// What every accept loop shares.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Shared {
     /// `[global] max_connections` client connections at once.
     pub limit: Arc<Semaphore>,
-    /// Stops accepting when cancelled.
-    pub stop: CancellationToken,
-    /// Every live connection's task, so shutdown can wait for them to finish.
-    pub tasks: TaskTracker,
+    /// Every live connection's task, so shutdown can wait for them to finish; its stop
+    /// token ends accepting.
+    pub tasks: Tasks,
     /// Open client connections of this frontend (for `fulcrum_client_connections`).
     pub clients: Arc<crate::metrics::ClientCount>,
 }
 
-/// Accepts a connection once a slot under the global limit is free.
+/// How an accept loop serves what it accepts.
+#[derive(Clone)]
+pub enum Protocol {
+    /// HTTP/1.1 and HTTP/2 requests, over TLS when an acceptor is given.
+    Http(Option<TlsAcceptor>),
+    /// Whole TCP connections relayed to a server.
+    Tcp,
+}
+
+impl std::fmt::Debug for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Http(None) => "http",
+            Protocol::Http(Some(_)) => "https",
+            Protocol::Tcp => "tcp",
+        })
+    }
+}
+
+/// Accepts a connection once a slot under the global limit is free; `None` when `close`
+/// (a child of the stop token) is cancelled.
 async fn accept(
     listener: &TcpListener,
     shared: &Shared,
+    close: &CancellationToken,
 ) -> Option<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
     loop {
         let permit = tokio::select! {
-            _ = shared.stop.cancelled() => return None,
+            _ = close.cancelled() => return None,
             p = Arc::clone(&shared.limit).acquire_owned() => p.ok()?,
         };
         let accepted = tokio::select! {
-            _ = shared.stop.cancelled() => return None,
+            _ = close.cancelled() => return None,
             a = listener.accept() => a,
         };
         match accepted {
@@ -75,31 +96,38 @@ async fn accept(
     }
 }
 
-/// Serves HTTP (or HTTPS with `tls`) on `listener` until `stop` or the frontend's own
-/// `close` is cancelled, then hands the listener back: a reload that changes how a frontend
-/// serves (mode, TLS) restarts the loop on the same socket, so no connection is refused.
+/// Serves `listener` for `fe` until fulcrum stops or the frontend's own `close` (a child of
+/// the stop token) is cancelled. The socket is shared, not owned: a reload that changes
+/// how a frontend serves (mode, TLS) starts another loop on the same socket, so no
+/// connection is refused meanwhile.
 ///
-/// The frontend's settings are read at each accept (one atomic load; the HTTP builder is
+/// The frontend's settings are read at each accept (one atomic load; the HTTP builders are
 /// rebuilt only when they changed), so a reload applies its timeouts and header limit to
 /// every new connection.
-pub async fn serve_http(
-    listener: TcpListener,
-    fe: Arc<HttpFrontend>,
+pub async fn serve(
+    listener: Arc<TcpListener>,
+    fe: Arc<Frontend>,
+    protocol: Protocol,
     shared: Shared,
     close: CancellationToken,
-    tls: Option<TlsAcceptor>,
-) -> TcpListener {
-    let mut current = fe.settings.load_full();
+) {
+    let mut current = fe.settings_full();
     let mut builders = Builders::new(&current);
-    loop {
-        let next = tokio::select! {
-            _ = close.cancelled() => None,
-            a = accept(&listener, &shared) => a,
+    while let Some((stream, peer, permit)) = accept(&listener, &shared, &close).await {
+        let open = shared.clients.open();
+        let _ = stream.set_nodelay(true);
+        let tls = match &protocol {
+            Protocol::Tcp => {
+                let fe = Arc::clone(&fe);
+                shared.tasks.spawn(async move {
+                    super::tcp::relay(&fe, stream, peer).await;
+                    drop((permit, open));
+                });
+                continue;
+            }
+            Protocol::Http(tls) => tls.clone(),
         };
-        let Some((stream, peer, permit)) = next else {
-            break;
-        };
-        let now = fe.settings.load_full();
+        let now = fe.settings_full();
         if !Arc::ptr_eq(&now, &current) {
             builders = Builders::new(&now);
             current = now;
@@ -108,8 +136,6 @@ pub async fn serve_http(
             idle: current.client_idle_timeout.get(),
             header: current.client_header_timeout.get(),
         };
-        let open = shared.clients.open();
-        let _ = stream.set_nodelay(true);
         let activity = Activity::new();
         let io = Tracked::new(stream, Arc::clone(&activity));
         let conn = Conn {
@@ -118,13 +144,13 @@ pub async fn serve_http(
                 peer,
                 activity,
                 limits,
-                stop: shared.stop.clone(),
+                stop: shared.tasks.stopping().clone(),
             },
         };
         let builders = builders.clone();
         // Two kinds of task, so that a plain connection's task is not sized for a TLS
         // session it does not have (an idle connection's memory is mostly its task).
-        match tls.clone() {
+        match tls {
             None => shared.tasks.spawn(async move {
                 if let Some(proto) = conn.sniff(&io).await {
                     conn.serve(&builders, io, false, proto).await;
@@ -149,7 +175,6 @@ pub async fn serve_http(
             }),
         };
     }
-    listener
 }
 
 /// The HTTP/1.1 and HTTP/2 connection builders for a frontend's settings.
@@ -211,7 +236,7 @@ struct Limits {
 
 /// One accepted client connection.
 struct Conn {
-    fe: Arc<HttpFrontend>,
+    fe: Arc<Frontend>,
     guard: Guard,
 }
 

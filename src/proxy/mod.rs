@@ -4,12 +4,14 @@ pub mod access_log;
 pub mod body;
 mod conn;
 pub mod error;
+mod frontend;
 mod headers;
 pub mod http;
 pub mod listener;
 mod retry;
 pub mod tcp;
 pub mod tls;
-pub mod upstream;
 
 pub use error::Refusal;
+pub use frontend::Frontend;
+pub use listener::{Protocol, Shared};

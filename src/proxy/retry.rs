@@ -12,7 +12,7 @@ use http::{Method, StatusCode, request::Parts};
 use http_body::Body;
 
 use crate::balance;
-use crate::pool::{Backend, NoSlot, Slot};
+use crate::pool::{Backend, NoSlot, ServerId, Slot};
 
 use super::error::Refusal;
 
@@ -35,11 +35,7 @@ fn info<'a>(
     uri: &'a http::Uri,
     headers: &'a http::HeaderMap,
 ) -> balance::Request<'a> {
-    balance::Request {
-        client: client.ip(),
-        uri,
-        headers,
-    }
+    balance::Request::http(client.ip(), uri, headers)
 }
 
 /// The first server for a request: waits in the queue when every server is at its limit.
@@ -67,7 +63,7 @@ pub fn next_slot(
     client: SocketAddr,
     uri: &http::Uri,
     headers: &http::HeaderMap,
-    tried: &[usize],
+    tried: &[ServerId],
     budgeted: bool,
 ) -> Option<Slot> {
     let slot = backend.acquire(&info(client, uri, headers), tried).ok()?;

@@ -25,7 +25,7 @@ use crate::balance::{self, clock};
 use crate::config::{self, Algorithm, HashKey};
 use crate::events::Bus;
 use crate::pool::queue::Ticket;
-use crate::pool::{Backend, Health, NoSlot, Server, Slot};
+use crate::pool::{Backend, Health, NoSlot, Server, ServerId, Slot};
 
 const SEC: u64 = 1_000_000_000;
 
@@ -116,7 +116,7 @@ struct Req {
     key: u32,
     sent_at: u64,
     slot: Option<Slot>,
-    tried: Vec<usize>,
+    tried: Vec<ServerId>,
 }
 
 struct Engine<'a> {
@@ -167,7 +167,8 @@ pub fn run(sc: &Scenario, settings: &config::Backend, algorithm: Algorithm, limi
             Arc::new(s)
         })
         .collect();
-    let backend = Backend::new("simulated", settings.clone(), servers.clone(), Bus::new());
+    let (bus, tasks) = (Bus::new(), crate::tasks::Tasks::new());
+    let backend = Backend::new("simulated", settings.clone(), servers.clone(), bus, tasks);
     let sims = servers
         .iter()
         .zip(&sc.servers)
@@ -368,11 +369,7 @@ impl Engine<'_> {
     fn acquire(&self, id: usize) -> Result<Slot, NoSlot> {
         let r = &self.reqs[id];
         let (uri, headers) = key_request(&self.hash_key, r.key);
-        let req = balance::Request {
-            client: key_ip(r.key),
-            uri: &uri,
-            headers: &headers,
-        };
+        let req = balance::Request::http(key_ip(r.key), &uri, &headers);
         self.backend.acquire(&req, &r.tried)
     }
 
@@ -385,7 +382,7 @@ impl Engine<'_> {
             let Some(s) = self
                 .sims
                 .iter()
-                .position(|s| Arc::ptr_eq(&s.server, slot.server()))
+                .position(|s| s.server.id == slot.server().id)
             else {
                 self.run.rejected += 1;
                 return;
@@ -397,9 +394,7 @@ impl Engine<'_> {
                 return;
             }
             failures += 1;
-            self.reqs[id]
-                .tried
-                .push(Arc::as_ptr(slot.server()) as usize);
+            self.reqs[id].tried.push(slot.server().id);
             drop(slot);
             if failures > self.sc.settings.retries {
                 self.run.failed += 1;

@@ -1,15 +1,13 @@
-//! Metrics kept on the request path without a lock, and the scrape-time collector that
-//! turns them (and the live atomics of servers and backends) into Prometheus families.
+//! Metrics kept on the request path without a lock. The admin plane's scrape-time
+//! collector (`admin::metrics`) turns them, and the live atomics of servers and backends,
+//! into Prometheus families.
 //!
 //! prometheus-client's `Family` and `Histogram` take a lock on every update; a proxy records
 //! one observation per request, so the hot path writes plain atomics held by each server
 //! and the collector reads them only when `/metrics` is scraped.
 
-pub mod collector;
-
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -162,7 +160,7 @@ pub struct ServerStats {
 }
 
 /// Open client connections of one frontend.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ClientCount(AtomicU64);
 
 impl ClientCount {
@@ -183,27 +181,6 @@ pub struct OpenClient(Arc<ClientCount>);
 impl Drop for OpenClient {
     fn drop(&mut self) {
         self.0.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Process-wide metric state that belongs to no server: client connections per frontend
-/// (the lock is taken when a frontend binds and at scrape time, never per request).
-#[derive(Default)]
-pub struct AppMetrics {
-    clients: Mutex<BTreeMap<String, Arc<ClientCount>>>,
-}
-
-impl AppMetrics {
-    /// The connection counter of `frontend`, created on first use (kept across reloads).
-    pub fn clients(&self, frontend: &str) -> Arc<ClientCount> {
-        let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(map.entry(frontend.to_string()).or_default())
-    }
-
-    /// Every frontend's open connections.
-    pub fn client_counts(&self) -> Vec<(String, u64)> {
-        let map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().map(|(k, v)| (k.clone(), v.get())).collect()
     }
 }
 

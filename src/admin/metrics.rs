@@ -1,4 +1,4 @@
-//! The scrape-time collector: every family of INTERFACE.md, read from live atomics when
+//! The scrape-time collector: every family of the metrics reference, read from live atomics when
 //! `/metrics` is asked for, so gauges cost nothing on the request path.
 //!
 //! `fulcrum_requests_total` uses `server="-"` for answers fulcrum made itself (503 with no
@@ -30,7 +30,7 @@ type Pair = (Arc<Backend>, Arc<Server>);
 
 impl Collector for FulcrumCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let backends: Vec<Arc<Backend>> = self.app.backends.load().values().cloned().collect();
+        let backends: Vec<Arc<Backend>> = self.app.backends().values().cloned().collect();
         let servers: Vec<Pair> = self.app.servers();
         requests(&mut enc, &backends, &servers)?;
         durations(&mut enc, &servers)?;
@@ -44,7 +44,7 @@ impl Collector for FulcrumCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            for (fe, n) in self.app.metrics.client_counts() {
+            for (fe, n) in self.app.client_counts() {
                 m.encode_family(&[("frontend", fe.as_str())])?
                     .encode_gauge(&n)?;
             }
@@ -56,7 +56,7 @@ impl Collector for FulcrumCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (kind, n) in self.app.events.counts() {
+            for (kind, n) in self.app.events().counts() {
                 m.encode_family(&[("event", kind.name())])?
                     .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
             }
@@ -202,7 +202,7 @@ fn health_checks(enc: &mut DescriptorEncoder, servers: &[Pair]) -> fmt::Result {
 }
 
 fn alerts(enc: &mut DescriptorEncoder, app: &App) -> fmt::Result {
-    let hooks = app.alerts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let hooks = app.webhook_stats();
     type Read = fn(&crate::alerts::WebhookStats) -> u64;
     let families: [(&str, &str, Read); 3] = [
         ("fulcrum_alerts_sent", "Alerts a webhook accepted", |w| {

@@ -1,4 +1,5 @@
-//! Connections to servers: a pool of idle keep-alive HTTP/1.1 connections per server.
+//! Connections to servers, shared by the data path and the servers' live state: a pool of idle
+//! keep-alive HTTP/1.1 connections per server.
 //!
 //! fulcrum connects and hands a request over in two separate steps, so a failed connect
 //! has consumed nothing and the request can go to another server whatever its method.

@@ -1,0 +1,183 @@
+//! The running frontends: for each, its socket, the object its connections read, and its
+//! accept loop. What can fail (binding, reading certificates) is done by [`bind`] and
+//! [`tls_for`] before anything is launched, so launching and stopping loops cannot fail.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::App;
+use crate::config::{self, Config, Mode};
+use crate::proxy::{Frontend, Protocol, Shared, listener};
+
+/// A socket fulcrum could not listen on.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for {what}: {source}")]
+pub struct BindError {
+    /// "frontend `www`", "the admin API".
+    pub what: String,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A frontend's certificate that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("frontend `{frontend}`: TLS: {message}")]
+pub struct FrontendTlsError {
+    pub frontend: String,
+    // MERGE: the typed TLS error
+    pub message: String,
+}
+
+/// A bound socket and the address it got (port 0 binds an ephemeral port).
+#[derive(Debug)]
+pub(super) struct Bound {
+    pub listener: Arc<TcpListener>,
+    pub addr: SocketAddr,
+}
+
+/// Binds `addr` for `what` with the options a proxy wants.
+pub fn bind(what: String, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindError> {
+    let failed = |source| BindError {
+        what: what.clone(),
+        addr,
+        source,
+    };
+    let listener = listener::bind(addr).map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
+    Ok((listener, local))
+}
+
+/// Binds a frontend's address.
+pub(super) fn bind_frontend(fe: &config::Frontend) -> Result<Bound, BindError> {
+    let (listener, addr) = bind(format!("frontend `{}`", fe.name), fe.bind)?;
+    Ok(Bound {
+        listener: Arc::new(listener),
+        addr,
+    })
+}
+
+/// The TLS acceptor of `fe`, if it terminates TLS, with its files read on the blocking pool
+/// (a slow disk must not stall the requests the runtime is serving meanwhile).
+pub(super) async fn tls_for(
+    config: &Config,
+    fe: &config::Frontend,
+) -> Result<Option<TlsAcceptor>, FrontendTlsError> {
+    let (Some(t), Mode::Http) = (&fe.tls, fe.mode) else {
+        return Ok(None);
+    };
+    let (cert, key) = (config.resolve_path(&t.cert), config.resolve_path(&t.key));
+    let loaded = tokio::task::spawn_blocking(move || crate::proxy::tls::acceptor(&cert, &key))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    loaded.map(Some).map_err(|message| FrontendTlsError {
+        frontend: fe.name.clone(),
+        message,
+    })
+}
+
+/// How `fe` serves, given its acceptor.
+pub(super) fn protocol(fe: &config::Frontend, tls: Option<TlsAcceptor>) -> Protocol {
+    match fe.mode {
+        Mode::Http => Protocol::Http(tls),
+        Mode::Tcp => Protocol::Tcp,
+    }
+}
+
+/// One serving frontend.
+pub(super) struct RunningFrontend {
+    pub cfg: config::Frontend,
+    /// What its connections read; kept across reloads that keep its mode, so keep-alive
+    /// connections see the new settings and backend too.
+    pub front: Arc<Frontend>,
+    pub socket: Bound,
+    /// Stops this frontend's accept loop only (open connections go on).
+    close: CancellationToken,
+    loop_task: JoinHandle<()>,
+}
+
+impl RunningFrontend {
+    /// Stops the accept loop and waits until it no longer accepts. The socket stays open
+    /// while `socket` holds it.
+    pub async fn stop_accepting(self) -> (config::Frontend, Arc<Frontend>, Bound) {
+        self.close.cancel();
+        // A loop that panicked has stopped accepting as surely as one that returned.
+        let _ = self.loop_task.await;
+        (self.cfg, self.front, self.socket)
+    }
+
+    /// Stops the accept loop without waiting; the socket closes once the loop has let go.
+    pub fn close(self) -> SocketAddr {
+        self.close.cancel();
+        self.socket.addr
+    }
+}
+
+/// Every running frontend, by name, and the connection limit their loops share.
+#[derive(Default)]
+pub(super) struct Frontends {
+    limit: Option<Arc<Semaphore>>,
+    pub running: BTreeMap<String, RunningFrontend>,
+}
+
+impl Frontends {
+    /// Sets the `[global] max_connections` limit every accept loop shares (at start).
+    pub fn set_limit(&mut self, max_connections: usize) {
+        self.limit = Some(Arc::new(Semaphore::new(max_connections)));
+    }
+
+    /// Starts the accept loop of `cfg` on `socket`. Infallible: everything that can fail
+    /// happened when the socket was bound and the certificates were read.
+    pub fn launch(
+        &mut self,
+        app: &App,
+        cfg: config::Frontend,
+        front: Arc<Frontend>,
+        socket: Bound,
+        protocol: Protocol,
+    ) {
+        let limit = self
+            .limit
+            .get_or_insert_with(|| Arc::new(Semaphore::new(app.config().global.max_connections)));
+        let shared = Shared {
+            limit: Arc::clone(limit),
+            tasks: app.tasks.clone(),
+            clients: app.clients(&cfg.name),
+        };
+        let close = app.tasks.child_token();
+        tracing::info!(frontend = %cfg.name, addr = %socket.addr, backend = %cfg.backend, mode = ?protocol, "listening");
+        let loop_task = app.tasks.spawn(listener::serve(
+            Arc::clone(&socket.listener),
+            Arc::clone(&front),
+            protocol,
+            shared,
+            close.clone(),
+        ));
+        let name = cfg.name.clone();
+        self.running.insert(
+            name,
+            RunningFrontend {
+                cfg,
+                front,
+                socket,
+                close,
+                loop_task,
+            },
+        );
+    }
+
+    /// The address each frontend listens on now, by name.
+    pub fn addrs(&self) -> BTreeMap<String, SocketAddr> {
+        self.running
+            .iter()
+            .map(|(n, f)| (n.clone(), f.socket.addr))
+            .collect()
+    }
+}

@@ -1,0 +1,298 @@
+//! Maintenance that expires: a server taken out by hand drains (no new requests, in-flight
+//! ones finish) and stays out only until its window runs out, then returns subject to its
+//! health. While any server is out by hand, a reminder repeats every `remind_every`, so a
+//! server taken out "for a test" cannot be forgotten silently.
+//!
+//! The per-server state (`pool::maintenance`) is what the request path reads; this module
+//! is the service around it: the operations the admin plane calls, the one task that ends
+//! windows and sends reminders, and the state file that carries windows across restarts.
+//! The file is written on the blocking pool, one write at a time, in the order of the
+//! changes, and each operation returns once its change is on disk.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::App;
+use super::state_file::{self, Entry};
+use crate::events::{Event, EventKind};
+use crate::pool::maintenance::{End, Window};
+use crate::pool::{Backend, Server};
+
+/// Why the maintenance state could not be saved (the windows still apply in memory, but
+/// would not survive a restart).
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot save maintenance state in {}: {source}", dir.display())]
+    Save {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("saving maintenance state was interrupted: {0}")]
+    Interrupted(#[from] tokio::task::JoinError),
+}
+
+/// Wakes the expiry task when a window starts or ends, so it can re-plan its sleep, and
+/// serialises writes of the state file.
+#[derive(Debug, Default)]
+pub(super) struct Scheduler {
+    wake: Notify,
+    save: tokio::sync::Mutex<()>,
+}
+
+impl App {
+    /// Takes `server` out of rotation for `length`; replaces a window already running.
+    pub async fn start_maintenance(
+        &self,
+        backend: &Backend,
+        server: &Server,
+        length: Duration,
+        reason: String,
+    ) -> Window {
+        let now = SystemTime::now();
+        let window = Window {
+            since: now,
+            until: now + length,
+            deadline: Instant::now() + length,
+            reason,
+        };
+        let extended = server.maintenance.is_on();
+        server.maintenance.set(window.clone());
+        backend.rebuild();
+        let why = if window.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", window.reason)
+        };
+        let verb = if extended {
+            "window replaced"
+        } else {
+            "out of rotation"
+        };
+        self.events.publish(Event::new(
+            EventKind::MaintenanceStarted,
+            Some(&backend.name),
+            Some(&server.name),
+            format!(
+                "{verb} by hand for {}{why}, until {}; {} request(s) in flight drain",
+                humantime::format_duration(round_secs(length)),
+                humantime::format_rfc3339_seconds(window.until),
+                server.active()
+            ),
+        ));
+        self.maintenance.wake.notify_one();
+        self.persist_logged().await;
+        window
+    }
+
+    /// Ends `server`'s window now (`End::Ended`) or if it has run out (`End::Expired`);
+    /// returns it, or `None` when there was none to end.
+    pub async fn end_maintenance(
+        &self,
+        backend: &Backend,
+        server: &Server,
+        why: End,
+    ) -> Option<Window> {
+        let window = self.end_window(backend, server, why)?;
+        self.persist_logged().await;
+        Some(window)
+    }
+
+    /// Ends the window in memory and announces it; the caller saves.
+    fn end_window(&self, backend: &Backend, server: &Server, why: End) -> Option<Window> {
+        let due = Instant::now();
+        let window = server
+            .maintenance
+            .take_if(|w| why == End::Ended || w.deadline <= due)?;
+        // Back from maintenance: ramp up like any returning server (slow start).
+        server.start_ramp(backend.settings().slow_start.get());
+        backend.rebuild();
+        self.announce_end(backend, &server.name, &window, why, server.state().name());
+        self.maintenance.wake.notify_one();
+        Some(window)
+    }
+
+    fn announce_end(&self, backend: &Backend, server: &str, w: &Window, why: End, state: &str) {
+        let held = SystemTime::now()
+            .duration_since(w.since)
+            .unwrap_or_default();
+        let (kind, what) = match why {
+            End::Ended => (EventKind::MaintenanceEnded, "ended by hand"),
+            End::Expired => (EventKind::MaintenanceExpired, "window ran out"),
+        };
+        self.events.publish(Event::new(
+            kind,
+            Some(&backend.name),
+            Some(server),
+            format!(
+                "maintenance {what} after {}; back in rotation subject to health (now {state})",
+                humantime::format_duration(round_secs(held))
+            ),
+        ));
+    }
+
+    /// Writes every running window to the state file, off the runtime. Writes are taken
+    /// one at a time and each reads the windows once it has the turn, so the file always
+    /// ends with the latest state.
+    pub async fn persist(&self) -> Result<(), StateError> {
+        let _turn = self.maintenance.save.lock().await;
+        let entries: Vec<Entry> = self
+            .servers()
+            .into_iter()
+            .filter_map(|(b, s)| {
+                s.maintenance.window().map(|w| Entry {
+                    backend: b.name.to_string(),
+                    server: s.name.to_string(),
+                    since: w.since,
+                    until: w.until,
+                    reason: w.reason,
+                })
+            })
+            .collect();
+        let dir = self.config().state_dir();
+        let at = dir.clone();
+        tokio::task::spawn_blocking(move || state_file::save(&at, &entries))
+            .await?
+            .map_err(|source| StateError::Save { dir, source })
+    }
+
+    /// [`persist`](Self::persist), logging a failure: the change applies in memory anyway.
+    pub(super) async fn persist_logged(&self) {
+        if let Err(e) = self.persist().await {
+            tracing::error!("{e}; a restart would forget it");
+        }
+    }
+
+    /// Restores the windows saved by an earlier run. One that ran out while fulcrum was
+    /// stopped ends at once with `maintenance_expired`. Call before frontends accept traffic.
+    pub(super) async fn restore_maintenance(&self) {
+        let dir = self.config().state_dir();
+        let loaded = tokio::task::spawn_blocking(move || state_file::load(&dir)).await;
+        let entries = match loaded {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => {
+                tracing::error!("{e}; starting without saved maintenance windows");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("reading saved maintenance failed ({e}); starting without it");
+                return;
+            }
+        };
+        let now = SystemTime::now();
+        for e in entries {
+            let Some(backend) = self.backend(&e.backend) else {
+                tracing::warn!(backend = %e.backend, server = %e.server, "saved maintenance names a backend no longer configured; dropped");
+                continue;
+            };
+            let Some(server) = backend.server(&e.server) else {
+                tracing::warn!(backend = %e.backend, server = %e.server, "saved maintenance names a server no longer configured; dropped");
+                continue;
+            };
+            let window = Window {
+                since: e.since,
+                until: e.until,
+                deadline: Instant::now() + e.until.duration_since(now).unwrap_or_default(),
+                reason: e.reason,
+            };
+            if e.until <= now {
+                self.announce_end(&backend, &server.name, &window, End::Expired, "restarting");
+                continue;
+            }
+            tracing::warn!(
+                backend = %e.backend, server = %e.server,
+                "still in maintenance until {} ({})",
+                humantime::format_rfc3339_seconds(e.until), window.reason
+            );
+            server.maintenance.set(window);
+            backend.rebuild();
+        }
+        self.persist_logged().await;
+    }
+
+    fn remind(&self, out: &[(Arc<Backend>, Arc<Server>, Window)]) {
+        let now = SystemTime::now();
+        for (backend, server, w) in out {
+            let held = now.duration_since(w.since).unwrap_or_default();
+            let left = w.until.duration_since(now).unwrap_or_default();
+            let reason = if w.reason.is_empty() {
+                "no reason given".to_string()
+            } else {
+                w.reason.clone()
+            };
+            self.events.publish(Event::new(
+                EventKind::MaintenanceReminder,
+                Some(&backend.name),
+                Some(&server.name),
+                format!(
+                    "still out of rotation by hand ({reason}): out for {}, back in {}",
+                    humantime::format_duration(round_secs(held)),
+                    humantime::format_duration(round_secs(left))
+                ),
+            ));
+        }
+    }
+}
+
+fn round_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs())
+}
+
+/// Ends windows as they run out and repeats `maintenance_reminder` while any server is out
+/// by hand. One background task for the whole process, sleeping until the next thing to do;
+/// it ends at shutdown.
+pub(super) async fn run(app: Arc<App>) {
+    let mut next_reminder: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let mut earliest: Option<Instant> = None;
+        let mut out = Vec::new();
+        let mut expired = false;
+        for (backend, server) in app.servers() {
+            let Some(w) = server.maintenance.window() else {
+                continue;
+            };
+            if w.deadline <= now {
+                expired |= app.end_window(&backend, &server, End::Expired).is_some();
+            } else {
+                earliest = Some(earliest.map_or(w.deadline, |e| e.min(w.deadline)));
+                out.push((backend, server, w));
+            }
+        }
+        if expired {
+            app.persist_logged().await;
+        }
+        let remind_every = app.config().alerts.remind_every.get();
+        next_reminder = match next_reminder {
+            _ if out.is_empty() => None,
+            None => Some(now + remind_every),
+            Some(at) if at <= now => {
+                app.remind(&out);
+                Some(now + remind_every)
+            }
+            keep => keep,
+        };
+        let wake_at = match (earliest, next_reminder) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let sleep = async {
+            match wake_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = app.maintenance.wake.notified() => {}
+            _ = sleep => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "maintenance_tests.rs"]
+mod tests;

@@ -1,0 +1,208 @@
+//! A running fulcrum: everything built from one configuration, the owner of each piece of
+//! run-time state, and the operations that change it (reload, maintenance, weights).
+//!
+//! Nothing below this module knows it exists: the data path (`proxy`) and the servers'
+//! live state (`pool`) are handed what they need. Above it, the admin plane and the
+//! command line call its methods; none of its fields is public.
+//!
+//! - [`start`](start::start): servers checked before the first client is accepted;
+//! - `checkers`: one health checker per server, keyed by [`ServerId`];
+//! - `frontends`: the accept loops a reload replaces;
+//! - `reload`: a pure plan of what a new file changes, then its application;
+//! - `maintenance`: windows started, ended, expired, reminded and saved.
+
+mod checkers;
+mod frontends;
+mod maintenance;
+mod reload;
+mod start;
+mod state_file;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, Guard};
+use tokio_util::sync::CancellationToken;
+
+use crate::alerts::WebhookStats;
+use crate::config::Config;
+use crate::events::Bus;
+use crate::metrics::ClientCount;
+use crate::pool::{Backend, Server, ServerId};
+use crate::tasks::Tasks;
+
+pub use frontends::{BindError, FrontendTlsError, bind};
+pub use maintenance::StateError;
+pub use reload::{
+    BackendPlan, Changes, Delta, FrontendAction, FrontendPlan, Plan, ReloadError, ServerPlan, plan,
+};
+pub use start::{StartError, start};
+pub use state_file::{Entry as SavedWindow, FILE_NAME as STATE_FILE_NAME};
+
+/// Backends by name, swapped whole by a reload.
+pub type Backends = BTreeMap<String, Arc<Backend>>;
+
+/// One running fulcrum. Built by [`start`]; shared (`Arc`) by the admin plane, the signal
+/// handler and the tasks it spawns.
+pub struct App {
+    config: ArcSwap<Config>,
+    backends: ArcSwap<Backends>,
+    events: Bus,
+    /// Every task of this instance; shutdown goes through it.
+    tasks: Tasks,
+    checkers: checkers::Checkers,
+    /// The running frontends; the lock also serialises reloads (a SIGHUP and an API call
+    /// never interleave).
+    frontends: tokio::sync::Mutex<frontends::Frontends>,
+    maintenance: maintenance::Scheduler,
+    /// Open client connections per frontend, kept across reloads.
+    clients: Mutex<BTreeMap<String, Arc<ClientCount>>>,
+    /// The webhooks of the current `[alerts]`.
+    webhooks: Mutex<Webhooks>,
+}
+
+/// One generation of webhook tasks: its counters and what stops it.
+#[derive(Default)]
+struct Webhooks {
+    stats: Vec<Arc<WebhookStats>>,
+    stop: Option<CancellationToken>,
+}
+
+/// Why a `SERVER` or `backend/SERVER` named on the command line or in the API is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FindError {
+    #[error("no backend named `{0}`")]
+    NoBackend(String),
+    #[error("backend `{backend}` has no server `{server}`")]
+    NoServer { backend: String, server: String },
+    #[error("no server named `{0}`")]
+    Unknown(String),
+    #[error("`{0}` names servers in several backends; write backend/{0}")]
+    Ambiguous(String),
+}
+
+impl App {
+    /// The configuration in effect (what needs a restart keeps its running values).
+    pub fn config(&self) -> Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// The event bus every state change is published on.
+    pub fn events(&self) -> &Bus {
+        &self.events
+    }
+
+    /// Every task of this instance.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
+    /// The backends as they are now.
+    pub fn backends(&self) -> Arc<Backends> {
+        self.backends.load_full()
+    }
+
+    /// A backend by name.
+    pub fn backend(&self, name: &str) -> Option<Arc<Backend>> {
+        self.backends.load().get(name).cloned()
+    }
+
+    /// Every server with its backend, as the current snapshots have them: for the
+    /// passes over all servers (metrics, maintenance) that need both.
+    pub fn servers(&self) -> Vec<(Arc<Backend>, Arc<Server>)> {
+        servers_of(&self.backends.load())
+    }
+
+    /// Finds `SERVER` or `backend/SERVER`; an error says what is ambiguous or missing.
+    pub fn find_server(&self, spec: &str) -> Result<(Arc<Backend>, Arc<Server>), FindError> {
+        let backends = self.backends.load();
+        if let Some((b, s)) = spec.split_once('/') {
+            let backend = backends
+                .get(b)
+                .ok_or_else(|| FindError::NoBackend(b.to_string()))?;
+            let server = backend.server(s).ok_or_else(|| FindError::NoServer {
+                backend: b.to_string(),
+                server: s.to_string(),
+            })?;
+            return Ok((Arc::clone(backend), server));
+        }
+        let mut found = backends
+            .values()
+            .filter_map(|b| b.server(spec).map(|s| (Arc::clone(b), s)));
+        match (found.next(), found.next()) {
+            (None, _) => Err(FindError::Unknown(spec.to_string())),
+            (Some(one), None) => Ok(one),
+            (Some(_), Some(_)) => Err(FindError::Ambiguous(spec.to_string())),
+        }
+    }
+
+    /// Sets a server's weight at run time; the selection structure is rebuilt at once, so
+    /// the next request sees it whatever the algorithm. Validation of the value is the
+    /// caller's (the API answers 400 for a weight out of range).
+    pub fn set_weight(&self, backend: &Backend, server: &Server, weight: u32) {
+        let old = server.weight();
+        server.set_weight(weight);
+        backend.rebuild();
+        tracing::info!(server = %server.full_name(), "weight changed from {old} to {weight} through the admin API");
+    }
+
+    /// The connection counter of `frontend`, created on first use (kept across reloads).
+    fn clients(&self, frontend: &str) -> Arc<ClientCount> {
+        let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(map.entry(frontend.to_string()).or_default())
+    }
+
+    /// Every frontend's open client connections, for metrics.
+    pub fn client_counts(&self) -> Vec<(String, u64)> {
+        let map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), v.get())).collect()
+    }
+
+    /// The counters of the current webhooks, for metrics.
+    pub fn webhook_stats(&self) -> Vec<Arc<WebhookStats>> {
+        let hooks = self.webhooks.lock().unwrap_or_else(|p| p.into_inner());
+        hooks.stats.clone()
+    }
+
+    /// Starts the webhooks of `[alerts]`, stopping those of a previous generation.
+    fn start_webhooks(&self, alerts: &crate::config::Alerts) {
+        let stop = self.tasks.child_token();
+        let stats = crate::alerts::spawn(&self.events, alerts, &self.tasks, &stop);
+        let mut hooks = self.webhooks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = hooks.stop.replace(stop) {
+            old.cancel();
+        }
+        hooks.stats = stats;
+    }
+
+    /// The id of every server in the current snapshots.
+    fn server_ids(&self) -> std::collections::HashSet<ServerId> {
+        self.servers().into_iter().map(|(_, s)| s.id).collect()
+    }
+}
+
+/// Every (backend, server) pair of `backends`.
+fn servers_of(backends: &Backends) -> Vec<(Arc<Backend>, Arc<Server>)> {
+    backends
+        .values()
+        .flat_map(|b| {
+            b.snapshot()
+                .servers
+                .iter()
+                .map(|s| (Arc::clone(b), Arc::clone(s)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backends = self.backends.load();
+        f.debug_struct("App")
+            .field("source", &self.config.load().source)
+            .field("backends", &backends.keys().collect::<Vec<_>>())
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,279 @@
+//! Carrying out a [`Plan`]: phase 1 acquires everything that can fail, phase 2 swaps it in.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::future::try_join_all;
+use tokio_rustls::TlsAcceptor;
+
+use super::ReloadError;
+use super::plan::{FrontendAction, Plan, ServerPlan, plan};
+use crate::app::frontends::{self, Bound, Frontends};
+use crate::app::{App, Backends};
+use crate::config::Config;
+use crate::pool::{Backend, Server, resolve};
+use crate::proxy::Frontend;
+
+/// What phase 1 acquired.
+struct Prepared {
+    /// Each backend's servers in file order (kept ones are the running objects), and which
+    /// of them are new.
+    servers: Vec<(Vec<Arc<Server>>, Vec<Arc<Server>>)>,
+    /// Kept servers whose weight (when the file's changed) and limit follow the file.
+    settle: Vec<(Arc<Server>, Option<u32>, u32)>,
+    /// How each frontend of the plan is brought up, with what phase 1 made for it.
+    frontends: Vec<Prepared1>,
+}
+
+/// One frontend, ready to swap in.
+struct Prepared1 {
+    action: FrontendAction,
+    /// A socket bound for `Bind`.
+    socket: Option<Bound>,
+    /// The acceptor for `Restart` and `Bind` of a TLS frontend.
+    tls: Option<TlsAcceptor>,
+}
+
+impl App {
+    /// Applies a valid configuration. Everything fallible happens before anything changes.
+    pub(super) async fn apply(
+        self: &Arc<Self>,
+        frontends: &mut Frontends,
+        new: Config,
+    ) -> Result<String, ReloadError> {
+        let old = self.config.load_full();
+        let plan = plan(&old, &new);
+        let prepared = self.prepare(&plan, &new, frontends).await?;
+        let summary = plan.changes.summary();
+        self.commit(frontends, plan, prepared, new).await;
+        Ok(summary)
+    }
+
+    /// Phase 1: builds new servers (resolving their names), binds new addresses and reads
+    /// certificates. Nothing serving is touched.
+    async fn prepare(
+        &self,
+        plan: &Plan,
+        new: &Config,
+        frontends: &Frontends,
+    ) -> Result<Prepared, ReloadError> {
+        let running = self.backends.load_full();
+        let mut servers = Vec::new();
+        let mut settle = Vec::new();
+        for b in &plan.backends {
+            let live = running.get(&b.name);
+            let built = b.servers.iter().map(|s| async move {
+                let kept = match s {
+                    ServerPlan::Keep { name, .. } => live.and_then(|l| l.server(name)),
+                    ServerPlan::Create(_) => None,
+                };
+                if let Some(server) = kept {
+                    return Ok((server, false));
+                }
+                let cfg = match s {
+                    ServerPlan::Create(cfg) => cfg.clone(),
+                    // The file said it runs, but it does not: build it afresh.
+                    ServerPlan::Keep { name, .. } => b
+                        .cfg
+                        .servers
+                        .iter()
+                        .find(|c| &c.name == name)
+                        .cloned()
+                        .ok_or_else(|| ReloadError::Resolve {
+                            server: format!("{}/{name}", b.name),
+                            source: resolve::ResolveError::Empty(name.clone()),
+                        })?,
+                };
+                let addr = resolve::resolve(&cfg.address).await.map_err(|source| {
+                    ReloadError::Resolve {
+                        server: format!("{}/{}", b.name, cfg.name),
+                        source,
+                    }
+                })?;
+                Ok::<_, ReloadError>((Arc::new(Server::new(&b.name, &cfg, addr)), true))
+            });
+            let built = try_join_all(built).await?;
+            for (server, s) in built.iter().zip(&b.servers) {
+                if let (
+                    (srv, false),
+                    ServerPlan::Keep {
+                        weight,
+                        max_connections,
+                        ..
+                    },
+                ) = (server, s)
+                {
+                    settle.push((Arc::clone(srv), *weight, *max_connections));
+                }
+            }
+            let fresh = built
+                .iter()
+                .filter(|(_, new)| *new)
+                .map(|(s, _)| Arc::clone(s))
+                .collect();
+            servers.push((built.into_iter().map(|(s, _)| s).collect(), fresh));
+        }
+        let mut prepared = Vec::new();
+        for fp in &plan.frontends {
+            let fe = &fp.cfg;
+            // Swap and Restart are planned for frontends the old file had; one that is
+            // not running (it could not be) is bound like a new one.
+            let action = match frontends.running.contains_key(&fe.name) {
+                true => fp.action,
+                false => FrontendAction::Bind,
+            };
+            let socket = match action {
+                FrontendAction::Bind => Some(frontends::bind_frontend(fe)?),
+                _ => None,
+            };
+            let tls = match action {
+                FrontendAction::Swap => None,
+                _ => frontends::tls_for(new, fe).await?,
+            };
+            prepared.push(Prepared1 {
+                action,
+                socket,
+                tls,
+            });
+        }
+        Ok(Prepared {
+            servers,
+            settle,
+            frontends: prepared,
+        })
+    }
+
+    /// Phase 2: swaps in what phase 1 prepared. It has no error to report: what could fail
+    /// was done, and each step only moves objects that exist.
+    async fn commit(
+        self: &Arc<Self>,
+        frontends: &mut Frontends,
+        plan: Plan,
+        prepared: Prepared,
+        new: Config,
+    ) {
+        let old = self.config.load_full();
+        for (server, weight, max) in prepared.settle {
+            if let Some(w) = weight {
+                server.set_weight(w);
+            }
+            server.set_max_connections(max);
+        }
+        let running = self.backends.load_full();
+        let mut backends = Backends::new();
+        for (b, (servers, fresh)) in plan.backends.into_iter().zip(prepared.servers) {
+            let backend = match running.get(&b.name) {
+                Some(live) => {
+                    // A server joining a running pool ramps up like one coming back.
+                    let ramp = b.cfg.slow_start.get();
+                    for s in &fresh {
+                        s.start_ramp(ramp);
+                    }
+                    live.replace(b.cfg, servers);
+                    Arc::clone(live)
+                }
+                None => Backend::new(
+                    &b.name,
+                    b.cfg,
+                    servers,
+                    self.events.clone(),
+                    self.tasks.clone(),
+                ),
+            };
+            backends.insert(b.name, backend);
+        }
+        let backends = Arc::new(backends);
+        self.backends.store(Arc::clone(&backends));
+        // Servers no longer in any snapshot: their checkers stop; in-flight requests hold them.
+        self.checkers.retain(&self.server_ids());
+        // First checks of new servers before any frontend points at a new backend: a frontend
+        // moved to a new backend then never answers 503 while its servers are still unchecked.
+        self.checkers.start_missing(&backends, &self.tasks).await;
+
+        for (fp, ready) in plan.frontends.into_iter().zip(prepared.frontends) {
+            self.bring_up(frontends, &backends, fp.cfg, ready).await;
+        }
+        for name in plan.removed_frontends {
+            if let Some(f) = frontends.running.remove(&name) {
+                let addr = f.close();
+                tracing::info!(frontend = %name, %addr, "frontend removed: no longer accepting; open connections finish");
+            }
+        }
+        if plan.webhooks_changed {
+            self.start_webhooks(&new.alerts);
+        }
+        for warning in &plan.needs_restart {
+            tracing::warn!("{warning}");
+        }
+        // What needs a restart stays as it runs, so the stored configuration is what is in
+        // effect (maintenance keeps saving to the state_dir it restored from).
+        let mut new = new;
+        new.global = old.global.clone();
+        new.admin.bind = old.admin.bind;
+        new.admin.token_file = old.admin.token_file.clone();
+        self.config.store(Arc::new(new));
+        // Windows of removed servers are no longer saved.
+        self.persist_logged().await;
+    }
+
+    /// Swaps, restarts or starts one frontend as phase 1 prepared it.
+    async fn bring_up(
+        &self,
+        frontends: &mut Frontends,
+        backends: &BTreeMap<String, Arc<Backend>>,
+        fe: crate::config::Frontend,
+        ready: Prepared1,
+    ) {
+        // Validation guarantees the backend exists.
+        let Some(backend) = backends.get(&fe.backend).cloned() else {
+            tracing::error!(frontend = %fe.name, backend = %fe.backend, "no such backend; the frontend keeps its previous one");
+            return;
+        };
+        let cur = frontends.running.remove(&fe.name);
+        // The frontend object stays when its mode does, so keep-alive connections see the
+        // new settings and backend too; a mode change gets a new object.
+        let reuse = |front: &Arc<Frontend>, old_mode| {
+            if old_mode == fe.mode {
+                front.swap(fe.clone(), Arc::clone(&backend));
+                Arc::clone(front)
+            } else {
+                Frontend::new(fe.clone(), Arc::clone(&backend))
+            }
+        };
+        match (ready.action, cur, ready.socket) {
+            (FrontendAction::Swap, Some(mut cur), _) => {
+                cur.front.swap(fe.clone(), Arc::clone(&backend));
+                cur.cfg = fe;
+                frontends.running.insert(cur.cfg.name.clone(), cur);
+            }
+            (FrontendAction::Restart, Some(cur), _) => {
+                let (old_cfg, front, socket) = cur.stop_accepting().await;
+                let front = reuse(&front, old_cfg.mode);
+                let protocol = frontends::protocol(&fe, ready.tls);
+                frontends.launch(self, fe, front, socket, protocol);
+            }
+            (_, cur, Some(socket)) => {
+                // Bound in phase 1, so the new address already accepts; only now does the
+                // old listener close.
+                let front = match &cur {
+                    Some(c) => reuse(&c.front, c.cfg.mode),
+                    None => Frontend::new(fe.clone(), Arc::clone(&backend)),
+                };
+                let protocol = frontends::protocol(&fe, ready.tls);
+                let name = fe.name.clone();
+                frontends.launch(self, fe, front, socket, protocol);
+                if let Some(c) = cur {
+                    let old = c.close();
+                    tracing::info!(frontend = %name, %old, "old listener closed");
+                }
+            }
+            // Phase 1 binds a socket for every frontend that is not running.
+            (_, cur, None) => {
+                tracing::error!(frontend = %fe.name, "frontend not prepared; it keeps serving as before");
+                if let Some(c) = cur {
+                    frontends.running.insert(fe.name.clone(), c);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Starting an instance in the order that keeps the first client safe: backends built (names
+//! resolved without blocking), webhooks listening, every server checked once, saved
+//! maintenance applied, and only then the frontends bound and accepting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use futures_util::future::try_join_all;
+
+use super::frontends::{self, BindError, FrontendTlsError};
+use super::{App, Backends, maintenance};
+use crate::config::{self, Config};
+use crate::events::Bus;
+use crate::pool::resolve::{self, ResolveError};
+use crate::pool::{Backend, Server};
+use crate::proxy::Frontend;
+use crate::tasks::Tasks;
+
+/// Why fulcrum could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Tls(#[from] FrontendTlsError),
+    #[error("server `{server}`: {source}")]
+    Resolve {
+        server: String,
+        #[source]
+        source: ResolveError,
+    },
+    /// A worker thread that reads files did not come back.
+    #[error("starting was interrupted: {0}")]
+    Interrupted(#[from] tokio::task::JoinError),
+}
+
+/// Builds the servers of one backend from the file, resolving every name at once.
+async fn build_servers(name: &str, cfg: &config::Backend) -> Result<Vec<Arc<Server>>, StartError> {
+    try_join_all(cfg.servers.iter().map(|s| async move {
+        let addr = resolve::resolve(&s.address)
+            .await
+            .map_err(|source| StartError::Resolve {
+                server: format!("{name}/{}", s.name),
+                source,
+            })?;
+        Ok(Arc::new(Server::new(name, s, addr)))
+    }))
+    .await
+}
+
+impl App {
+    /// Everything built from `config`, nothing started: no socket, no task. Server names
+    /// are resolved here (bounded in time; an unresolvable name is an error).
+    pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
+        let events = Bus::new();
+        let tasks = Tasks::new();
+        let mut backends = Backends::new();
+        for (name, cfg) in &config.backends {
+            let servers = build_servers(name, cfg).await?;
+            let backend = Backend::new(name, cfg.clone(), servers, events.clone(), tasks.clone());
+            backends.insert(name.clone(), backend);
+        }
+        Ok(Arc::new(App {
+            config: ArcSwap::from_pointee(config),
+            backends: ArcSwap::from_pointee(backends),
+            events,
+            tasks,
+            checkers: Default::default(),
+            frontends: Default::default(),
+            maintenance: Default::default(),
+            clients: Mutex::new(BTreeMap::new()),
+            webhooks: Mutex::new(Default::default()),
+        }))
+    }
+}
+
+/// Starts fulcrum with `config`: checks every server once, then binds and serves every
+/// frontend. The admin plane is started by the caller (it sits above this module); the
+/// returned map gives the address each frontend listens on (useful when binding port 0).
+pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketAddr>), StartError> {
+    let app = App::build(config.clone()).await?;
+    app.start_webhooks(&config.alerts);
+    let backends = app.backends();
+    app.checkers.start_missing(&backends, &app.tasks).await;
+    // Saved maintenance applies before the first client is accepted.
+    app.restore_maintenance().await;
+    app.tasks
+        .spawn_background(maintenance::run(Arc::clone(&app)));
+
+    let mut running = app.frontends.lock().await;
+    running.set_limit(config.global.max_connections);
+    // Bind and read every certificate first: a frontend that cannot start stops them all
+    // before any accepts.
+    let mut ready = Vec::new();
+    for fe in &config.frontends {
+        let socket = frontends::bind_frontend(fe)?;
+        let tls = frontends::tls_for(&config, fe).await?;
+        ready.push((fe, socket, tls));
+    }
+    for (fe, socket, tls) in ready {
+        // Validation guarantees the backend exists.
+        let Some(backend) = app.backend(&fe.backend) else {
+            continue;
+        };
+        let front = Frontend::new(fe.clone(), backend);
+        let protocol = frontends::protocol(fe, tls);
+        running.launch(&app, fe.clone(), front, socket, protocol);
+    }
+    let addrs = running.addrs();
+    drop(running);
+    Ok((app, addrs))
+}
