@@ -150,7 +150,7 @@ pub fn build_servers(
                 old.set_max_connections(s.max_connections);
                 return Ok(old);
             }
-            let addr = config::resolve(&s.address).map_err(StartError::Other)?;
+            let addr = config::resolve(&s.address).map_err(|e| StartError::Other(e.to_string()))?;
             Ok(Arc::new(Server::new(name, s, addr)))
         })
         .collect()
@@ -191,7 +191,8 @@ pub async fn reload(app: &Arc<App>) -> Result<String, String> {
 
 /// Starts fulcrum with `config`: checks every server once, then binds and serves.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let token = crate::admin::token::load_or_create(&config).map_err(StartError::Other)?;
+    let token = crate::admin::token::load_or_create(&config)
+        .map_err(|e| StartError::Other(e.to_string()))?;
     let app = App::new(config.clone())?;
     let alerts_stop = app.stop.child_token();
     let hooks = crate::alerts::spawn(&app.events, &config.alerts, &alerts_stop);

@@ -293,7 +293,7 @@ async fn apply(app: &Arc<App>, live: &mut Live, new: Config) -> Result<String, S
                 servers.push(server);
                 continue;
             }
-            let addr = config::resolve(&s.address)?;
+            let addr = config::resolve(&s.address).map_err(|e| e.to_string())?;
             let server = Arc::new(Server::new(name, s, addr));
             if before.is_some() {
                 // Same name, new address or role: a new server replaces the old one.
