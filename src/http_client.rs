@@ -44,7 +44,7 @@ pub enum CallError {
     Other(String),
 }
 
-/// Why [`tls_connect`] found no session: the client configuration, the host name, or the
+/// Why `tls_connect` found no session: the client configuration, the host name, or the
 /// handshake (certificate not trusted, protocol mismatch). Its text is rustls's own.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConnectError {

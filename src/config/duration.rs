@@ -57,7 +57,7 @@ pub enum DurError {
         #[source]
         source: humantime::DurationError,
     },
-    /// Beyond [`MAX`].
+    /// Beyond a year (`MAX`).
     #[error("`{text}` is longer than a year")]
     TooLong { text: String },
 }

@@ -277,7 +277,7 @@ pub enum ScenarioError {
     UnknownBackend(String),
 }
 
-/// What [`Scenario::check`] refuses, each naming the key at fault.
+/// What `Scenario::check` refuses, each naming the key at fault.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum Problem {
     #[error("servers: at least one server is needed")]
