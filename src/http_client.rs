@@ -26,8 +26,35 @@ pub enum CallError {
     Refused(String),
     #[error("no answer from {0} within {1:?}")]
     Timeout(String, Duration),
+    /// The TCP connection failed otherwise (unreachable, reset, no route).
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Connected, but no TLS session could be set up (`https://` only).
+    #[error("{target}: TLS: {source}")]
+    Tls {
+        target: String,
+        #[source]
+        source: TlsConnectError,
+    },
     #[error("{0}")]
     Other(String),
+}
+
+/// Why `tls_connect` found no session: the client configuration, the host name, or the
+/// handshake (certificate not trusted, protocol mismatch). Its text is rustls's own.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConnectError {
+    #[error("{0}")]
+    Config(#[source] tokio_rustls::rustls::Error),
+    /// The URL's host is not a valid DNS name or IP address for TLS.
+    #[error("{0}")]
+    ServerName(#[source] tokio_rustls::rustls::pki_types::InvalidDnsNameError),
+    #[error("{0}")]
+    Handshake(#[source] std::io::Error),
 }
 
 /// An answer: status and body.
@@ -55,11 +82,14 @@ pub async fn call(
         None => format!("{authority}:80"),
     };
     let exchange = async {
-        let stream = TcpStream::connect(&target).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        let stream = TcpStream::connect(&target).await.map_err(|source| {
+            if source.kind() == std::io::ErrorKind::ConnectionRefused {
                 CallError::Refused(target.clone())
             } else {
-                CallError::Other(format!("cannot connect to {target}: {e}"))
+                CallError::Connect {
+                    target: target.clone(),
+                    source,
+                }
             }
         })?;
         let _ = stream.set_nodelay(true);
@@ -67,7 +97,10 @@ pub async fn call(
             let host = uri.host().unwrap_or_default().to_string();
             let stream = tls_connect(host, stream)
                 .await
-                .map_err(|e| CallError::Other(format!("{target}: TLS: {e}")))?;
+                .map_err(|source| CallError::Tls {
+                    target: target.clone(),
+                    source,
+                })?;
             handshake(stream, &target).await?
         } else {
             handshake(stream, &target).await?
@@ -122,7 +155,7 @@ where
 async fn tls_connect(
     host: String,
     stream: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TlsConnectError> {
     use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerName};
     let roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -130,14 +163,14 @@ async fn tls_connect(
     let config =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(TlsConnectError::Config)?
             .with_root_certificates(roots)
             .with_no_client_auth();
-    let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host).map_err(TlsConnectError::ServerName)?;
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, stream)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(TlsConnectError::Handshake)
 }
 
 /// The URI of `path` on the admin listener at `addr`.

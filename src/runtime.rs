@@ -17,9 +17,8 @@ pub enum LaunchError {
     #[error(transparent)]
     App(#[from] app::StartError),
     /// The admin token could not be read or created.
-    // MERGE: the typed token error
-    #[error("{0}")]
-    Token(String),
+    #[error(transparent)]
+    Token(#[from] crate::admin::token::TokenError),
     #[error(transparent)]
     Admin(#[from] app::BindError),
     /// A worker thread that reads files did not come back.

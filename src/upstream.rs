@@ -202,20 +202,28 @@ pub struct ConnPool {
     idle: Mutex<VecDeque<(Upstream, Instant)>>,
 }
 
-/// Why no connection could be had.
-#[derive(Debug)]
+/// Why no connection to a server could be had. The request path logs it and feeds passive
+/// health with it (see [`crate::pool::outlier::Outcome`]), then tries another server.
+#[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    Refused(std::io::Error),
+    /// The TCP connect failed: refused, unreachable, reset.
+    #[error("connect failed: {0}")]
+    Failed(#[source] std::io::Error),
+    /// No connection within `connect_timeout`.
+    #[error("connect timed out")]
     TimedOut,
-    Handshake(hyper::Error),
+    /// Connected, but the HTTP/1.1 connection could not be set up.
+    #[error("handshake failed: {0}")]
+    Handshake(#[source] hyper::Error),
 }
 
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectError::Refused(e) => write!(f, "connect failed: {e}"),
-            ConnectError::TimedOut => write!(f, "connect timed out"),
-            ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
+impl From<&ConnectError> for crate::pool::outlier::Outcome {
+    fn from(e: &ConnectError) -> Self {
+        use crate::pool::outlier::Outcome;
+        match e {
+            ConnectError::Failed(io) => Outcome::ConnectFailed(io.into()),
+            ConnectError::TimedOut => Outcome::ConnectTimedOut,
+            ConnectError::Handshake(_) => Outcome::HandshakeFailed,
         }
     }
 }
@@ -306,7 +314,7 @@ impl ConnPool {
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upstream, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(ConnectError::Refused(e)),
+        Ok(Err(e)) => return Err(ConnectError::Failed(e)),
         Err(_) => return Err(ConnectError::TimedOut),
     };
     let _ = stream.set_nodelay(true);

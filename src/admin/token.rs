@@ -19,20 +19,47 @@ pub fn path(config: &Config) -> PathBuf {
     }
 }
 
+/// Why there is no admin token to serve with or to call with. Start-up refuses to run
+/// without one, and `fulcrum ctl` adds how to get one; both print it as is.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read the admin token {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file holds nothing but whitespace.
+    #[error("the admin token file {} is empty", path.display())]
+    Empty { path: PathBuf },
+    #[error("cannot read /dev/urandom for an admin token: {0}")]
+    Random(#[source] std::io::Error),
+    #[error("cannot write the admin token {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Reads a token file (surrounding whitespace ignored; empty is an error).
-pub fn read(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the admin token {}: {e}", path.display()))?;
+pub fn read(path: &Path) -> Result<String, TokenError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let token = text.trim();
     if token.is_empty() {
-        return Err(format!("the admin token file {} is empty", path.display()));
+        return Err(TokenError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(token.to_string())
 }
 
 /// The token fulcrum serves with: the configured file, else the generated one (created on
 /// first start). Logs where it is.
-pub fn load_or_create(config: &Config) -> Result<String, String> {
+pub fn load_or_create(config: &Config) -> Result<String, TokenError> {
     let path = path(config);
     if config.admin.token_file.is_some() || path.exists() {
         let token = read(&path)?;
@@ -49,19 +76,22 @@ pub fn load_or_create(config: &Config) -> Result<String, String> {
 }
 
 /// 32 bytes from the kernel's CSPRNG, hex-encoded.
-fn generate() -> Result<String, String> {
+fn generate() -> Result<String, TokenError> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("cannot read /dev/urandom for an admin token: {e}"))?;
+        .map_err(TokenError::Random)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Writes `token` to `path` readable by the owner only: a temporary file created with mode
 /// 0600, then hard-linked into place, so the token is never visible to others nor seen half
 /// written. When two starts race, the link fails for the second, which reads the winner's.
-fn write_private(path: &Path, token: &str) -> Result<String, String> {
-    let fail = |e: std::io::Error| format!("cannot write the admin token {}: {e}", path.display());
+fn write_private(path: &Path, token: &str) -> Result<String, TokenError> {
+    let fail = |source: std::io::Error| TokenError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(fail)?;
     }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::App;
 use crate::config::{self, Config, Mode};
+use crate::proxy::tls::TlsError;
 use crate::proxy::{Frontend, Protocol, Shared, listener};
 
 /// A socket fulcrum could not listen on.
@@ -29,11 +30,20 @@ pub struct BindError {
 
 /// A frontend's certificate that could not be loaded.
 #[derive(Debug, thiserror::Error)]
-#[error("frontend `{frontend}`: TLS: {message}")]
-pub struct FrontendTlsError {
-    pub frontend: String,
-    // MERGE: the typed TLS error
-    pub message: String,
+pub enum FrontendTlsError {
+    #[error("frontend `{frontend}`: TLS: {source}")]
+    Load {
+        frontend: String,
+        #[source]
+        source: TlsError,
+    },
+    /// The blocking-pool thread reading the files did not come back.
+    #[error("frontend `{frontend}`: TLS: reading the files was interrupted: {source}")]
+    Interrupted {
+        frontend: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 /// A bound socket and the address it got (port 0 binds an ephemeral port).
@@ -74,13 +84,18 @@ pub(super) async fn tls_for(
         return Ok(None);
     };
     let (cert, key) = (config.resolve_path(&t.cert), config.resolve_path(&t.key));
-    let loaded = tokio::task::spawn_blocking(move || crate::proxy::tls::acceptor(&cert, &key))
+    let frontend = || fe.name.clone();
+    tokio::task::spawn_blocking(move || crate::proxy::tls::acceptor(&cert, &key))
         .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-    loaded.map(Some).map_err(|message| FrontendTlsError {
-        frontend: fe.name.clone(),
-        message,
-    })
+        .map_err(|source| FrontendTlsError::Interrupted {
+            frontend: frontend(),
+            source,
+        })?
+        .map(Some)
+        .map_err(|source| FrontendTlsError::Load {
+            frontend: frontend(),
+            source,
+        })
 }
 
 /// How `fe` serves, given its acceptor.

@@ -67,23 +67,55 @@ pub fn save(dir: &Path, entries: &[Entry]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path(dir))
 }
 
+/// Why the saved maintenance state cannot be restored. Start-up logs it and goes on
+/// without the saved windows, so it names the file and what is wrong in it.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    /// The file exists but cannot be read (a missing file is no state, not an error).
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not valid maintenance state: {source}", file.display())]
+    Json {
+        file: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An entry's `since` or `until` is not an RFC 3339 time.
+    #[error("{}: bad time `{time}`: {source}", file.display())]
+    Time {
+        file: PathBuf,
+        time: String,
+        #[source]
+        source: humantime::TimestampError,
+    },
+}
+
 /// Reads the maintenance state; no file means none.
-pub fn load(dir: &Path) -> Result<Vec<Entry>, String> {
+pub fn load(dir: &Path) -> Result<Vec<Entry>, StateFileError> {
     let file = path(dir);
     let text = match std::fs::read(&file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+        Err(source) => return Err(StateFileError::Read { file, source }),
     };
-    let on_disk: OnDisk = serde_json::from_slice(&text)
-        .map_err(|e| format!("{} is not valid maintenance state: {e}", file.display()))?;
+    let on_disk: OnDisk = match serde_json::from_slice(&text) {
+        Ok(d) => d,
+        Err(source) => return Err(StateFileError::Json { file, source }),
+    };
     on_disk
         .maintenance
         .into_iter()
         .map(|e| {
             let time = |t: &str| {
-                humantime::parse_rfc3339(t)
-                    .map_err(|err| format!("{}: bad time `{t}`: {err}", file.display()))
+                humantime::parse_rfc3339(t).map_err(|source| StateFileError::Time {
+                    file: file.clone(),
+                    time: t.to_string(),
+                    source,
+                })
             };
             Ok(Entry {
                 since: time(&e.since)?,

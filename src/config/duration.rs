@@ -30,17 +30,36 @@ impl Dur {
     }
 
     /// Parses `500ms`, `2s`, `1m30s`, `24h`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let d = humantime::parse_duration(text.trim()).map_err(|e| {
-            format!("`{text}` is not a duration ({e}); write e.g. 500ms, 2s, 30m, 24h")
+    pub fn parse(text: &str) -> Result<Self, DurError> {
+        let d = humantime::parse_duration(text.trim()).map_err(|source| DurError::Invalid {
+            text: text.to_string(),
+            source,
         })?;
         // No setting means anything beyond a year, and the cap keeps every sum and product
         // of durations fulcrum computes (deadlines, ejection × count) far from overflow.
         if d > MAX {
-            return Err(format!("`{text}` is longer than a year"));
+            return Err(DurError::TooLong {
+                text: text.to_string(),
+            });
         }
         Ok(Dur(d))
     }
+}
+
+/// Why a duration was refused. Configuration keys, scenarios and the admin API's `for` all
+/// show it to an operator, so it quotes the text and says what to write instead.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum DurError {
+    /// Not in humantime's form at all (`soon`, a bare `10`).
+    #[error("`{text}` is not a duration ({source}); write e.g. 500ms, 2s, 30m, 24h")]
+    Invalid {
+        text: String,
+        #[source]
+        source: humantime::DurationError,
+    },
+    /// Beyond a year (`MAX`).
+    #[error("`{text}` is longer than a year")]
+    TooLong { text: String },
 }
 
 impl fmt::Display for Dur {

@@ -16,9 +16,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
-pub use duration::Dur;
+pub use duration::{Dur, DurError};
 pub use load::{ConfigError, ConfigErrors, load_file, parse_str};
-pub use validate::{EVENT_NAMES, resolve};
+pub use validate::{EVENT_NAMES, ResolveError, resolve};
 
 /// The whole configuration, as read from one file.
 #[derive(Clone, Debug, Deserialize)]
@@ -198,12 +198,8 @@ pub enum HashKey {
 
 impl HashKey {
     /// Parses `source_ip`, `path`, `header:NAME`, `cookie:NAME`, `query:NAME`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "`{text}` is not a hash key; use source_ip, path, header:NAME, cookie:NAME or query:NAME"
-            )
-        };
+    pub fn parse(text: &str) -> Result<Self, HashKeyError> {
+        let bad = || HashKeyError(text.to_string());
         match text.split_once(':') {
             None if text == "source_ip" => Ok(HashKey::SourceIp),
             None if text == "path" => Ok(HashKey::Path),
@@ -217,6 +213,12 @@ impl HashKey {
         }
     }
 }
+
+/// A `hash_key` that is none of the forms [`HashKey::parse`] knows; the text is quoted back
+/// with the forms there are.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a hash key; use source_ip, path, header:NAME, cookie:NAME or query:NAME")]
+pub struct HashKeyError(pub String);
 
 impl<'de> Deserialize<'de> for HashKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -234,8 +236,8 @@ pub struct StatusRange {
 
 impl StatusRange {
     /// Parses `200-399` or a single `204`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("`{text}` is not a status range; write e.g. 200-399 or 204");
+    pub fn parse(text: &str) -> Result<Self, StatusRangeError> {
+        let bad = || StatusRangeError(text.to_string());
         let (low, high) = match text.split_once('-') {
             Some((l, h)) => (l.trim(), h.trim()),
             None => (text.trim(), text.trim()),
@@ -253,6 +255,12 @@ impl StatusRange {
         (self.low..=self.high).contains(&status)
     }
 }
+
+/// A health check's `expect_status` that is not `LOW-HIGH` (or one status) within 100-599;
+/// the text is quoted back with an example.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a status range; write e.g. 200-399 or 204")]
+pub struct StatusRangeError(pub String);
 
 impl Default for StatusRange {
     fn default() -> Self {

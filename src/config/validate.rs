@@ -225,7 +225,7 @@ fn servers(p: &KeyPath, b: &super::Backend, out: &mut Problems) {
             ));
         }
         if let Err(e) = resolve(&s.address) {
-            out.push((p.key("address"), e));
+            out.push((p.key("address"), e.to_string()));
         }
         if !(1..=MAX_WEIGHT).contains(&s.weight) {
             out.push((
@@ -236,19 +236,47 @@ fn servers(p: &KeyPath, b: &super::Backend, out: &mut Problems) {
     }
 }
 
+/// Why a server's `address` gave no socket address. Validation shows it beside the key;
+/// start-up and reload refuse the configuration with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("`{address}` needs a port (host:port)")]
+    NoPort { address: String },
+    /// The lookup succeeded with an empty answer.
+    #[error("`{address}` resolves to no address")]
+    NoAddress { address: String },
+    #[error("`{address}` does not resolve: {source}")]
+    Lookup {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The resolver did not answer in time (only the asynchronous resolution that start-up
+    /// and reload use has a time limit; see `pool::resolve`).
+    #[error("`{address}` did not resolve within {within:?}")]
+    TimedOut {
+        address: String,
+        within: std::time::Duration,
+    },
+}
+
 /// Resolves `host:port` (an IP or a name) to its first address.
-pub fn resolve(address: &str) -> Result<SocketAddr, String> {
+pub fn resolve(address: &str) -> Result<SocketAddr, ResolveError> {
     if let Ok(addr) = address.parse::<SocketAddr>() {
         return Ok(addr);
     }
+    let owned = || address.to_string();
     if !address.contains(':') {
-        return Err(format!("`{address}` needs a port (host:port)"));
+        return Err(ResolveError::NoPort { address: owned() });
     }
     match address.to_socket_addrs() {
         Ok(mut addrs) => addrs
             .next()
-            .ok_or_else(|| format!("`{address}` resolves to no address")),
-        Err(e) => Err(format!("`{address}` does not resolve: {e}")),
+            .ok_or_else(|| ResolveError::NoAddress { address: owned() }),
+        Err(source) => Err(ResolveError::Lookup {
+            address: owned(),
+            source,
+        }),
     }
 }
 

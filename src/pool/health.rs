@@ -11,32 +11,60 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backend, Health, Server};
-use crate::config::{self, HealthKind};
+use crate::config::{self, Dur, HealthKind, StatusRange};
 use crate::events::{Event, EventKind};
 
 /// The result of one probe: passed, or why not.
-pub type Probe = Result<(), String>;
+pub type Probe = Result<(), ProbeFailure>;
+
+/// Why one health probe failed. The `server_down` event quotes it, so its text says what
+/// an operator would look at first: the address that refused, or the status that came back.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeFailure {
+    /// Nothing (connect, handshake, answer) within the check's `timeout`.
+    #[error("no answer within {0}")]
+    TimedOut(Dur),
+    /// The TCP connect failed: refused, unreachable, reset.
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("http handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    /// The check's request could not be built (a `path` that is no valid URI).
+    #[error("bad check request: {0}")]
+    BadRequest(#[source] http::Error),
+    /// The request could not be sent or its answer read.
+    #[error("http: {0}")]
+    Http(#[source] hyper::Error),
+    /// An answer outside `expect_status`.
+    #[error("status {status}, expected {expected}")]
+    Status { status: u16, expected: StatusRange },
+}
 
 /// Runs one check of `server` as `settings` describe, within the timeout.
 pub async fn probe(server: &Server, settings: &config::Health) -> Probe {
     let timeout = settings.timeout.get();
     match tokio::time::timeout(timeout, probe_inner(server, settings)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {}", settings.timeout)),
+        Err(_) => Err(ProbeFailure::TimedOut(settings.timeout)),
     }
 }
 
 async fn probe_inner(server: &Server, settings: &config::Health) -> Probe {
-    let stream = TcpStream::connect(server.addr())
+    let addr = server.addr();
+    let stream = TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect to {}: {e}", server.addr()))?;
+        .map_err(|source| ProbeFailure::Connect { addr, source })?;
     if settings.kind == HealthKind::Tcp {
         return Ok(());
     }
     let _ = stream.set_nodelay(true);
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("http handshake: {e}"))?;
+        .map_err(ProbeFailure::Handshake)?;
     tokio::spawn(async move {
         // The probe ends the connection either way; its error is the probe's error.
         let _ = conn.await;
@@ -46,19 +74,16 @@ async fn probe_inner(server: &Server, settings: &config::Health) -> Probe {
         .header(http::header::USER_AGENT, "fulcrum-health-check")
         .header(http::header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("bad check request: {e}"))?;
-    let resp = tx
-        .send_request(req)
-        .await
-        .map_err(|e| format!("http: {e}"))?;
+        .map_err(ProbeFailure::BadRequest)?;
+    let resp = tx.send_request(req).await.map_err(ProbeFailure::Http)?;
     let status = resp.status().as_u16();
     if settings.expect_status.contains(status) {
         Ok(())
     } else {
-        Err(format!(
-            "status {status}, expected {}",
-            settings.expect_status
-        ))
+        Err(ProbeFailure::Status {
+            status,
+            expected: settings.expect_status,
+        })
     }
 }
 

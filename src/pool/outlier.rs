@@ -5,6 +5,7 @@
 //! servers are out at once, and never the last server that can serve: with one server left,
 //! a partial outage must not become a total one (fail open).
 
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,31 +27,128 @@ pub struct Outliers {
     lock: Mutex<()>,
 }
 
+/// What one request (HTTP) or connection attempt (TCP) on a server came to, as passive
+/// health counts it. The request path records one for every attempt, so it is `Copy` and
+/// holds no text: its `Display` runs only when an ejection, or a refusal to eject, is
+/// logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// An answer below 500, or (TCP) a connection made.
+    Success,
+    /// An answer with this status (5xx).
+    Status(u16),
+    /// The TCP connect failed (refused, unreachable, reset).
+    ConnectFailed(IoCause),
+    /// No connection within `connect_timeout`.
+    ConnectTimedOut,
+    /// Connected, but the HTTP/1.1 connection could not be set up.
+    HandshakeFailed,
+    /// A new connection closed before the request was sent.
+    ClosedBeforeSent,
+    /// The request was sent and the connection broke before the response.
+    Broken,
+    /// The request was sent and no response came within `response_timeout`.
+    TimedOut,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Success => f.write_str("success"),
+            Outcome::Status(s) => write!(f, "status {s}"),
+            Outcome::ConnectFailed(cause) => write!(f, "connect failed: {cause}"),
+            Outcome::ConnectTimedOut => f.write_str("connect timed out"),
+            Outcome::HandshakeFailed => f.write_str("handshake failed"),
+            Outcome::ClosedBeforeSent => {
+                f.write_str("the new connection closed before the request was sent")
+            }
+            // The `x-fulcrum-error` codes these failures answer with.
+            Outcome::Broken => f.write_str("upstream_broken"),
+            Outcome::TimedOut => f.write_str("upstream_timeout"),
+        }
+    }
+}
+
+/// What an io error was, kept without the error (which is neither `Copy` nor cheap): its
+/// OS error number, which prints as the error did, else its kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoCause {
+    Os(i32),
+    Kind(std::io::ErrorKind),
+}
+
+impl From<&std::io::Error> for IoCause {
+    fn from(e: &std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(code) => IoCause::Os(code),
+            None => IoCause::Kind(e.kind()),
+        }
+    }
+}
+
+impl fmt::Display for IoCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            IoCause::Os(code) => std::io::Error::from_raw_os_error(code).fmt(f),
+            IoCause::Kind(kind) => std::io::Error::from(kind).fmt(f),
+        }
+    }
+}
+
+/// Why a server that reached `consecutive_failures` stays in rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spared {
+    /// Ejecting it would put more than `max_ejection_percent` of the servers out.
+    TooManyEjected {
+        ejected: usize,
+        servers: usize,
+        max_percent: u32,
+    },
+    /// No other server is up and in rotation (fail open).
+    LastServer,
+}
+
+impl fmt::Display for Spared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Spared::TooManyEjected {
+                ejected,
+                servers,
+                max_percent,
+            } => write!(
+                f,
+                "{ejected} of {servers} servers are ejected already (max_ejection_percent {max_percent})"
+            ),
+            Spared::LastServer => f.write_str("it is the last server that can serve"),
+        }
+    }
+}
+
 /// Why a server may not be ejected now, if it may not.
-pub fn refusal(servers: &[Arc<Server>], server: &Server, max_percent: u32) -> Option<String> {
+pub fn refusal(servers: &[Arc<Server>], server: &Server, max_percent: u32) -> Option<Spared> {
     let ejected = servers.iter().filter(|s| s.is_ejected()).count();
     if (ejected + 1) * 100 > max_percent as usize * servers.len() {
-        return Some(format!(
-            "{ejected} of {} servers are ejected already (max_ejection_percent {max_percent})",
-            servers.len()
-        ));
+        return Some(Spared::TooManyEjected {
+            ejected,
+            servers: servers.len(),
+            max_percent,
+        });
     }
     let others_serving = servers
         .iter()
         .any(|s| s.id != server.id && s.health() == super::Health::Up && !s.is_ejected());
     if !others_serving {
-        return Some("it is the last server that can serve".into());
+        return Some(Spared::LastServer);
     }
     None
 }
 
-/// Records the outcome of one request on `server`: `Ok` for an answer below 500, `Err` with
-/// what went wrong otherwise. Ejects the server when its failures in a row reach the limit.
-pub fn record(backend: &Backend, server: &Arc<Server>, outcome: Result<(), &str>) {
-    let why = match outcome {
-        Ok(()) => return server.record_success(),
-        Err(why) => why,
-    };
+/// Records the outcome of one request on `server`. Any outcome but `Success` is a failure;
+/// the server is ejected when its failures in a row reach the limit.
+pub fn record(backend: &Backend, server: &Arc<Server>, outcome: Outcome) {
+    if outcome == Outcome::Success {
+        return server.record_success();
+    }
     let settings = backend.settings();
     let o = &settings.outlier;
     if o.consecutive_failures == 0 || server.is_ejected() {
@@ -78,7 +176,7 @@ pub fn record(backend: &Backend, server: &Arc<Server>, outcome: Result<(), &str>
         server.record_success();
         tracing::warn!(
             server = %server.full_name(),
-            "{failures} failures in a row (last: {why}) but not ejected: {no}"
+            "{failures} failures in a row (last: {outcome}) but not ejected: {no}"
         );
         return;
     }
@@ -93,7 +191,7 @@ pub fn record(backend: &Backend, server: &Arc<Server>, outcome: Result<(), &str>
         Some(&backend.name),
         Some(&server.name),
         format!(
-            "{failures} failures in a row (last: {why}); ejected for {} (ejection #{n})",
+            "{failures} failures in a row (last: {outcome}); ejected for {} (ejection #{n})",
             humantime::format_duration(duration)
         ),
     ));
@@ -139,6 +237,17 @@ fn end_ejection(backend: &Backend, server: &Server, n: u32, lasted: Duration, ra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_read_as_before() {
+        assert_eq!(Outcome::Status(500).to_string(), "status 500");
+        let refused = std::io::Error::from_raw_os_error(111);
+        assert_eq!(
+            Outcome::ConnectFailed(IoCause::from(&refused)).to_string(),
+            format!("connect failed: {refused}")
+        );
+        assert_eq!(Outcome::ConnectTimedOut.to_string(), "connect timed out");
+    }
 
     #[test]
     fn ejections_grow_and_are_capped() {

@@ -44,7 +44,7 @@ fn backend(servers: usize, extra: &str) -> (Arc<Backend>, Receiver<Event>) {
 fn fail(b: &Backend, name: &str, times: u32) {
     let s = b.server(name).expect("server exists");
     for _ in 0..times {
-        outlier::record(b, &s, Err("status 500"));
+        outlier::record(b, &s, outlier::Outcome::Status(500));
     }
 }
 
@@ -61,7 +61,7 @@ async fn ejected_after_consecutive_failures_and_back_after_base_ejection() {
     let (b, mut rx) = backend(3, "");
     fail(&b, "s0", 4);
     assert_eq!(state(&b, "s0"), ServerState::Up, "4 of 5 failures");
-    outlier::record(&b, &b.server("s0").expect("s0"), Ok(()));
+    outlier::record(&b, &b.server("s0").expect("s0"), outlier::Outcome::Success);
     fail(&b, "s0", 4);
     assert_eq!(
         state(&b, "s0"),

@@ -6,43 +6,32 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::config::ResolveError;
+
 /// How long one name may take to resolve when servers are built (start, reload).
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why a server address could not be turned into a socket address.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    #[error("`{0}` needs a port (host:port)")]
-    NoPort(String),
-    #[error("`{0}` resolves to no address")]
-    Empty(String),
-    #[error("`{address}` does not resolve: {source}")]
-    Failed {
-        address: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`{0}` did not resolve within {within:?}", within = RESOLVE_TIMEOUT)]
-    TimedOut(String),
-}
 
 /// Resolves `host:port` (an IP or a name) to its first address, within [`RESOLVE_TIMEOUT`].
 pub async fn resolve(address: &str) -> Result<SocketAddr, ResolveError> {
     if let Ok(addr) = address.parse::<SocketAddr>() {
         return Ok(addr);
     }
+    let owned = || address.to_string();
     if !address.contains(':') {
-        return Err(ResolveError::NoPort(address.to_string()));
+        return Err(ResolveError::NoPort { address: owned() });
     }
     match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(address)).await {
         Ok(Ok(mut addrs)) => addrs
             .next()
-            .ok_or_else(|| ResolveError::Empty(address.to_string())),
-        Ok(Err(source)) => Err(ResolveError::Failed {
-            address: address.to_string(),
+            .ok_or_else(|| ResolveError::NoAddress { address: owned() }),
+        Ok(Err(source)) => Err(ResolveError::Lookup {
+            address: owned(),
             source,
         }),
-        Err(_) => Err(ResolveError::TimedOut(address.to_string())),
+        Err(_) => Err(ResolveError::TimedOut {
+            address: owned(),
+            within: RESOLVE_TIMEOUT,
+        }),
     }
 }
 
@@ -59,7 +48,7 @@ mod tests {
         assert!(resolve("localhost:80").await.unwrap().ip().is_loopback());
         assert!(matches!(
             resolve("localhost").await,
-            Err(ResolveError::NoPort(_))
+            Err(ResolveError::NoPort { .. })
         ));
     }
 }

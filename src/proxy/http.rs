@@ -128,15 +128,12 @@ async fn forward(
             Outcome::Answered(resp, conn) => {
                 server.ewma.observe_since(sent_at);
                 let status = resp.status();
-                if status.is_server_error() {
-                    outlier::record(
-                        backend,
-                        &server,
-                        Err(&format!("status {}", status.as_u16())),
-                    );
+                let seen = if status.is_server_error() {
+                    outlier::Outcome::Status(status.as_u16())
                 } else {
-                    outlier::record(backend, &server, Ok(()));
-                }
+                    outlier::Outcome::Success
+                };
+                outlier::record(backend, &server, seen);
                 let next = match &replay {
                     Some(head) if more && retry::retry_status(status) => {
                         retry::next_slot(backend, client, &head.uri, &head.headers, tried, true)
@@ -149,8 +146,9 @@ async fn forward(
                 tracing::warn!(server = %server.full_name(), "answered {status}; retrying on another server");
                 (next, None)
             }
-            Outcome::NotSent(back, why) => {
-                outlier::record(backend, &server, Err(&why));
+            Outcome::NotSent(back, unsent) => {
+                outlier::record(backend, &server, unsent.outcome());
+                let why = unsent.describe(&server);
                 let next = more
                     .then(|| {
                         retry::next_slot(backend, client, back.uri(), back.headers(), tried, false)
@@ -164,7 +162,11 @@ async fn forward(
                 (next, Some(back))
             }
             Outcome::Failed(refusal) => {
-                outlier::record(backend, &server, Err(refusal.code()));
+                let seen = match refusal {
+                    Refusal::UpstreamTimeout => outlier::Outcome::TimedOut,
+                    _ => outlier::Outcome::Broken,
+                };
+                outlier::record(backend, &server, seen);
                 let next = match &replay {
                     Some(head) if more && refusal == Refusal::UpstreamBroken => {
                         retry::next_slot(backend, client, &head.uri, &head.headers, tried, true)
@@ -236,9 +238,35 @@ enum Outcome {
     /// The server answered (its body is still to be streamed).
     Answered(Response<Incoming>, Upstream),
     /// Nothing was sent: the request can go elsewhere, whatever its method.
-    NotSent(Request<UpstreamBody>, String),
-    /// The request was sent and failed.
+    NotSent(Request<UpstreamBody>, Unsent),
+    /// The request was sent and failed (broken or timed out).
     Failed(Refusal),
+}
+
+/// Why an attempt sent nothing.
+enum Unsent {
+    /// No connection could be had.
+    Connect(ConnectError),
+    /// The new connection closed before the request went out.
+    Closed,
+}
+
+impl Unsent {
+    /// What passive health makes of it.
+    fn outcome(&self) -> outlier::Outcome {
+        match self {
+            Unsent::Connect(e) => e.into(),
+            Unsent::Closed => outlier::Outcome::ClosedBeforeSent,
+        }
+    }
+
+    /// The log line's reason, naming the server a connect failed to.
+    fn describe(&self, server: &Server) -> String {
+        match self {
+            Unsent::Connect(e) => format!("{} ({}): {e}", server.full_name(), server.addr()),
+            Unsent::Closed => self.outcome().to_string(),
+        }
+    }
 }
 
 async fn send(
@@ -261,19 +289,12 @@ async fn send(
     // otherwise enlarge every request's (see `acquire_or_wait`).
     let mut up = match Box::pin(upstream::connect(server.addr(), connect_timeout)).await {
         Ok(up) => up,
-        Err(e) => return Outcome::NotSent(req, connect_error(server, &e)),
+        Err(e) => return Outcome::NotSent(req, Unsent::Connect(e)),
     };
     match up.send(req, response_timeout).await {
         Sent::Answered(resp) => Outcome::Answered(resp, up),
-        Sent::Returned(back) => Outcome::NotSent(
-            back,
-            "the new connection closed before the request was sent".into(),
-        ),
+        Sent::Returned(back) => Outcome::NotSent(back, Unsent::Closed),
         Sent::Failed => Outcome::Failed(Refusal::UpstreamBroken),
         Sent::TimedOut => Outcome::Failed(Refusal::UpstreamTimeout),
     }
-}
-
-fn connect_error(server: &Server, e: &ConnectError) -> String {
-    format!("{} ({}): {e}", server.full_name(), server.addr())
 }

@@ -57,14 +57,14 @@ async fn connect(backend: &Backend, peer: SocketAddr) -> Option<(TcpStream, Slot
         let server = Arc::clone(slot.server());
         let why = match tokio::time::timeout(timeout, TcpStream::connect(server.addr())).await {
             Ok(Ok(s)) => {
-                outlier::record(backend, &server, Ok(()));
+                outlier::record(backend, &server, outlier::Outcome::Success);
                 return Some((s, slot));
             }
-            Ok(Err(e)) => format!("connect failed: {e}"),
-            Err(_) => String::from("connect timed out"),
+            Ok(Err(e)) => outlier::Outcome::ConnectFailed((&e).into()),
+            Err(_) => outlier::Outcome::ConnectTimedOut,
         };
         tracing::warn!(server = %server.full_name(), "{why}");
-        outlier::record(backend, &server, Err(&why));
+        outlier::record(backend, &server, why);
         tried.push(server.id);
         if attempt == retries {
             break;

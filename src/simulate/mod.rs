@@ -14,22 +14,23 @@ use std::path::Path;
 
 pub use engine::Run;
 pub use report::Report;
-pub use scenario::Scenario;
+pub use scenario::{Scenario, ScenarioError};
 
 use crate::config::{self, Algorithm};
 
 /// Reads a scenario: a built-in name, or else a file.
-pub fn load(name_or_file: &str) -> Result<Scenario, String> {
+pub fn load(name_or_file: &str) -> Result<Scenario, ScenarioError> {
     if let Some(text) = builtins::get(name_or_file) {
         return Scenario::parse(text, &format!("built-in scenario {name_or_file}"));
     }
     let path = Path::new(name_or_file);
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = std::fs::read_to_string(path).map_err(|source| {
         let names: Vec<&str> = builtins::BUILTINS.iter().map(|(n, _)| *n).collect();
-        format!(
-            "{name_or_file}: not a built-in scenario ({}) and cannot be read: {e}",
-            names.join(", ")
-        )
+        ScenarioError::Unreadable {
+            name: name_or_file.to_string(),
+            builtins: names.join(", "),
+            source,
+        }
     })?;
     Scenario::parse(&text, &path.display().to_string())
 }
@@ -69,7 +70,12 @@ mod tests {
         for (name, _) in builtins::BUILTINS {
             load(name).unwrap_or_else(|e| panic!("{e}"));
         }
-        assert!(load("no-such-scenario").unwrap_err().contains("booktiful"));
+        assert!(
+            load("no-such-scenario")
+                .unwrap_err()
+                .to_string()
+                .contains("booktiful")
+        );
     }
 
     #[test]

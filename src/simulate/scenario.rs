@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Deserializer};
 
-use crate::config::{self, Config, Dur};
+use crate::config::{self, Config, Dur, DurError};
 
 /// One scenario, as read from TOML.
 #[derive(Clone, Debug, Deserialize)]
@@ -112,24 +112,23 @@ pub enum Service {
 
 impl Service {
     /// Parses `const:20ms`, `exp:50ms`, `uniform:10ms-90ms`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ServiceError> {
         let ns = |t: &str| Dur::parse(t).map(|d| d.get().as_nanos() as u64);
+        let text_owned = || text.to_string();
         match text.split_once(':') {
             Some(("const", d)) => Ok(Service::Const(ns(d)?)),
             Some(("exp", d)) => Ok(Service::Exp(ns(d)?)),
             Some(("uniform", r)) => {
                 let (lo, hi) = r
                     .split_once('-')
-                    .ok_or_else(|| format!("`{text}`: write uniform:LOW-HIGH"))?;
+                    .ok_or_else(|| ServiceError::NotARange(text_owned()))?;
                 let (lo, hi) = (ns(lo)?, ns(hi)?);
                 if lo > hi {
-                    return Err(format!("`{text}`: LOW is above HIGH"));
+                    return Err(ServiceError::LowAboveHigh(text_owned()));
                 }
                 Ok(Service::Uniform(lo, hi))
             }
-            _ => Err(format!(
-                "`{text}` is not a service time; write const:20ms, exp:50ms or uniform:10ms-90ms"
-            )),
+            _ => Err(ServiceError::Unknown(text_owned())),
         }
     }
 
@@ -145,6 +144,21 @@ impl Service {
             Service::Uniform(lo, hi) => rng.u64(lo..=hi),
         }
     }
+}
+
+/// Why a server's `service` is not a distribution; TOML parsing shows it with its line.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ServiceError {
+    /// A duration inside it does not parse.
+    #[error(transparent)]
+    Duration(#[from] DurError),
+    #[error("`{0}`: write uniform:LOW-HIGH")]
+    NotARange(String),
+    #[error("`{0}`: LOW is above HIGH")]
+    LowAboveHigh(String),
+    /// Neither `const:`, `exp:` nor `uniform:`.
+    #[error("`{0}` is not a service time; write const:20ms, exp:50ms or uniform:10ms-90ms")]
+    Unknown(String),
 }
 
 impl<'de> Deserialize<'de> for Service {
@@ -227,58 +241,128 @@ pub enum Action {
     Crash,
 }
 
+/// Why a scenario cannot run: it cannot be read, is not valid TOML for a scenario, fails
+/// a check, or (with `--config`) the configuration has no backend to run it on. Printed
+/// to the operator of `fulcrum simulate` as is.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// Neither a built-in name nor a readable file; `builtins` lists the names there are.
+    #[error("{name}: not a built-in scenario ({builtins}) and cannot be read: {source}")]
+    Unreadable {
+        name: String,
+        builtins: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `origin` is a file name or `built-in scenario NAME`; the TOML error has the line.
+    #[error("{origin}: {source}")]
+    Toml {
+        origin: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// Parsed, but fails a check; `origin` as for `Toml`.
+    #[error("{origin}: {problem}")]
+    Invalid {
+        origin: String,
+        #[source]
+        problem: Problem,
+    },
+    /// Fails a check once a configuration's servers and settings replaced its own.
+    #[error(transparent)]
+    Check(#[from] Problem),
+    #[error("the configuration has no backend")]
+    NoBackend,
+    #[error("the configuration has no backend `{0}`")]
+    UnknownBackend(String),
+}
+
+/// What `Scenario::check` refuses, each naming the key at fault.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Problem {
+    #[error("servers: at least one server is needed")]
+    NoServers,
+    #[error("servers[{index}].name: `{name}` is used twice")]
+    DuplicateServer { index: usize, name: String },
+    #[error("servers[{0}].workers: must be at least 1")]
+    NoWorkers(usize),
+    #[error("servers[{0}]: memory cannot be negative")]
+    NegativeMemory(usize),
+    #[error("traffic: at least one phase is needed")]
+    NoTraffic,
+    #[error("traffic[{0}].rate: between 0 and 1000000 per second")]
+    RateOutOfRange(usize),
+    #[error("traffic[{0}].at: phases must be in time order")]
+    PhasesOutOfOrder(usize),
+    #[error("keys.count: must be at least 1")]
+    NoKeys,
+    #[error("events[{index}].server: no server named `{server}`")]
+    UnknownServer { index: usize, server: String },
+    #[error("events[{0}].every: must be above zero")]
+    ZeroEvery(usize),
+    #[error("events[{0}].factor: must be above zero")]
+    NonPositiveFactor(usize),
+}
+
 impl Scenario {
     /// Parses and checks scenario text; `origin` (a file name or `built-in NAME`) starts
     /// every error message, and TOML errors carry their line and column.
-    pub fn parse(text: &str, origin: &str) -> Result<Scenario, String> {
-        let sc: Scenario = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
-        sc.check().map_err(|e| format!("{origin}: {e}"))?;
+    pub fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let sc: Scenario = toml::from_str(text).map_err(|source| ScenarioError::Toml {
+            origin: origin.to_string(),
+            source,
+        })?;
+        sc.check().map_err(|problem| ScenarioError::Invalid {
+            origin: origin.to_string(),
+            problem,
+        })?;
         Ok(sc)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Problem> {
         if self.servers.is_empty() {
-            return Err("servers: at least one server is needed".into());
+            return Err(Problem::NoServers);
         }
         for (i, s) in self.servers.iter().enumerate() {
             if self.servers[..i].iter().any(|o| o.name == s.name) {
-                return Err(format!("servers[{i}].name: `{}` is used twice", s.name));
+                return Err(Problem::DuplicateServer {
+                    index: i,
+                    name: s.name.clone(),
+                });
             }
             if s.workers == 0 {
-                return Err(format!("servers[{i}].workers: must be at least 1"));
+                return Err(Problem::NoWorkers(i));
             }
             if s.memory_per_request_mb < 0.0 || s.memory_limit_mb < 0.0 {
-                return Err(format!("servers[{i}]: memory cannot be negative"));
+                return Err(Problem::NegativeMemory(i));
             }
         }
         if self.traffic.is_empty() {
-            return Err("traffic: at least one phase is needed".into());
+            return Err(Problem::NoTraffic);
         }
         for (i, p) in self.traffic.iter().enumerate() {
             if !(0.0..=1_000_000.0).contains(&p.rate) {
-                return Err(format!(
-                    "traffic[{i}].rate: between 0 and 1000000 per second"
-                ));
+                return Err(Problem::RateOutOfRange(i));
             }
             if i > 0 && p.at < self.traffic[i - 1].at {
-                return Err(format!("traffic[{i}].at: phases must be in time order"));
+                return Err(Problem::PhasesOutOfOrder(i));
             }
         }
         if self.keys.count == 0 {
-            return Err("keys.count: must be at least 1".into());
+            return Err(Problem::NoKeys);
         }
         for (i, e) in self.events.iter().enumerate() {
             if !self.servers.iter().any(|s| s.name == e.server) {
-                return Err(format!(
-                    "events[{i}].server: no server named `{}`",
-                    e.server
-                ));
+                return Err(Problem::UnknownServer {
+                    index: i,
+                    server: e.server.clone(),
+                });
             }
             if e.every.is_some_and(|d| d.get().is_zero()) {
-                return Err(format!("events[{i}].every: must be above zero"));
+                return Err(Problem::ZeroEvery(i));
             }
             if e.factor <= 0.0 {
-                return Err(format!("events[{i}].factor: must be above zero"));
+                return Err(Problem::NonPositiveFactor(i));
             }
         }
         Ok(())
@@ -287,17 +371,20 @@ impl Scenario {
     /// The scenario with the servers and settings of a real configuration: its first
     /// frontend's backend (or its first backend). Each configured server behaves like the
     /// scenario server of the same name, or else like the scenario's servers in turn.
-    pub fn with_config(mut self, cfg: &Config) -> Result<(Scenario, config::Backend), String> {
+    pub fn with_config(
+        mut self,
+        cfg: &Config,
+    ) -> Result<(Scenario, config::Backend), ScenarioError> {
         let name = cfg
             .frontends
             .first()
             .map(|f| f.backend.clone())
             .or_else(|| cfg.backends.keys().next().cloned())
-            .ok_or("the configuration has no backend")?;
+            .ok_or(ScenarioError::NoBackend)?;
         let backend = cfg
             .backends
             .get(&name)
-            .ok_or_else(|| format!("the configuration has no backend `{name}`"))?
+            .ok_or_else(|| ScenarioError::UnknownBackend(name.clone()))?
             .clone();
         let servers = backend
             .servers
@@ -350,10 +437,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_origin_and_place() {
-        let e = Scenario::parse("name = \"x\"\nduration = 5\n", "my.toml").unwrap_err();
+        let e = Scenario::parse("name = \"x\"\nduration = 5\n", "my.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("my.toml: ") && e.contains("line 2"), "{e}");
         let text = "name = \"x\"\nduration = \"5s\"\ntraffic = [{ at = \"0s\", rate = 1 }]\n[[servers]]\nname = \"a\"\nservice = \"const:1ms\"\n[[events]]\nat = \"1s\"\nserver = \"b\"\naction = \"crash\"\n";
-        let e = Scenario::parse(text, "my.toml").unwrap_err();
+        let e = Scenario::parse(text, "my.toml").unwrap_err().to_string();
         assert_eq!(e, "my.toml: events[0].server: no server named `b`");
     }
 }

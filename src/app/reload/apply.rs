@@ -81,7 +81,9 @@ impl App {
                         .cloned()
                         .ok_or_else(|| ReloadError::Resolve {
                             server: format!("{}/{name}", b.name),
-                            source: resolve::ResolveError::Empty(name.clone()),
+                            source: resolve::ResolveError::NoAddress {
+                                address: name.clone(),
+                            },
                         })?,
                 };
                 let addr = resolve::resolve(&cfg.address).await.map_err(|source| {
