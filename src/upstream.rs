@@ -203,7 +203,7 @@ pub struct ConnPool {
 }
 
 /// Why no connection to a server could be had. The request path logs it and feeds passive
-/// health with it (see [`crate::pool::outlier::Outcome`]), then tries another server.
+/// health with it (`pool::outlier::Outcome` converts from it), then tries another server.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The TCP connect failed: refused, unreachable, reset.
@@ -215,17 +215,6 @@ pub enum ConnectError {
     /// Connected, but the HTTP/1.1 connection could not be set up.
     #[error("handshake failed: {0}")]
     Handshake(#[source] hyper::Error),
-}
-
-impl From<&ConnectError> for crate::pool::outlier::Outcome {
-    fn from(e: &ConnectError) -> Self {
-        use crate::pool::outlier::Outcome;
-        match e {
-            ConnectError::Failed(io) => Outcome::ConnectFailed(io.into()),
-            ConnectError::TimedOut => Outcome::ConnectTimedOut,
-            ConnectError::Handshake(_) => Outcome::HandshakeFailed,
-        }
-    }
 }
 
 impl ConnPool {

@@ -58,7 +58,7 @@ async fn webhook_receives_matching_events_as_json() {
     );
     let f = start_fulcrum(&config_in(state.path(), &alerts, "", &[(&a, "")])).await;
     // Not asked for: must not arrive.
-    f.app.events.publish(Event::new(
+    f.app.events().publish(Event::new(
         EventKind::ConfigRejected,
         None,
         None,
@@ -112,7 +112,7 @@ async fn dead_webhook_never_blocks_and_drops_are_counted() {
     let n = fulcrum::alerts::QUEUE + 200;
     let t = Instant::now();
     for i in 0..n {
-        f.app.events.publish(Event::new(
+        f.app.events().publish(Event::new(
             EventKind::CapacityLow,
             Some("b"),
             None,

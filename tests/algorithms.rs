@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 
-async fn all_up(f: &fulcrum::app::Running, n: usize) {
+async fn all_up(f: &fulcrum::runtime::Running, n: usize) {
     let b = f.app.backend("b").expect("backend b");
     eventually("every server up", Duration::from_secs(5), || {
         b.snapshot().candidates.len() == n

@@ -14,7 +14,7 @@ const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
 
 /// A keep-alive connection to fulcrum that has had one request answered: what the
 /// timeout tests start from.
-async fn answered_once(f: &fulcrum::app::Running) -> RawConn {
+async fn answered_once(f: &fulcrum::runtime::Running) -> RawConn {
     let mut conn = RawConn::connect(f.frontend("www")).await;
     conn.send(GET).await;
     assert_eq!(conn.read_response().await.unwrap().status, 200);

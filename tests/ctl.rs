@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use admin_common::*;
 use common::*;
-use fulcrum::cli::CtlAction;
+use fulcrum::ctl::Action;
 
 /// A port nothing listens on right now (the admin address must be written in the file).
 fn free_port() -> u16 {
@@ -30,12 +30,12 @@ fn write_config(dir: &Path, servers: &[(&TestServer, &str)]) -> PathBuf {
     path
 }
 
-async fn start_file(path: &Path) -> fulcrum::app::Running {
+async fn start_file(path: &Path) -> fulcrum::runtime::Running {
     let cfg = fulcrum::config::load_file(path).unwrap();
-    fulcrum::app::start(cfg).await.unwrap()
+    fulcrum::runtime::start(cfg).await.unwrap()
 }
 
-async fn ctl(path: &Path, action: CtlAction) -> Result<String, (u8, String)> {
+async fn ctl(path: &Path, action: Action) -> Result<String, (u8, String)> {
     fulcrum::ctl::run(path, &action)
         .await
         .map_err(|e| (e.code, e.message))
@@ -49,7 +49,7 @@ async fn ctl_operates_a_running_fulcrum() {
     let path = write_config(dir.path(), &[(&a, ""), (&b, "")]);
     let f = start_file(&path).await;
 
-    let out = ctl(&path, CtlAction::Status).await.unwrap();
+    let out = ctl(&path, Action::Status).await.unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("BACKEND  SERVER"), "{out}");
     assert!(lines[1].starts_with("b        web-01  "), "{out}");
@@ -64,7 +64,7 @@ async fn ctl_operates_a_running_fulcrum() {
 
     let out = ctl(
         &path,
-        CtlAction::Maintenance {
+        Action::Maintenance {
             server: "web-01".into(),
             duration: "30m".into(),
             reason: Some("disk swap".into()),
@@ -73,7 +73,7 @@ async fn ctl_operates_a_running_fulcrum() {
     .await
     .unwrap();
     assert!(out.contains("b/web-01 is in maintenance until"), "{out}");
-    let out = ctl(&path, CtlAction::Status).await.unwrap();
+    let out = ctl(&path, Action::Status).await.unwrap();
     assert!(
         out.contains("maintenance") && out.contains("disk swap"),
         "{out}"
@@ -81,7 +81,7 @@ async fn ctl_operates_a_running_fulcrum() {
 
     let out = ctl(
         &path,
-        CtlAction::Enable {
+        Action::Enable {
             server: "b/web-01".into(),
         },
     )
@@ -92,7 +92,7 @@ async fn ctl_operates_a_running_fulcrum() {
 
     ctl(
         &path,
-        CtlAction::Weight {
+        Action::Weight {
             server: "web-02".into(),
             weight: 5,
         },
@@ -105,7 +105,7 @@ async fn ctl_operates_a_running_fulcrum() {
     // Errors: a value the API refuses, an unknown server, too long a window: exit 1.
     let (code, msg) = ctl(
         &path,
-        CtlAction::Weight {
+        Action::Weight {
             server: "web-02".into(),
             weight: 0,
         },
@@ -116,7 +116,7 @@ async fn ctl_operates_a_running_fulcrum() {
     assert!(msg.contains("between 1 and 256"), "{msg}");
     let (code, msg) = ctl(
         &path,
-        CtlAction::Enable {
+        Action::Enable {
             server: "web-09".into(),
         },
     )
@@ -129,7 +129,7 @@ async fn ctl_operates_a_running_fulcrum() {
     );
     let (code, msg) = ctl(
         &path,
-        CtlAction::Maintenance {
+        Action::Maintenance {
             server: "web-01".into(),
             duration: "30d".into(),
             reason: None,
@@ -141,12 +141,12 @@ async fn ctl_operates_a_running_fulcrum() {
     assert!(msg.contains("max_maintenance"), "{msg}");
 
     // Reload goes to the API (whose answer depends on the reload build).
-    let _ = ctl(&path, CtlAction::Reload).await;
+    let _ = ctl(&path, Action::Reload).await;
 
     // A token that does not match: exit 2 with a clear message.
     let real = std::fs::read_to_string(dir.path().join("state/admin.token")).unwrap();
     std::fs::write(dir.path().join("state/admin.token"), "wrong\n").unwrap();
-    let (code, msg) = ctl(&path, CtlAction::Status).await.unwrap_err();
+    let (code, msg) = ctl(&path, Action::Status).await.unwrap_err();
     assert_eq!(code, 2);
     assert!(msg.contains("refused the token"), "{msg}");
     std::fs::write(dir.path().join("state/admin.token"), real).unwrap();

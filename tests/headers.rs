@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 
-async fn start_one() -> (TestServer, fulcrum::app::Running) {
+async fn start_one() -> (TestServer, fulcrum::runtime::Running) {
     let a = TestServer::start("a").await;
     let f = start_fulcrum(&config(
         "",

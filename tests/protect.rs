@@ -212,7 +212,7 @@ async fn failing_server_is_ejected_and_returns() {
         &[(&a, ""), (&b, "")],
     ))
     .await;
-    let mut events = f.app.events.subscribe();
+    let mut events = f.app.events().subscribe();
     let backend = f.app.backend("b").unwrap();
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();

@@ -22,7 +22,7 @@ struct Rig {
     _dir: tempfile::TempDir,
     path: PathBuf,
     state: PathBuf,
-    f: fulcrum::app::Running,
+    f: fulcrum::runtime::Running,
     api: Api,
 }
 
@@ -33,7 +33,7 @@ impl Rig {
         let path = dir.path().join("fulcrum.toml");
         std::fs::write(&path, config_in(&state, "", backend_extra, servers)).unwrap();
         let cfg = fulcrum::config::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
-        let f = fulcrum::app::start(cfg).await.expect("fulcrum starts");
+        let f = fulcrum::runtime::start(cfg).await.expect("fulcrum starts");
         let api = Api::new(&f, &state);
         Rig {
             _dir: dir,
@@ -61,7 +61,7 @@ impl Rig {
     }
 
     async fn url(&self, path: &str) -> String {
-        let addrs = fulcrum::reload::frontend_addrs(&self.f.app).await;
+        let addrs = self.f.app.frontend_addrs().await;
         format!("http://{}{path}", addrs["www"])
     }
 }
@@ -105,7 +105,7 @@ async fn next_event(
 async fn an_invalid_file_is_refused_and_the_old_configuration_serves_on() {
     let a = TestServer::start("a").await;
     let rig = Rig::start("", &[(&a, "")]).await;
-    let mut events = rig.f.app.events.subscribe();
+    let mut events = rig.f.app.events().subscribe();
     let good = std::fs::read_to_string(&rig.path).unwrap();
     // A valid TOML file with an invalid value: the error names file, line and key.
     let bad = good.replace("name = \"a\"", "name = \"a\"\nweight = \"heavy\"");
@@ -230,7 +230,7 @@ async fn a_frontend_moved_to_a_new_address_binds_it_before_the_old_one_closes() 
         1,
     );
     rig.reload_ok(&text).await;
-    let new = fulcrum::reload::frontend_addrs(&rig.f.app).await["www"];
+    let new = rig.f.app.frontend_addrs().await["www"];
     assert_eq!(new.port(), port);
     send_ok(&format!("http://{new}/"), 3).await;
     wait_refused(old).await;
@@ -476,10 +476,7 @@ async fn a_mode_change_restarts_the_frontend_on_the_same_socket() {
         1,
     );
     rig.reload_ok(&text).await;
-    assert_eq!(
-        fulcrum::reload::frontend_addrs(&rig.f.app).await["www"],
-        addr
-    );
+    assert_eq!(rig.f.app.frontend_addrs().await["www"], addr);
     // A new connection is relayed as bytes: fulcrum adds no forwarding header.
     let r = raw_exchange(
         addr,
@@ -502,7 +499,7 @@ async fn a_frontend_moved_to_a_new_backend_never_answers_503() {
         .text("", &[(&a, "")])
         .replacen("backend = \"b\"", "backend = \"c\"", 1)
         + &backend_toml("c", "", &[(&c, "")]);
-    let mut events = rig.f.app.events.subscribe();
+    let mut events = rig.f.app.events().subscribe();
     rig.reload_ok(&text).await;
     let e = next_event(&mut events, EventKind::ConfigReloaded).await;
     assert!(e.detail.contains("backends added: c"), "{}", e.detail);

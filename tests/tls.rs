@@ -53,7 +53,7 @@ async fn tls_connect(
         .await
 }
 
-async fn start(pki: &Pki, server: &TestServer) -> fulcrum::app::Running {
+async fn start(pki: &Pki, server: &TestServer) -> fulcrum::runtime::Running {
     let toml = simple_config("", &[(server, "")]).replace(
         "access_log = false",
         &format!(
@@ -143,13 +143,13 @@ async fn reload_picks_up_a_renewed_certificate() {
     );
     std::fs::write(&path, text).unwrap();
     let cfg = fulcrum::config::load_file(&path).unwrap();
-    let f = fulcrum::app::start(cfg).await.unwrap();
+    let f = fulcrum::runtime::start(cfg).await.unwrap();
     let www = f.frontend("www");
     assert!(tls_connect(&old, www, &[b"http/1.1"]).await.is_ok());
     let new = self_signed();
     std::fs::copy(new.dir.path().join("cert.pem"), &cert).unwrap();
     std::fs::copy(new.dir.path().join("key.pem"), &key).unwrap();
-    fulcrum::app::reload(&f.app).await.unwrap();
+    f.app.reload().await.unwrap();
     assert!(
         tls_connect(&new, www, &[b"http/1.1"]).await.is_ok(),
         "the renewed certificate is served"

@@ -66,10 +66,4 @@ impl Checkers {
             stays
         });
     }
-
-    /// How many checkers run.
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.lock().len()
-    }
 }

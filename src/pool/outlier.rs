@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::{Backend, Server, clock};
 use crate::events::{Event, EventKind};
+use crate::upstream::ConnectError;
 
 /// The longest ejection, in multiples of `base_ejection` (Envoy caps the same way).
 pub const MAX_MULTIPLIER: u32 = 10;
@@ -232,6 +233,17 @@ fn end_ejection(backend: &Backend, server: &Server, n: u32, lasted: Duration, ra
         ));
     }
     backend.rebuild();
+}
+
+/// What a failed connect tells passive health.
+impl From<&ConnectError> for Outcome {
+    fn from(e: &ConnectError) -> Self {
+        match e {
+            ConnectError::Failed(io) => Outcome::ConnectFailed(io.into()),
+            ConnectError::TimedOut => Outcome::ConnectTimedOut,
+            ConnectError::Handshake(_) => Outcome::HandshakeFailed,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(f: &fulcrum::app::Running, state: &Path) -> Api {
+    pub fn new(f: &fulcrum::runtime::Running, state: &Path) -> Api {
         Api {
             base: format!("http://{}", f.admin),
             token: token(state),

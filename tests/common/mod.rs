@@ -227,10 +227,10 @@ fn stream_bytes(n: u64) -> Body {
 }
 
 /// Starts fulcrum from configuration text (frontends and admin should bind 127.0.0.1:0).
-pub async fn start_fulcrum(toml: &str) -> fulcrum::app::Running {
+pub async fn start_fulcrum(toml: &str) -> fulcrum::runtime::Running {
     let cfg = fulcrum::config::parse_str(toml, std::path::Path::new("test.toml"))
         .unwrap_or_else(|e| panic!("test configuration invalid:\n{e}"));
-    fulcrum::app::start(cfg).await.expect("fulcrum starts")
+    fulcrum::runtime::start(cfg).await.expect("fulcrum starts")
 }
 
 /// A TOML backend section `[backends.b]` plus servers, with fast health checks.
@@ -387,7 +387,7 @@ where
 }
 
 /// The server `name` of backend `b` inside a running fulcrum (its live health and counters).
-pub fn live_server(f: &fulcrum::app::Running, name: &str) -> Arc<fulcrum::pool::Server> {
+pub fn live_server(f: &fulcrum::runtime::Running, name: &str) -> Arc<fulcrum::pool::Server> {
     f.app
         .backend("b")
         .expect("backend b")
@@ -557,7 +557,7 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
 
 /// fulcrum in front of one [`raw_server`], checked by TCP connect only and rarely: a raw
 /// server answers requests its own way, health checks must not be among them.
-pub async fn fulcrum_before_raw(name: &str, addr: SocketAddr) -> fulcrum::app::Running {
+pub async fn fulcrum_before_raw(name: &str, addr: SocketAddr) -> fulcrum::runtime::Running {
     let health = "kind = \"tcp\"\ninterval = \"60s\"";
     start_fulcrum(&config("", "", "", health, &[srv_at(name, addr, "")])).await
 }
