@@ -126,7 +126,7 @@ async fn dispatch(
     }
 }
 
-/// The JSON sent: INTERFACE.md's event fields plus `text`, one readable line that
+/// The JSON sent: the event fields of the README's "Alerts" reference plus `text`, one readable line that
 /// Slack-compatible receivers (incoming webhooks) display as the message.
 pub fn payload(e: &Event) -> Bytes {
     let mut v = serde_json::to_value(e).unwrap_or_else(|_| serde_json::json!({}));

@@ -1,7 +1,7 @@
 //! `fulcrum ctl`: operates a running fulcrum through its admin API, finding the address
 //! and token in the same configuration file that fulcrum runs with.
 //!
-//! Exit codes (INTERFACE.md): 0 success; 1 bad usage or configuration (unreadable file,
+//! Exit codes (the README's "`fulcrum ctl`" reference): 0 success; 1 bad usage or configuration (unreadable file,
 //! unknown server, a value the API refuses); 2 a runtime failure (fulcrum not running,
 //! token refused, no answer).
 

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-/// What happened. The names are part of the outside interface (INTERFACE.md).
+/// What happened. The names are part of the outside interface (the README's "Alerts" reference).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -28,7 +28,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// Every kind, in INTERFACE.md's order.
+    /// Every kind, in the order the README lists them.
     pub const ALL: [EventKind; 13] = [
         EventKind::ServerDown,
         EventKind::ServerUp,
@@ -86,7 +86,7 @@ impl fmt::Display for EventKind {
     }
 }
 
-/// One event, in the JSON shape INTERFACE.md fixes.
+/// One event, in the JSON shape the README's "Alerts" reference fixes.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
     pub event: EventKind,
@@ -129,7 +129,7 @@ const BUS_CAPACITY: usize = 1024;
 
 /// The one channel every state change goes through. Publishing never blocks: a reader
 /// that lags loses the oldest events (and learns it did), the data path never waits.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Bus {
     tx: broadcast::Sender<Event>,
     /// Events published, by kind (index = the kind's position in [`EventKind::ALL`]),

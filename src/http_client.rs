@@ -58,6 +58,7 @@ pub enum TlsConnectError {
 }
 
 /// An answer: status and body.
+#[derive(Debug)]
 pub struct Answer {
     pub status: u16,
     pub body: Bytes,

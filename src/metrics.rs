@@ -20,6 +20,7 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 
 /// A histogram made of atomics: `observe` is a few relaxed adds, no lock. A scrape may see
 /// a count and a sum from slightly different instants, which Prometheus tolerates.
+#[derive(Debug)]
 pub struct AtomicHistogram {
     /// One count per bucket of [`DURATION_BUCKETS`], then one for `+Inf`.
     buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
@@ -74,6 +75,7 @@ const CODES: usize = 500;
 
 /// Requests by status code for one frontend: a flat array of counters, so counting is one
 /// index and one atomic add.
+#[derive(Debug)]
 pub struct CodeCounts {
     pub frontend: Arc<str>,
     counts: Box<[AtomicU64]>,
@@ -99,7 +101,7 @@ impl CodeCounts {
 /// Requests by (frontend, status code). The per-frontend tables are found by a lock-free
 /// load and a scan of a list that holds one entry per frontend feeding the backend (almost
 /// always one); a new frontend is added once, off the common path, by copy-and-swap.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Tally {
     by_frontend: ArcSwap<Vec<Arc<CodeCounts>>>,
 }
@@ -153,7 +155,7 @@ impl Tally {
 }
 
 /// What the request path records about one server.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ServerStats {
     pub requests: Tally,
     pub duration: AtomicHistogram,
@@ -176,6 +178,7 @@ impl ClientCount {
 }
 
 /// One open client connection; dropping it uncounts it.
+#[derive(Debug)]
 pub struct OpenClient(Arc<ClientCount>);
 
 impl Drop for OpenClient {

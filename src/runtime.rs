@@ -81,6 +81,7 @@ pub async fn start(config: Config) -> Result<Running, LaunchError> {
 }
 
 /// Both log writers; dropping it writes out what is pending.
+#[derive(Debug)]
 pub struct LogGuard {
     // Field order is drop order: access lines first, then the rest.
     _access: crate::proxy::access_log::Guard,

@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 ///
 /// `Empty` is what makes a retry possible after a request was sent: a request without a
 /// body can be sent again from its head alone, whereas the client's body is gone once sent.
+#[derive(Debug)]
 pub enum UpstreamBody {
     /// The client's body, streamed (sent once: it cannot be replayed).
     Client(Incoming),
@@ -71,6 +72,7 @@ impl Body for UpstreamBody {
 /// travels with the request instead: [`send`](Self::send) polls it while waiting for the
 /// response head, the response body polls it while streaming ([`poll_body`](Self::poll_body)),
 /// and an idle connection waits in its server's pool unpolled.
+#[derive(Debug)]
 pub struct Upstream {
     tx: SendRequest<UpstreamBody>,
     /// `None` once the connection has ended (dropping it fails what it still held, so a
@@ -82,6 +84,7 @@ pub struct Upstream {
 type Driver = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
 
 /// What became of a request handed to a connection.
+#[derive(Debug)]
 pub enum Sent {
     Answered(Response<Incoming>),
     /// The connection closed before taking the request: it can go elsewhere as it is.
@@ -197,7 +200,7 @@ const MAX_IDLE: usize = 512;
 /// Idle connections to one server, the most recently used at the back.
 ///
 /// A std `Mutex` (never held across an `.await`): the critical section is a push or a pop.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ConnPool {
     idle: Mutex<VecDeque<(Upstream, Instant)>>,
 }

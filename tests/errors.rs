@@ -1,4 +1,4 @@
-//! fulcrum's own answers (INTERFACE.md): 502 connect_failed / upstream_broken, 503 no_server
+//! fulcrum's own answers (the README's "What fulcrum answers itself"): 502 connect_failed / upstream_broken, 503 no_server
 //! with Retry-After, 504 upstream_timeout; and the retry of a refused connect on another
 //! server, whatever the method.
 mod common;

@@ -121,7 +121,7 @@ async fn expect_400(raw: &str) {
     let resp = raw_exchange(f.frontend("www"), raw.as_bytes()).await;
     assert_eq!(resp.status, 400, "for {raw:?}: {resp:?}");
     // fulcrum's own 400 carries the header; hyper's bare 400 for what it cannot parse may
-    // not (INTERFACE.md allows both).
+    // not (the README allows both).
     if let Some(code) = resp.header("x-fulcrum-error") {
         assert_eq!(code, "bad_request");
     }

@@ -29,7 +29,7 @@ impl fmt::Debug for FulcrumCollector {
 type Pair = (Arc<Backend>, Arc<Server>);
 
 impl Collector for FulcrumCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
         let backends: Vec<Arc<Backend>> = self.app.backends().values().cloned().collect();
         let servers: Vec<Pair> = self.app.servers();
         requests(&mut enc, &backends, &servers)?;
@@ -66,7 +66,7 @@ impl Collector for FulcrumCollector {
 }
 
 fn requests(
-    enc: &mut DescriptorEncoder,
+    enc: &mut DescriptorEncoder<'_>,
     backends: &[Arc<Backend>],
     servers: &[Pair],
 ) -> fmt::Result {
@@ -104,7 +104,7 @@ fn requests(
     Ok(())
 }
 
-fn durations(enc: &mut DescriptorEncoder, servers: &[Pair]) -> fmt::Result {
+fn durations(enc: &mut DescriptorEncoder<'_>, servers: &[Pair]) -> fmt::Result {
     let mut m = enc.encode_descriptor(
         "fulcrum_request_duration_seconds",
         "Time from a request's arrival to the end of its response, by server",
@@ -119,7 +119,7 @@ fn durations(enc: &mut DescriptorEncoder, servers: &[Pair]) -> fmt::Result {
     Ok(())
 }
 
-fn server_gauges(enc: &mut DescriptorEncoder, servers: &[Pair]) -> fmt::Result {
+fn server_gauges(enc: &mut DescriptorEncoder<'_>, servers: &[Pair]) -> fmt::Result {
     type Read = fn(&Server) -> i64;
     let families: [(&str, &str, Read); 4] = [
         (
@@ -153,7 +153,7 @@ fn server_gauges(enc: &mut DescriptorEncoder, servers: &[Pair]) -> fmt::Result {
     Ok(())
 }
 
-fn backend_gauges(enc: &mut DescriptorEncoder, backends: &[Arc<Backend>]) -> fmt::Result {
+fn backend_gauges(enc: &mut DescriptorEncoder<'_>, backends: &[Arc<Backend>]) -> fmt::Result {
     {
         let mut m = enc.encode_descriptor(
             "fulcrum_backend_queue_length",
@@ -180,7 +180,7 @@ fn backend_gauges(enc: &mut DescriptorEncoder, backends: &[Arc<Backend>]) -> fmt
     Ok(())
 }
 
-fn health_checks(enc: &mut DescriptorEncoder, servers: &[Pair]) -> fmt::Result {
+fn health_checks(enc: &mut DescriptorEncoder<'_>, servers: &[Pair]) -> fmt::Result {
     let mut m = enc.encode_descriptor(
         "fulcrum_health_checks",
         "Active health checks finished, by result (ok or failed)",
@@ -201,7 +201,7 @@ fn health_checks(enc: &mut DescriptorEncoder, servers: &[Pair]) -> fmt::Result {
     Ok(())
 }
 
-fn alerts(enc: &mut DescriptorEncoder, app: &App) -> fmt::Result {
+fn alerts(enc: &mut DescriptorEncoder<'_>, app: &App) -> fmt::Result {
     let hooks = app.webhook_stats();
     type Read = fn(&crate::alerts::WebhookStats) -> u64;
     let families: [(&str, &str, Read); 3] = [

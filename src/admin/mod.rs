@@ -28,7 +28,7 @@ use metrics::FulcrumCollector;
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// What every admin handler can reach.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AdminState {
     pub app: Arc<App>,
     token: Arc<str>,

@@ -1,4 +1,4 @@
-//! The body of `GET /api/v1/status` (INTERFACE.md), also what `fulcrum ctl status` reads.
+//! The body of `GET /api/v1/status` (the README's "Admin API" reference), also what `fulcrum ctl status` reads.
 //! Fields beyond the interface's are additions, never renames.
 
 use serde::{Deserialize, Serialize};

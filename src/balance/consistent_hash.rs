@@ -23,6 +23,7 @@ const POINTS_PER_WEIGHT: u32 = 100;
 /// The seed of ring points (request keys use another).
 const POINT_SEED: u64 = 0x6b65_7461_6d61_0001;
 
+#[derive(Debug)]
 pub struct ConsistentHash {
     /// (point, candidate index), sorted by point.
     ring: Vec<(u64, u32)>,

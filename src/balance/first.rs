@@ -7,6 +7,7 @@
 use super::{Candidate, Request, Select};
 use crate::config;
 
+#[derive(Debug)]
 pub struct First;
 
 impl Select for First {

@@ -13,6 +13,7 @@ use super::load_tree::{LoadHook, LoadTree};
 use super::{Candidate, Request, Select};
 use crate::config;
 
+#[derive(Debug)]
 pub struct LeastConnections {
     next: AtomicUsize,
     tree: Arc<LoadTree>,

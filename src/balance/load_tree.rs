@@ -53,6 +53,7 @@ fn next_node(old: u64, key: u64) -> u64 {
 }
 
 /// The tree over one candidate set, built with the selection structure.
+#[derive(Debug)]
 pub struct LoadTree {
     /// Leaves in use (the number of candidates).
     len: usize,
@@ -199,6 +200,7 @@ impl LoadTree {
 }
 
 /// A server's link to the tree of the candidate set it is in: which tree, which leaf.
+#[derive(Debug)]
 pub struct LoadHook {
     pub tree: Arc<LoadTree>,
     pub index: usize,

@@ -21,6 +21,7 @@ const OFFSET_SEED: u64 = 0x6d61_676c_6576_0001;
 const SKIP_SEED: u64 = 0x6d61_676c_6576_0002;
 const EMPTY: u32 = u32::MAX;
 
+#[derive(Debug)]
 pub struct Maglev {
     table: Vec<u32>,
     key: HashKey,

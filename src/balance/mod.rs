@@ -79,7 +79,7 @@ impl<'a> Request<'a> {
 }
 
 /// A candidate as the selection structure sees it: the server and the weight it was built with.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Candidate {
     pub server: Arc<Server>,
     pub weight: u32,
@@ -104,6 +104,7 @@ pub trait Select: Send + Sync {
 }
 
 /// The configured algorithm, dispatched without a vtable.
+#[derive(Debug)]
 pub enum Algo {
     RoundRobin(RoundRobin),
     LeastConnections(LeastConnections),
@@ -117,6 +118,7 @@ pub enum Algo {
 
 /// The selection structure of one snapshot: the algorithm, and the sticky-cookie index in
 /// front of it when `sticky_cookie` is set.
+#[derive(Debug)]
 pub struct Selector {
     algo: Algo,
     sticky: Option<sticky::Index>,

@@ -36,6 +36,7 @@ fn decay(x: f64) -> f64 {
 
 /// One server's response-time estimate: two atomics, no lock. Concurrent updates may lose
 /// one sample to the other, which an average of thousands does not notice.
+#[derive(Debug)]
 pub struct Ewma {
     /// The estimate in nanoseconds, as `f64` bits.
     rtt: AtomicU64,
@@ -91,6 +92,7 @@ impl Ewma {
     }
 }
 
+#[derive(Debug)]
 pub struct PeakEwma {
     table: Cumulative,
 }

@@ -8,6 +8,7 @@ use super::random::Cumulative;
 use super::{Candidate, Request, Select, less_loaded, scan_from};
 use crate::config;
 
+#[derive(Debug)]
 pub struct PowerOfTwo {
     table: Cumulative,
 }

@@ -7,6 +7,7 @@ use super::{Candidate, Request, Select, scan_from};
 use crate::config;
 
 /// Cumulative weights, shared with power-of-two and peak EWMA (which draw two of these).
+#[derive(Debug)]
 pub struct Cumulative {
     /// `ends[i]` is the sum of the weights of candidates `0..=i`.
     ends: Vec<u64>,
@@ -41,6 +42,7 @@ impl Cumulative {
 /// whose weight range holds `k mod total`. Not interleaved like the smooth round-robin,
 /// but built in O(n) and picked in O(log n): the hash algorithms' fallback for requests
 /// without a key, so their rebuilds stay cheap at thousands of servers.
+#[derive(Debug)]
 pub struct Rotation {
     table: Cumulative,
     next: std::sync::atomic::AtomicU64,
@@ -73,6 +75,7 @@ impl Rotation {
     }
 }
 
+#[derive(Debug)]
 pub struct Random {
     table: Cumulative,
 }

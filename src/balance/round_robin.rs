@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::{Candidate, Request, Select};
 use crate::config;
 
+#[derive(Debug)]
 pub struct RoundRobin {
     /// One full cycle of candidate indices in smooth order.
     cycle: Vec<u32>,

@@ -27,6 +27,7 @@ pub fn server_id(server: &Server) -> String {
 }
 
 /// Cookie value → candidate, built with the selection structure.
+#[derive(Debug)]
 pub struct Index {
     cookie: String,
     /// (id, candidate index), sorted by id.

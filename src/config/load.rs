@@ -99,7 +99,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     ))
 }
 
-fn located(locator: &Locator, path: &Path, key: KeyPath, message: String) -> ConfigError {
+fn located(locator: &Locator<'_>, path: &Path, key: KeyPath, message: String) -> ConfigError {
     let (line, column) = locator.find(&key).unwrap_or((0, 0));
     ConfigError {
         file: path.to_path_buf(),

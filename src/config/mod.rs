@@ -1,7 +1,7 @@
 //! The configuration file: its schema (this module), how it is read and checked as a whole
 //! (`load`), and how errors point at the file, line, column and key (`locate`).
 //!
-//! Every default here is the one `INTERFACE.md` names; `deny_unknown_fields` everywhere so a
+//! Every default here is the one the README's "Configuration reference" names; `deny_unknown_fields` everywhere so a
 //! typo is an error rather than a silently ignored knob.
 
 mod duration;
@@ -474,7 +474,7 @@ mod defaults {
 }
 
 impl Config {
-    /// Resolves a path from the file against the file's folder, as INTERFACE.md promises.
+    /// Resolves a path from the file against the file's folder, as the README's configuration reference promises.
     pub fn resolve_path(&self, path: &std::path::Path) -> PathBuf {
         if path.is_absolute() {
             return path.to_path_buf();

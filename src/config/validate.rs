@@ -7,7 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use super::locate::KeyPath;
 use super::{Config, MAX_RETRIES, MAX_WEIGHT};
 
-/// The event names webhooks may ask for (INTERFACE.md), plus `all`.
+/// The event names webhooks may ask for (the README's "Alerts" reference), plus `all`.
 pub const EVENT_NAMES: [&str; 13] = [
     "server_down",
     "server_up",

@@ -38,6 +38,7 @@ pub enum NoSlot {
 }
 
 /// Who serves right now, and how to choose among them.
+#[derive(Debug)]
 pub struct Snapshot {
     /// Every server of the backend, in file order (primaries and backups).
     pub servers: Vec<Arc<Server>>,
@@ -66,6 +67,7 @@ fn is_eligible(server: &Server) -> bool {
 
 /// One backend. The object lives as long as a backend of that name is configured, so the
 /// tasks that hold it (health checkers) stay valid across reloads.
+#[derive(Debug)]
 pub struct Backend {
     pub name: Arc<str>,
     settings: ArcSwap<config::Backend>,

@@ -12,7 +12,7 @@ use crate::events::{Bus, Event, EventKind};
 /// Whether the backend is below `min_healthy`, and at what count it last said so.
 ///
 /// A std `Mutex` (checks come from rebuilds, already serialised; never held across an await).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Capacity {
     /// `Some(healthy)` while low: the count last announced.
     low: Mutex<Option<usize>>,

@@ -88,7 +88,7 @@ async fn probe_inner(server: &Server, settings: &config::Health) -> Probe {
 }
 
 /// Consecutive results, and the threshold logic that turns them into a state.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Streak {
     ok: u32,
     failed: u32,

@@ -23,7 +23,7 @@ pub fn ejection_duration(base: Duration, n: u32) -> Duration {
 
 /// Serialises ejection decisions of one backend, so two failing servers cannot both pass
 /// the percentage check at once. A std `Mutex`: no await under it.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Outliers {
     lock: Mutex<()>,
 }

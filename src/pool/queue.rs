@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::{Server, Slot};
 
+#[derive(Debug)]
 struct Waiter {
     id: u64,
     tx: oneshot::Sender<Slot>,
@@ -25,6 +26,7 @@ struct Waiter {
 ///
 /// A std `Mutex`, never held across an `.await` nor while a [`Slot`] is dropped (a dropped
 /// slot dispatches, which takes the lock): the critical sections are pushes and pops.
+#[derive(Debug)]
 pub struct Queue {
     waiters: Mutex<VecDeque<Waiter>>,
     /// `waiters.len()`, readable without the lock so that a freed slot with nobody waiting
@@ -49,6 +51,7 @@ impl Default for Queue {
 /// One place in the queue. Dropping it (the client went away, the wait timed out) leaves
 /// the queue at once. It holds the queue by `Arc` so that a waiter can be kept anywhere,
 /// e.g. beside the backend in the simulator's event loop.
+#[derive(Debug)]
 pub struct Ticket {
     queue: Arc<Queue>,
     id: u64,

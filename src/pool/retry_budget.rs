@@ -18,7 +18,7 @@ const RATIO_DIVISOR: u64 = 5;
 /// retried (20 % of 1 would be none). Small enough not to matter at any real load.
 const MIN_RETRIES: u64 = 1;
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Bucket {
     /// Which second (`clock::now_ms() / 1000`) the counts belong to.
     second: AtomicU64,
@@ -27,7 +27,7 @@ struct Bucket {
 }
 
 /// Requests and retries of one backend over the last ten seconds.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct RetryBudget {
     buckets: [Bucket; BUCKETS as usize],
 }

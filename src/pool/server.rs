@@ -36,7 +36,7 @@ impl Health {
     }
 }
 
-/// What a server is doing, as status shows it (`state` in INTERFACE.md).
+/// What a server is doing, as status shows it (`state` in the README's admin API reference).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServerState {
@@ -98,6 +98,7 @@ impl std::fmt::Display for ServerId {
 
 /// The server's live state. Identity (id, backend, name, address text) never changes for
 /// the life of the object: a reload that changes the address makes a new server.
+#[derive(Debug)]
 pub struct Server {
     pub id: ServerId,
     pub backend: Arc<str>,
@@ -443,6 +444,7 @@ impl Server {
 }
 
 /// One request's hold on a server's capacity; dropping it frees the slot.
+#[derive(Debug)]
 pub struct Slot {
     server: Arc<Server>,
 }

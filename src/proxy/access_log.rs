@@ -52,6 +52,7 @@ struct Pending {
 }
 
 /// Stops the writer thread and writes what is pending when dropped.
+#[derive(Debug)]
 pub struct Guard {
     thread: Option<JoinHandle<()>>,
 }
@@ -144,6 +145,7 @@ fn writer(sink: &Sink, out: &mut impl Write) {
 }
 
 /// The facts of one access log line, gathered as the request goes.
+#[derive(Debug)]
 pub struct Line {
     pub frontend: Arc<str>,
     pub client: SocketAddr,

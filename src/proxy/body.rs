@@ -20,17 +20,20 @@ use crate::pool::{Backend, Slot};
 use crate::upstream::Upstream;
 
 /// The response body type of the proxy.
+#[derive(Debug)]
 pub struct ProxyBody {
     kind: Kind,
     finish: Option<Box<Finish>>,
 }
 
+#[derive(Debug)]
 enum Kind {
     Full(Option<Bytes>),
     Upstream(Streamed),
 }
 
 /// The server's body, and how long it may go without sending anything.
+#[derive(Debug)]
 struct Streamed {
     body: Incoming,
     /// The connection the body arrives on: polling the body drives it, and it goes back to
@@ -79,6 +82,7 @@ impl Streamed {
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What to do once the body has been sent (or abandoned).
+#[derive(Debug)]
 pub struct Finish {
     /// The server slot this request holds until its response is done.
     pub slot: Option<Slot>,

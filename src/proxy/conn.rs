@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::pool::now_ms;
 
 /// What a connection is doing, written by the IO wrapper and the service, read by the timer.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Activity {
     /// Requests received and not yet fully answered.
     busy: AtomicU32,
@@ -116,6 +116,7 @@ impl Activity {
 }
 
 /// One request in progress on a connection.
+#[derive(Debug)]
 pub struct Busy(Arc<Activity>);
 
 impl Drop for Busy {

@@ -1,5 +1,5 @@
 //! fulcrum's own answers: one place maps each failure to its status, `x-fulcrum-error`
-//! and body, exactly as INTERFACE.md lists them.
+//! and body, exactly as the README's "What fulcrum answers itself" lists them.
 
 use http::{HeaderValue, Response, StatusCode};
 

@@ -10,6 +10,7 @@ use super::engine::Run;
 use super::scenario::Scenario;
 
 /// The whole comparison.
+#[derive(Debug)]
 pub struct Report<'a> {
     pub scenario: &'a Scenario,
     pub runs: Vec<Run>,

@@ -16,13 +16,19 @@ use crate::proxy::Frontend;
 
 /// What phase 1 acquired.
 struct Prepared {
-    /// Each backend's servers in file order (kept ones are the running objects), and which
-    /// of them are new.
-    servers: Vec<(Vec<Arc<Server>>, Vec<Arc<Server>>)>,
+    /// Each backend's servers, in the plan's order.
+    servers: Vec<Built>,
     /// Kept servers whose weight (when the file's changed) and limit follow the file.
     settle: Vec<(Arc<Server>, Option<u32>, u32)>,
     /// How each frontend of the plan is brought up, with what phase 1 made for it.
     frontends: Vec<Prepared1>,
+}
+
+/// One backend's servers in file order (kept ones are the running objects), and which of
+/// them are new.
+struct Built {
+    all: Vec<Arc<Server>>,
+    fresh: Vec<Arc<Server>>,
 }
 
 /// One frontend, ready to swap in.
@@ -113,7 +119,10 @@ impl App {
                 .filter(|(_, new)| *new)
                 .map(|(s, _)| Arc::clone(s))
                 .collect();
-            servers.push((built.into_iter().map(|(s, _)| s).collect(), fresh));
+            servers.push(Built {
+                all: built.into_iter().map(|(s, _)| s).collect(),
+                fresh,
+            });
         }
         let mut prepared = Vec::new();
         for fp in &plan.frontends {
@@ -163,7 +172,7 @@ impl App {
         }
         let running = self.backends.load_full();
         let mut backends = Backends::new();
-        for (b, (servers, fresh)) in plan.backends.into_iter().zip(prepared.servers) {
+        for (b, Built { all, fresh }) in plan.backends.into_iter().zip(prepared.servers) {
             let backend = match running.get(&b.name) {
                 Some(live) => {
                     // A server joining a running pool ramps up like one coming back.
@@ -171,16 +180,10 @@ impl App {
                     for s in &fresh {
                         s.start_ramp(ramp);
                     }
-                    live.replace(b.cfg, servers);
+                    live.replace(b.cfg, all);
                     Arc::clone(live)
                 }
-                None => Backend::new(
-                    &b.name,
-                    b.cfg,
-                    servers,
-                    self.events.clone(),
-                    self.tasks.clone(),
-                ),
+                None => Backend::new(&b.name, b.cfg, all, self.events.clone(), self.tasks.clone()),
             };
             backends.insert(b.name, backend);
         }
