@@ -16,8 +16,9 @@ use serde_json::json;
 async fn token_is_required_except_on_public_pages() {
     let a = TestServer::start("a").await;
     let state = tempfile::tempdir().unwrap();
-    let f = start_fulcrum(&config_in(state.path(), "", "", &[(&a, "")])).await;
-    let api = Api::new(&f, state.path());
+    let setup = Setup::new().state_dir(state.path()).servers(&[&a]);
+    let f = setup.start().await;
+    let api = Api::new(&f);
     let url = |p: &str| format!("{}{p}", api.base);
     let r = api.c.get(url("/api/v1/status")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
@@ -51,7 +52,7 @@ async fn token_is_required_except_on_public_pages() {
     assert_eq!(mode & 0o777, 0o600);
     let first = api.token.clone();
     f.shutdown().await;
-    let f = start_fulcrum(&config_in(state.path(), "", "", &[(&a, "")])).await;
+    let f = setup.start().await;
     assert_eq!(token(state.path()), first);
     f.shutdown().await;
 }
@@ -60,15 +61,13 @@ async fn token_is_required_except_on_public_pages() {
 async fn status_has_every_interface_field() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
-    let state = tempfile::tempdir().unwrap();
-    let f = start_fulcrum(&config_in(
-        state.path(),
-        "",
-        "min_healthy = 1",
-        &[(&a, "weight = 2"), (&b, "backup = true")],
-    ))
-    .await;
-    let api = Api::new(&f, state.path());
+    let f = Setup::new()
+        .backend("b", |be| be.min_healthy(1))
+        .server(&a, |s| s.weight(2))
+        .server(&b, |s| s.backup())
+        .start()
+        .await;
+    let api = Api::new(&f);
     let st = api.status().await;
     let be = &st["backends"][0];
     assert_eq!(be["name"], "b");
@@ -103,16 +102,14 @@ async fn status_has_every_interface_field() {
 async fn maintenance_drains_then_delete_restores() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
-    let state = tempfile::tempdir().unwrap();
-    let f = start_fulcrum(&config_in(
-        state.path(),
-        "[admin]\nmax_maintenance = \"2h\"",
+    let f = Setup::new()
+        .admin("max_maintenance", "2h")
         // No slow start, so the server is fully back the moment maintenance ends.
-        "slow_start = \"0s\"",
-        &[(&a, ""), (&b, "")],
-    ))
-    .await;
-    let api = Api::new(&f, state.path());
+        .backend("b", |be| be.slow_start("0s"))
+        .servers(&[&a, &b])
+        .start()
+        .await;
+    let api = Api::new(&f);
     let www = format!("http://{}/", f.frontend("www"));
     // One slow request in flight on `a`.
     a.set_delay(Duration::from_millis(600));
@@ -179,15 +176,12 @@ async fn maintenance_drains_then_delete_restores() {
 #[tokio::test]
 async fn maintenance_requests_are_validated() {
     let a = TestServer::start("a").await;
-    let state = tempfile::tempdir().unwrap();
-    let f = start_fulcrum(&config_in(
-        state.path(),
-        "[admin]\nmax_maintenance = \"1h\"",
-        "",
-        &[(&a, "")],
-    ))
-    .await;
-    let api = Api::new(&f, state.path());
+    let f = Setup::new()
+        .admin("max_maintenance", "1h")
+        .servers(&[&a])
+        .start()
+        .await;
+    let api = Api::new(&f);
     for (body, expect) in [
         (json!({"reason": "no for"}), 400),
         (json!({"for": "2h"}), 400),
@@ -216,10 +210,10 @@ async fn maintenance_requests_are_validated() {
 async fn maintenance_survives_a_restart() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
-    let state = tempfile::tempdir().unwrap();
-    let cfg = config_in(state.path(), "", "", &[(&a, ""), (&b, "")]);
-    let f = start_fulcrum(&cfg).await;
-    let api = Api::new(&f, state.path());
+    // One setup started twice: both starts share its state_dir.
+    let setup = Setup::new().servers(&[&a, &b]);
+    let f = setup.start().await;
+    let api = Api::new(&f);
     let (code, v) = api
         .maintenance("a", json!({"for": "3h", "reason": "rack move"}))
         .await;
@@ -227,8 +221,8 @@ async fn maintenance_survives_a_restart() {
     let until = v["server"]["maintenance_until"].clone();
     f.shutdown().await;
 
-    let f = start_fulcrum(&cfg).await;
-    let api = Api::new(&f, state.path());
+    let f = setup.start().await;
+    let api = Api::new(&f);
     let s = api.server("b", "a").await;
     assert_eq!(s["state"], "maintenance");
     assert_eq!(s["maintenance_reason"], "rack move");
@@ -251,8 +245,12 @@ async fn maintenance_expired_while_stopped_ends_at_start_up() {
             "since":"2020-01-01T00:00:00Z","until":"2020-01-01T01:00:00Z","reason":"old"}]}"#,
     )
     .unwrap();
-    let f = start_fulcrum(&config_in(state.path(), "", "", &[(&a, "")])).await;
-    let api = Api::new(&f, state.path());
+    let f = Setup::new()
+        .state_dir(state.path())
+        .servers(&[&a])
+        .start()
+        .await;
+    let api = Api::new(&f);
     assert_eq!(api.server("b", "a").await["state"], "up");
     let metrics = api.metrics().await;
     assert!(
@@ -268,9 +266,8 @@ async fn maintenance_expired_while_stopped_ends_at_start_up() {
 async fn weight_change_applies_at_once() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
-    let state = tempfile::tempdir().unwrap();
-    let f = start_fulcrum(&config_in(state.path(), "", "", &[(&a, ""), (&b, "")])).await;
-    let api = Api::new(&f, state.path());
+    let f = Setup::new().servers(&[&a, &b]).start().await;
+    let api = Api::new(&f);
     let path = "/api/v1/backends/b/servers/a/weight";
     for bad in [
         json!({"weight": 0}),
@@ -307,9 +304,8 @@ async fn weight_change_applies_at_once() {
 #[tokio::test]
 async fn event_stream_delivers_json_events() {
     let a = TestServer::start("a").await;
-    let state = tempfile::tempdir().unwrap();
-    let f = start_fulcrum(&config_in(state.path(), "", "", &[(&a, "")])).await;
-    let api = Api::new(&f, state.path());
+    let f = Setup::new().servers(&[&a]).start().await;
+    let api = Api::new(&f);
     let resp = api
         .c
         .get(format!("{}/api/v1/events", api.base))
@@ -354,9 +350,8 @@ async fn event_stream_delivers_json_events() {
 #[tokio::test]
 async fn metrics_have_every_interface_family() {
     let a = TestServer::start("a").await;
-    let state = tempfile::tempdir().unwrap();
-    let f = start_fulcrum(&config_in(state.path(), "", "", &[(&a, "")])).await;
-    let api = Api::new(&f, state.path());
+    let f = Setup::new().servers(&[&a]).start().await;
+    let api = Api::new(&f);
     let c = client();
     let www = format!("http://{}/", f.frontend("www"));
     assert_eq!(get(&c, &www).await.0, 200);

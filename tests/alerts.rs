@@ -52,11 +52,12 @@ async fn receiver() -> (
 async fn webhook_receives_matching_events_as_json() {
     let a = TestServer::start("a").await;
     let (addr, mut rx) = receiver().await;
-    let state = tempfile::tempdir().unwrap();
-    let alerts = format!(
-        "[alerts]\n[[alerts.webhooks]]\nurl = \"http://{addr}/hook\"\nevents = [\"maintenance_started\"]\n"
-    );
-    let f = start_fulcrum(&config_in(state.path(), &alerts, "", &[(&a, "")])).await;
+    let url = format!("http://{addr}/hook");
+    let f = Setup::new()
+        .alerts(|al| al.webhook(&url, |w| w.events(&["maintenance_started"])))
+        .servers(&[&a])
+        .start()
+        .await;
     // Not asked for: must not arrive.
     f.app.events().publish(Event::new(
         EventKind::ConfigRejected,
@@ -64,7 +65,7 @@ async fn webhook_receives_matching_events_as_json() {
         None,
         "not wanted",
     ));
-    let api = Api::new(&f, state.path());
+    let api = Api::new(&f);
     let (code, _) = api
         .maintenance("a", json!({"for": "10m", "reason": "webhook test"}))
         .await;
@@ -106,9 +107,12 @@ async fn dead_webhook_never_blocks_and_drops_are_counted() {
             held.push(s);
         }
     });
-    let state = tempfile::tempdir().unwrap();
-    let alerts = format!("[alerts]\n[[alerts.webhooks]]\nurl = \"http://{addr}/hook\"\n");
-    let f = start_fulcrum(&config_in(state.path(), &alerts, "", &[(&a, "")])).await;
+    let url = format!("http://{addr}/hook");
+    let f = Setup::new()
+        .alerts(|al| al.webhook(&url, |w| w))
+        .servers(&[&a])
+        .start()
+        .await;
     let n = fulcrum::alerts::QUEUE + 200;
     let t = Instant::now();
     for i in 0..n {
@@ -128,7 +132,7 @@ async fn dead_webhook_never_blocks_and_drops_are_counted() {
     let c = client();
     let www = format!("http://{}/", f.frontend("www"));
     assert_eq!(get(&c, &www).await.0, 200);
-    let api = Api::new(&f, state.path());
+    let api = Api::new(&f);
     let needle = format!("fulcrum_alerts_dropped_total{{webhook=\"http://{addr}/hook\"}} ");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

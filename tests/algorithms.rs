@@ -39,8 +39,11 @@ async fn load_aware_algorithms_avoid_the_slow_server() {
         let slow = TestServer::start("slow").await;
         fast.set_delay(Duration::from_millis(5));
         slow.set_delay(Duration::from_millis(250));
-        let extra = format!("algorithm = \"{alg}\"");
-        let f = start_fulcrum(&simple_config(&extra, &[(&fast, ""), (&slow, "")])).await;
+        let f = Setup::new()
+            .backend("b", |b| b.algorithm(alg))
+            .servers(&[&fast, &slow])
+            .start()
+            .await;
         all_up(&f, 2).await;
         load(&format!("http://{}/", f.frontend("www")), 8, 8).await;
         let (a, b) = (fast.hits(), slow.hits());
@@ -60,15 +63,13 @@ async fn first_fills_servers_in_file_order() {
     for s in [&a, &b, &c] {
         s.set_delay(Duration::from_millis(300));
     }
-    let cfg = simple_config(
-        "algorithm = \"first\"",
-        &[
-            (&a, "max_connections = 2"),
-            (&b, "max_connections = 2"),
-            (&c, "max_connections = 2"),
-        ],
-    );
-    let f = start_fulcrum(&cfg).await;
+    let f = Setup::new()
+        .backend("b", |be| be.algorithm("first"))
+        .server(&a, |s| s.max_connections(2))
+        .server(&b, |s| s.max_connections(2))
+        .server(&c, |s| s.max_connections(2))
+        .start()
+        .await;
     all_up(&f, 3).await;
     load(&format!("http://{}/", f.frontend("www")), 3, 1).await;
     assert_eq!((a.hits(), b.hits(), c.hits()), (2, 1, 0));
@@ -84,8 +85,11 @@ async fn hash_algorithms_keep_a_key_on_one_server() {
         let a = TestServer::start("a").await;
         let b = TestServer::start("b").await;
         let c = TestServer::start("c").await;
-        let extra = format!("algorithm = \"{alg}\"\nhash_key = \"header:x-user\"");
-        let f = start_fulcrum(&simple_config(&extra, &[(&a, ""), (&b, ""), (&c, "")])).await;
+        let f = Setup::new()
+            .backend("b", |b| b.algorithm(alg).hash_key("header:x-user"))
+            .servers(&[&a, &b, &c])
+            .start()
+            .await;
         all_up(&f, 3).await;
         let url = format!("http://{}/", f.frontend("www"));
         let cl = client();
@@ -116,8 +120,11 @@ async fn hash_algorithms_keep_a_key_on_one_server() {
 async fn sticky_cookie_pins_then_moves_when_its_server_goes() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
-    let extra = "sticky_cookie = \"srv\"";
-    let f = start_fulcrum(&simple_config(extra, &[(&a, ""), (&b, "")])).await;
+    let f = Setup::new()
+        .backend("b", |b| b.sticky_cookie("srv"))
+        .servers(&[&a, &b])
+        .start()
+        .await;
     all_up(&f, 2).await;
     let url = format!("http://{}/", f.frontend("www"));
     let cl = client();

@@ -13,11 +13,11 @@ use common::*;
 async fn weighted_round_robin_is_smooth_and_exact() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
-    let f = start_fulcrum(&simple_config(
-        "",
-        &[(&a, "weight = 3"), (&b, "weight = 1")],
-    ))
-    .await;
+    let f = Setup::new()
+        .server(&a, |s| s.weight(3))
+        .server(&b, |s| s.weight(1))
+        .start()
+        .await;
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
     let mut seen = String::new();
@@ -52,7 +52,7 @@ async fn equal_weights_alternate() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
     let cc = TestServer::start("c").await;
-    let f = start_fulcrum(&simple_config("", &[(&a, ""), (&b, ""), (&cc, "")])).await;
+    let f = Setup::new().servers(&[&a, &b, &cc]).start().await;
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
     let mut seen = Vec::new();
@@ -74,11 +74,11 @@ async fn least_connections_avoids_the_slow_server() {
     let slow = TestServer::start("slow").await;
     let fast = TestServer::start("fast").await;
     slow.set_delay(Duration::from_millis(100));
-    let f = start_fulcrum(&simple_config(
-        "algorithm = \"least_connections\"",
-        &[(&slow, ""), (&fast, "")],
-    ))
-    .await;
+    let f = Setup::new()
+        .backend("b", |b| b.algorithm("least_connections"))
+        .servers(&[&slow, &fast])
+        .start()
+        .await;
     let url = Arc::new(format!("http://{}/", f.frontend("www")));
     let c = reqwest::Client::new();
     let mut workers = tokio::task::JoinSet::new();

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use common::*;
 
-fn cfg(a: &TestServer, global: &str, frontend: &str) -> String {
-    config(global, frontend, "", HEALTH_FAST, &[srv(a, "")])
+/// fulcrum in front of `a` alone.
+fn cfg(a: &TestServer) -> Setup {
+    Setup::new().servers(&[a])
 }
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -24,7 +25,7 @@ async fn answered_once(f: &fulcrum::runtime::Running) -> RawConn {
 #[tokio::test]
 async fn many_requests_on_one_keep_alive_connection() {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&cfg(&a, "", "")).await;
+    let f = cfg(&a).start().await;
     let mut conn = RawConn::connect(f.frontend("www")).await;
     for i in 0..50 {
         conn.send(format!("GET /n{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
@@ -55,7 +56,7 @@ async fn many_requests_on_one_keep_alive_connection() {
 #[tokio::test]
 async fn keep_alive_with_a_pooling_client() {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&cfg(&a, "", "")).await;
+    let f = cfg(&a).start().await;
     let url = format!("http://{}/", f.frontend("www"));
     let c = reqwest::Client::new();
     for _ in 0..20 {
@@ -68,12 +69,10 @@ async fn keep_alive_with_a_pooling_client() {
 #[tokio::test]
 async fn idle_keep_alive_connection_closes_after_client_idle_timeout() {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&cfg(
-        &a,
-        "",
-        "client_idle_timeout = \"300ms\"\nclient_header_timeout = \"10s\"",
-    ))
-    .await;
+    let f = cfg(&a)
+        .frontend(|f| f.client_idle_timeout("300ms").client_header_timeout("10s"))
+        .start()
+        .await;
     let mut conn = answered_once(&f).await;
     let took = conn.closed_within(Duration::from_secs(5)).await;
     assert!(took >= Duration::from_millis(250), "closed after {took:?}");
@@ -89,12 +88,10 @@ async fn idle_keep_alive_connection_closes_after_client_idle_timeout() {
 #[tokio::test]
 async fn header_timeout_does_not_close_an_idle_keep_alive_connection() {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&cfg(
-        &a,
-        "",
-        "client_idle_timeout = \"10s\"\nclient_header_timeout = \"200ms\"",
-    ))
-    .await;
+    let f = cfg(&a)
+        .frontend(|f| f.client_idle_timeout("10s").client_header_timeout("200ms"))
+        .start()
+        .await;
     let mut conn = answered_once(&f).await;
     // Idle for more than three header timeouts (asserting an absence needs a wait).
     assert!(
@@ -118,12 +115,10 @@ async fn header_timeout_does_not_close_an_idle_keep_alive_connection() {
 #[tokio::test]
 async fn stalled_request_head_is_cut_after_client_header_timeout() {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&cfg(
-        &a,
-        "",
-        "client_idle_timeout = \"10s\"\nclient_header_timeout = \"300ms\"",
-    ))
-    .await;
+    let f = cfg(&a)
+        .frontend(|f| f.client_idle_timeout("10s").client_header_timeout("300ms"))
+        .start()
+        .await;
     let mut conn = RawConn::connect(f.frontend("www")).await;
     conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
     let took = conn.closed_within(Duration::from_secs(5)).await;
@@ -181,12 +176,10 @@ async fn stalled_request_head_is_cut_after_client_header_timeout() {
 #[tokio::test]
 async fn stalled_second_head_on_a_keep_alive_connection_is_cut() {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&cfg(
-        &a,
-        "",
-        "client_idle_timeout = \"10s\"\nclient_header_timeout = \"300ms\"",
-    ))
-    .await;
+    let f = cfg(&a)
+        .frontend(|f| f.client_idle_timeout("10s").client_header_timeout("300ms"))
+        .start()
+        .await;
     let mut conn = answered_once(&f).await;
     conn.send(b"GET /second HTTP/1.1\r\nHost: x\r\n").await;
     let took = conn.closed_within(Duration::from_secs(8)).await;
@@ -205,12 +198,13 @@ async fn stalled_second_head_on_a_keep_alive_connection_is_cut() {
 async fn slow_response_is_not_cut_by_the_idle_limit() {
     let a = TestServer::start("a").await;
     a.set_delay(Duration::from_millis(600));
-    let f = start_fulcrum(&cfg(
-        &a,
-        "",
-        "client_idle_timeout = \"200ms\"\nclient_header_timeout = \"200ms\"",
-    ))
-    .await;
+    let f = cfg(&a)
+        .frontend(|f| {
+            f.client_idle_timeout("200ms")
+                .client_header_timeout("200ms")
+        })
+        .start()
+        .await;
     let r = raw_exchange(f.frontend("www"), GET).await;
     assert_eq!((r.status, r.text().as_str()), (200, "a"));
     f.shutdown().await;
@@ -219,7 +213,7 @@ async fn slow_response_is_not_cut_by_the_idle_limit() {
 #[tokio::test]
 async fn global_max_connections_pauses_accepting() {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&cfg(&a, "max_connections = 2", "")).await;
+    let f = cfg(&a).global("max_connections", 2).start().await;
     let addr = f.frontend("www");
     let mut one = RawConn::connect(addr).await;
     one.send(GET).await;
@@ -258,7 +252,7 @@ async fn global_max_connections_pauses_accepting() {
 #[tokio::test]
 async fn request_pausing_inside_the_http2_preface_prefix_is_served() {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&cfg(&a, "", "")).await;
+    let f = cfg(&a).start().await;
     let mut conn = RawConn::connect(f.frontend("www")).await;
     conn.send(b"P").await;
     // The pause is what is tested: the deciding byte arrives in a later segment.
@@ -323,12 +317,10 @@ async fn upstream_connection_is_reused_between_requests() {
 #[tokio::test]
 async fn half_closed_inside_the_http2_preface_prefix_is_closed_at_once() {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&cfg(
-        &a,
-        "",
-        "client_idle_timeout = \"30s\"\nclient_header_timeout = \"30s\"",
-    ))
-    .await;
+    let f = cfg(&a)
+        .frontend(|f| f.client_idle_timeout("30s").client_header_timeout("30s"))
+        .start()
+        .await;
     let mut conn = RawConn::connect(f.frontend("www")).await;
     conn.send(b"PRI * HTTP").await;
     {

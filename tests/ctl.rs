@@ -4,7 +4,7 @@
 mod admin_common;
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use admin_common::*;
 use common::*;
@@ -19,20 +19,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Writes a configuration whose admin listens on a fixed free port; returns its path.
-fn write_config(dir: &Path, servers: &[(&TestServer, &str)]) -> PathBuf {
-    let text = config_in(&dir.join("state"), "", "", servers).replace(
-        "bind = \"127.0.0.1:0\"\n\n[[frontends]]",
-        &format!("bind = \"127.0.0.1:{}\"\n\n[[frontends]]", free_port()),
-    );
-    let path = dir.join("fulcrum.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-async fn start_file(path: &Path) -> fulcrum::runtime::Running {
-    let cfg = fulcrum::config::load_file(path).unwrap();
-    fulcrum::runtime::start(cfg).await.unwrap()
+/// A configuration whose admin listens on a fixed free port, with its state in
+/// `dir/state`; `ctl` finds both through the file.
+fn setup(dir: &Path, servers: &[&TestServer]) -> Setup {
+    Setup::new()
+        .state_dir(dir.join("state"))
+        .admin("bind", format!("127.0.0.1:{}", free_port()))
+        .servers(servers)
 }
 
 async fn ctl(path: &Path, action: Action) -> Result<String, (u8, String)> {
@@ -46,8 +39,8 @@ async fn ctl_operates_a_running_fulcrum() {
     let a = TestServer::start("web-01").await;
     let b = TestServer::start("web-02").await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &[(&a, ""), (&b, "")]);
-    let f = start_file(&path).await;
+    let path = dir.path().join("fulcrum.toml");
+    let f = setup(dir.path(), &[&a, &b]).start_from(&path).await;
 
     let out = ctl(&path, Action::Status).await.unwrap();
     let lines: Vec<&str> = out.lines().collect();
@@ -99,7 +92,7 @@ async fn ctl_operates_a_running_fulcrum() {
     )
     .await
     .unwrap();
-    let api = Api::new(&f, &dir.path().join("state"));
+    let api = Api::new(&f);
     assert_eq!(api.server("b", "web-02").await["weight"], 5);
 
     // Errors: a value the API refuses, an unknown server, too long a window: exit 1.
@@ -157,7 +150,8 @@ async fn ctl_operates_a_running_fulcrum() {
 async fn ctl_says_when_fulcrum_is_not_running() {
     let a = TestServer::start("web-01").await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &[(&a, "")]);
+    let path = dir.path().join("fulcrum.toml");
+    std::fs::write(&path, setup(dir.path(), &[&a]).toml()).unwrap();
     std::fs::create_dir_all(dir.path().join("state")).unwrap();
     std::fs::write(dir.path().join("state/admin.token"), "t\n").unwrap();
     // The real binary, for the exit code and the message an operator sees.

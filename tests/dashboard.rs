@@ -258,21 +258,6 @@ impl Cdp {
     }
 }
 
-fn config(state: &Path, web: &[(&TestServer, &str)], api: &[(&TestServer, &str)]) -> String {
-    format!(
-        "[global]\ngrace_period = \"2s\"\nstate_dir = \"{}\"\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
-         [[frontends]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"web\"\naccess_log = false\n\n\
-         [[frontends]]\nname = \"api\"\nbind = \"127.0.0.2:0\"\nbackend = \"api\"\naccess_log = false\n\n{}\n{}",
-        state.display(),
-        backend_toml(
-            "web",
-            "algorithm = \"least_connections\"\nmin_healthy = 2",
-            web
-        ),
-        backend_toml("api", "algorithm = \"round_robin\"\nmin_healthy = 1", api),
-    )
-}
-
 /// Steady traffic through `url` until the returned handle is aborted, so the page has
 /// rates, latencies and chart points to show.
 fn load(url: String, parallel: usize) -> Vec<tokio::task::JoinHandle<()>> {
@@ -301,14 +286,26 @@ async fn dashboard_in_headless_chromium_puts_a_server_in_maintenance() {
     web2.set_delay(Duration::from_millis(25));
     api1.set_delay(Duration::from_millis(3));
     api2.set_delay(Duration::from_millis(4));
-    let state = tempfile::tempdir().unwrap();
-    let f = start_fulcrum(&config(
-        state.path(),
-        &[(&web1, ""), (&web2, ""), (&web3, "backup = true")],
-        &[(&api1, "weight = 2"), (&api2, "")],
-    ))
-    .await;
-    let api = admin_common::Api::new(&f, state.path());
+    // Two frontends on two addresses, each feeding a backend of its own.
+    let f = Setup::new()
+        .global("grace_period", "2s")
+        .frontend(|f| f.backend("web"))
+        .frontend_named("api", |f| f.bind("127.0.0.2:0"))
+        .backend("web", |b| {
+            b.algorithm("least_connections")
+                .min_healthy(2)
+                .servers(&[&web1, &web2])
+                .server(&web3, |s| s.backup())
+        })
+        .backend("api", |b| {
+            b.algorithm("round_robin")
+                .min_healthy(1)
+                .server(&api1, |s| s.weight(2))
+                .server(&api2, |s| s)
+        })
+        .start()
+        .await;
+    let api = admin_common::Api::new(&f);
     let base = format!("http://{}", f.admin);
     let mut traffic = load(format!("http://{}/", f.frontend("www")), 4);
     traffic.extend(load(format!("http://{}/", f.frontend("api")), 3));

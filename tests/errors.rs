@@ -39,14 +39,11 @@ async fn vanished(name: &str) -> TestServer {
 async fn connect_failure_is_retried_on_another_server_for_any_method() {
     let dead = vanished("dead").await;
     let b = TestServer::start("b").await;
-    let f = start_fulcrum(&config(
-        "",
-        "",
-        "retries = 1",
-        HEALTH_SLOW,
-        &[srv(&dead, ""), srv(&b, "")],
-    ))
-    .await;
+    let f = Setup::new()
+        .backend("b", |be| be.retries(1).health_slow())
+        .servers(&[&dead, &b])
+        .start()
+        .await;
     dead.stop();
     wait_refused(dead.addr).await;
     let base = format!("http://{}", f.frontend("www"));
@@ -71,14 +68,11 @@ async fn connect_failure_is_retried_on_another_server_for_any_method() {
 #[tokio::test]
 async fn refused_connect_on_the_only_server_is_502_connect_failed() {
     let dead = vanished("dead").await;
-    let f = start_fulcrum(&config(
-        "",
-        "",
-        "retries = 1",
-        HEALTH_SLOW,
-        &[srv(&dead, "")],
-    ))
-    .await;
+    let f = Setup::new()
+        .backend("b", |b| b.retries(1).health_slow())
+        .servers(&[&dead])
+        .start()
+        .await;
     dead.stop();
     wait_refused(dead.addr).await;
     let url = format!("http://{}/", f.frontend("www"));
@@ -124,7 +118,7 @@ async fn server_closing_without_answer_is_502_upstream_broken() {
 async fn all_servers_down_is_503_no_server_with_retry_after() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
-    let f = start_fulcrum(&simple_config("", &[(&a, ""), (&b, "")])).await;
+    let f = Setup::new().servers(&[&a, &b]).start().await;
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
     a.set_healthy(false);
@@ -158,11 +152,11 @@ async fn all_servers_down_is_503_no_server_with_retry_after() {
 async fn slow_response_head_is_504_upstream_timeout() {
     let slow = TestServer::start("slow").await;
     slow.set_delay(Duration::from_secs(2));
-    let f = start_fulcrum(&simple_config(
-        "response_timeout = \"200ms\"",
-        &[(&slow, "")],
-    ))
-    .await;
+    let f = Setup::new()
+        .backend("b", |b| b.response_timeout("200ms"))
+        .servers(&[&slow])
+        .start()
+        .await;
     let url = format!("http://{}/", f.frontend("www"));
     let t0 = Instant::now();
     let r = client().get(&url).send().await.unwrap();
@@ -183,7 +177,7 @@ async fn slow_response_head_is_504_upstream_timeout() {
 async fn server_error_status_passes_through() {
     let a = TestServer::start("a").await;
     a.set_status(500);
-    let f = start_fulcrum(&simple_config("", &[(&a, "")])).await;
+    let f = Setup::new().servers(&[&a]).start().await;
     let r = client()
         .get(format!("http://{}/", f.frontend("www")))
         .send()
@@ -239,14 +233,13 @@ async fn idle_upstream_connection_closed_by_the_server_is_let_go() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     })
     .await;
-    let f = start_fulcrum(&config(
-        "",
-        "",
-        "",
-        "kind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"100ms\"",
-        &[srv_at("once", addr, "")],
-    ))
-    .await;
+    let f = Setup::new()
+        .backend("b", |b| {
+            b.health(|h| h.reset().tcp().interval("100ms").timeout("100ms"))
+        })
+        .server_at("once", addr, |s| s)
+        .start()
+        .await;
     let (status, body, _) = get(&client(), &format!("http://{}/", f.frontend("www"))).await;
     assert_eq!((status, body.as_str()), (200, "once"));
     let server = live_server(&f, "once");

@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 async fn serves_h2_prior_knowledge() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
-    let f = start_fulcrum(&simple_config("", &[(&a, ""), (&b, "")])).await;
+    let f = Setup::new().servers(&[&a, &b]).start().await;
     let tcp = tokio::net::TcpStream::connect(f.frontend("www"))
         .await
         .unwrap();
@@ -48,14 +48,11 @@ async fn serves_h2_prior_knowledge() {
 #[tokio::test]
 async fn idle_h2_connection_with_pings_outlives_the_header_timeout() {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&config(
-        "",
-        "client_header_timeout = \"300ms\"\nclient_idle_timeout = \"30s\"",
-        "",
-        HEALTH_FAST,
-        &[srv(&a, "")],
-    ))
-    .await;
+    let f = Setup::new()
+        .frontend(|f| f.client_header_timeout("300ms").client_idle_timeout("30s"))
+        .servers(&[&a])
+        .start()
+        .await;
     let (mut tx, conn) = pinging_client(f.frontend("www")).await;
     for i in 0..2 {
         let req = http::Request::get("http://books.example/")
@@ -79,14 +76,11 @@ async fn idle_h2_connection_with_pings_outlives_the_header_timeout() {
 #[tokio::test]
 async fn h2_connection_that_only_pings_is_closed_after_the_idle_timeout() {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&config(
-        "",
-        "client_header_timeout = \"10s\"\nclient_idle_timeout = \"400ms\"",
-        "",
-        HEALTH_FAST,
-        &[srv(&a, "")],
-    ))
-    .await;
+    let f = Setup::new()
+        .frontend(|f| f.client_header_timeout("10s").client_idle_timeout("400ms"))
+        .servers(&[&a])
+        .start()
+        .await;
     let (mut tx, conn) = pinging_client(f.frontend("www")).await;
     let req = http::Request::get("http://books.example/")
         .body(Empty::<Bytes>::new())

@@ -6,16 +6,13 @@ use std::time::Duration;
 
 use common::*;
 
-async fn start_one() -> (TestServer, fulcrum::runtime::Running) {
+async fn start_one() -> (TestServer, Fulcrum) {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&config(
-        "",
-        "max_header_bytes = 2048",
-        "",
-        HEALTH_FAST,
-        &[srv(&a, "")],
-    ))
-    .await;
+    let f = Setup::new()
+        .frontend(|f| f.max_header_bytes(2048))
+        .servers(&[&a])
+        .start()
+        .await;
     (a, f)
 }
 

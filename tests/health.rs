@@ -6,10 +6,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+use fulcrum::pool::Health;
+
 /// These tests are about the health thresholds: a server that comes back takes its full
 /// share at once instead of ramping up (slow start has its own tests in protect.rs).
-const NO_SLOW_START: &str = "slow_start = \"0s\"";
-use fulcrum::pool::Health;
+fn no_slow_start(b: Backend) -> Backend {
+    b.slow_start("0s")
+}
 
 /// Sends `n` requests and returns the bodies (server names).
 async fn answers(c: &reqwest::Client, url: &str, n: usize) -> Vec<String> {
@@ -27,7 +30,11 @@ async fn server_goes_down_after_fall_and_up_after_rise() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
     // interval 100ms, rise 2, fall 2.
-    let f = start_fulcrum(&simple_config(NO_SLOW_START, &[(&a, ""), (&b, "")])).await;
+    let f = Setup::new()
+        .backend("b", no_slow_start)
+        .servers(&[&a, &b])
+        .start()
+        .await;
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
     let live = live_server(&f, "a");
@@ -91,7 +98,7 @@ async fn server_goes_down_after_fall_and_up_after_rise() {
 async fn stopped_server_is_taken_out() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
-    let f = start_fulcrum(&simple_config("", &[(&a, ""), (&b, "")])).await;
+    let f = Setup::new().servers(&[&a, &b]).start().await;
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
     a.stop();
@@ -118,7 +125,7 @@ async fn first_check_decides_at_start() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
     a.set_healthy(false);
-    let f = start_fulcrum(&simple_config("", &[(&a, ""), (&b, "")])).await;
+    let f = Setup::new().servers(&[&a, &b]).start().await;
     assert_eq!(live_server(&f, "a").health(), Health::Down);
     assert_eq!(live_server(&f, "b").health(), Health::Up);
     let url = format!("http://{}/", f.frontend("www"));
@@ -136,16 +143,12 @@ async fn backup_takes_over_and_hands_back() {
     let b = TestServer::start("b").await;
     let c1 = TestServer::start("c").await;
     let d = TestServer::start("d").await;
-    let f = start_fulcrum(&simple_config(
-        "",
-        &[
-            (&a, ""),
-            (&b, ""),
-            (&c1, "backup = true"),
-            (&d, "backup = true"),
-        ],
-    ))
-    .await;
+    let f = Setup::new()
+        .servers(&[&a, &b])
+        .server(&c1, |s| s.backup())
+        .server(&d, |s| s.backup())
+        .start()
+        .await;
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
     let seen = answers(&c, &url, 4).await;
@@ -188,11 +191,13 @@ async fn all_backups_balances_over_backups() {
     let c1 = TestServer::start("c").await;
     let d = TestServer::start("d").await;
     a.set_healthy(false);
-    let f = start_fulcrum(&simple_config(
-        "all_backups = true",
-        &[(&a, ""), (&c1, "backup = true"), (&d, "backup = true")],
-    ))
-    .await;
+    let f = Setup::new()
+        .backend("b", |b| b.all_backups(true))
+        .servers(&[&a])
+        .server(&c1, |s| s.backup())
+        .server(&d, |s| s.backup())
+        .start()
+        .await;
     let url = format!("http://{}/", f.frontend("www"));
     let seen = answers(&client(), &url, 6).await;
     assert_eq!(seen.iter().filter(|s| *s == "c").count(), 3, "{seen:?}");
@@ -209,11 +214,12 @@ async fn next_backup_when_first_backup_is_down() {
     let d = TestServer::start("d").await;
     a.set_healthy(false);
     c1.set_healthy(false);
-    let f = start_fulcrum(&simple_config(
-        "",
-        &[(&a, ""), (&c1, "backup = true"), (&d, "backup = true")],
-    ))
-    .await;
+    let f = Setup::new()
+        .servers(&[&a])
+        .server(&c1, |s| s.backup())
+        .server(&d, |s| s.backup())
+        .start()
+        .await;
     let url = format!("http://{}/", f.frontend("www"));
     let seen = answers(&client(), &url, 4).await;
     assert!(seen.iter().all(|s| s == "d"), "{seen:?}");

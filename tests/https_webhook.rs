@@ -1,9 +1,12 @@
 //! Webhooks over https:// (Slack's URLs): fulcrum speaks TLS and verifies the receiver's
 //! certificate against the public roots; a self-signed receiver is refused, never sent
 //! the alert in clear.
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::*;
 
 #[tokio::test]
 async fn https_calls_verify_the_certificate() {
@@ -32,8 +35,7 @@ async fn https_calls_verify_the_certificate() {
     )
     .await;
     let err = result
-        .err()
-        .expect("a self-signed receiver must be refused")
+        .expect_err("a self-signed receiver must be refused")
         .to_string();
     assert!(
         err.contains("TLS") && err.to_lowercase().contains("cert"),
@@ -47,8 +49,11 @@ async fn https_calls_verify_the_certificate() {
 
 #[test]
 fn https_webhook_urls_are_valid_configuration() {
-    let toml = "[[frontends]]\nname = \"w\"\nbind = \"127.0.0.1:0\"\nbackend = \"b\"\n[backends.b]\n[[backends.b.servers]]\nname = \"s\"\naddress = \"127.0.0.1:1\"\n[[alerts.webhooks]]\nurl = \"https://hooks.slack.com/services/T0/B0/XXXX\"\n";
-    fulcrum::config::parse_str(toml, std::path::Path::new("t.toml")).unwrap();
+    let toml = Setup::new()
+        .server_at("s", "127.0.0.1:1".parse().unwrap(), |s| s)
+        .alerts(|a| a.webhook("https://hooks.slack.com/services/T0/B0/XXXX", |w| w))
+        .toml();
+    fulcrum::config::parse_str(&toml, std::path::Path::new("t.toml")).unwrap();
     let bad = toml.replace("https://", "ftp://");
     let err = fulcrum::config::parse_str(&bad, std::path::Path::new("t.toml")).unwrap_err();
     assert!(err.to_string().contains("alerts.webhooks[0].url"), "{err}");

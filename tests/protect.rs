@@ -25,11 +25,12 @@ async fn the_incident_replayed() {
     let b = TestServer::start("web-02").await;
     b.stop(); // taken out "for a test" and never put back
     a.set_delay(Duration::from_millis(100));
-    let f = start_fulcrum(&simple_config(
-        "max_queue = 30\nqueue_timeout = \"500ms\"",
-        &[(&a, "max_connections = 10"), (&b, "max_connections = 10")],
-    ))
-    .await;
+    let f = Setup::new()
+        .backend("b", |be| be.max_queue(30).queue_timeout("500ms"))
+        .server(&a, |s| s.max_connections(10))
+        .server(&b, |s| s.max_connections(10))
+        .start()
+        .await;
     let url = format!("http://{}/", f.frontend("www"));
     let c = pooled_client();
     let run_for = Duration::from_secs(2);
@@ -102,7 +103,10 @@ async fn the_incident_replayed() {
 async fn the_queue_is_first_in_first_out() {
     let a = TestServer::start("a").await;
     a.set_delay(Duration::from_millis(150));
-    let f = start_fulcrum(&simple_config("", &[(&a, "max_connections = 1")])).await;
+    let f = Setup::new()
+        .server(&a, |s| s.max_connections(1))
+        .start()
+        .await;
     let backend = f.app.backend("b").unwrap();
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
@@ -139,11 +143,11 @@ async fn the_queue_is_first_in_first_out() {
 async fn queue_full_at_once_queue_timeout_after_the_wait() {
     let a = TestServer::start("a").await;
     a.set_delay(Duration::from_millis(1500));
-    let f = start_fulcrum(&simple_config(
-        "max_queue = 1\nqueue_timeout = \"300ms\"",
-        &[(&a, "max_connections = 1")],
-    ))
-    .await;
+    let f = Setup::new()
+        .backend("b", |b| b.max_queue(1).queue_timeout("300ms"))
+        .server(&a, |s| s.max_connections(1))
+        .start()
+        .await;
     let backend = f.app.backend("b").unwrap();
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
@@ -183,7 +187,10 @@ async fn queue_full_at_once_queue_timeout_after_the_wait() {
 async fn a_client_that_goes_away_leaves_the_queue_at_once() {
     let a = TestServer::start("a").await;
     a.set_delay(Duration::from_secs(3));
-    let f = start_fulcrum(&simple_config("", &[(&a, "max_connections = 1")])).await;
+    let f = Setup::new()
+        .server(&a, |s| s.max_connections(1))
+        .start()
+        .await;
     let backend = f.app.backend("b").unwrap();
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
@@ -207,11 +214,15 @@ async fn failing_server_is_ejected_and_returns() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
     a.set_status(500);
-    let f = start_fulcrum(&simple_config(
-        "slow_start = \"0s\"\noutlier = { consecutive_failures = 3, base_ejection = \"1s\" }",
-        &[(&a, ""), (&b, "")],
-    ))
-    .await;
+    let f = Setup::new()
+        .backend("b", |be| {
+            be.slow_start("0s")
+                .outlier("consecutive_failures", 3)
+                .outlier("base_ejection", "1s")
+        })
+        .servers(&[&a, &b])
+        .start()
+        .await;
     let mut events = f.app.events().subscribe();
     let backend = f.app.backend("b").unwrap();
     let url = format!("http://{}/", f.frontend("www"));
@@ -253,11 +264,11 @@ async fn idempotent_requests_are_retried_on_another_server() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
     a.set_status(503);
-    let f = start_fulcrum(&simple_config(
-        "outlier = { consecutive_failures = 0 }",
-        &[(&a, ""), (&b, "")],
-    ))
-    .await;
+    let f = Setup::new()
+        .backend("b", |be| be.outlier("consecutive_failures", 0))
+        .servers(&[&a, &b])
+        .start()
+        .await;
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
     // The very first request may land on a: a quiet backend still gets its retry.
@@ -285,11 +296,11 @@ async fn the_retry_budget_caps_retries_at_a_fifth() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
     a.set_status(503);
-    let f = start_fulcrum(&simple_config(
-        "outlier = { consecutive_failures = 0 }",
-        &[(&a, ""), (&b, "")],
-    ))
-    .await;
+    let f = Setup::new()
+        .backend("b", |be| be.outlier("consecutive_failures", 0))
+        .servers(&[&a, &b])
+        .start()
+        .await;
     let backend = f.app.backend("b").unwrap();
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
@@ -323,13 +334,15 @@ async fn breaking_server() -> std::net::SocketAddr {
 async fn a_broken_connection_before_the_head_is_retried() {
     let broken = breaking_server().await;
     let b = TestServer::start("b").await;
-    let toml = format!(
-        "[admin]\nbind = \"127.0.0.1:0\"\n[[frontends]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"b\"\naccess_log = false\n\
-         [backends.b]\noutlier = {{ consecutive_failures = 0 }}\n[backends.b.health]\nkind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\n\
-         [[backends.b.servers]]\nname = \"broken\"\naddress = \"{broken}\"\n[[backends.b.servers]]\nname = \"b\"\naddress = \"{}\"\n",
-        b.addr
-    );
-    let f = start_fulcrum(&toml).await;
+    let f = Setup::new()
+        .backend("b", |be| {
+            be.outlier("consecutive_failures", 0)
+                .health(|h| h.reset().tcp().interval("100ms").timeout("100ms"))
+        })
+        .server_at("broken", broken, |s| s)
+        .servers(&[&b])
+        .start()
+        .await;
     let backend = f.app.backend("b").unwrap();
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();

@@ -21,32 +21,27 @@ use serde_json::json;
 struct Rig {
     _dir: tempfile::TempDir,
     path: PathBuf,
-    state: PathBuf,
-    f: fulcrum::runtime::Running,
+    f: Fulcrum,
     api: Api,
 }
 
 impl Rig {
-    async fn start(backend_extra: &str, servers: &[(&TestServer, &str)]) -> Rig {
+    async fn start(setup: Setup) -> Rig {
         let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
         let path = dir.path().join("fulcrum.toml");
-        std::fs::write(&path, config_in(&state, "", backend_extra, servers)).unwrap();
-        let cfg = fulcrum::config::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
-        let f = fulcrum::runtime::start(cfg).await.expect("fulcrum starts");
-        let api = Api::new(&f, &state);
+        let f = setup.start_from(&path).await;
+        let api = Api::new(&f);
         Rig {
             _dir: dir,
             path,
-            state,
             f,
             api,
         }
     }
 
-    /// The configuration text for `servers`, with this rig's state_dir.
-    fn text(&self, backend_extra: &str, servers: &[(&TestServer, &str)]) -> String {
-        config_in(&self.state, "", backend_extra, servers)
+    /// The configuration text of `setup`, with this rig's state_dir.
+    fn text(&self, setup: Setup) -> String {
+        setup.state_dir(self.f.state_dir()).toml()
     }
 
     /// Writes `text` and asks for a reload through the API.
@@ -104,7 +99,7 @@ async fn next_event(
 #[tokio::test]
 async fn an_invalid_file_is_refused_and_the_old_configuration_serves_on() {
     let a = TestServer::start("a").await;
-    let rig = Rig::start("", &[(&a, "")]).await;
+    let rig = Rig::start(Setup::new().servers(&[&a])).await;
     let mut events = rig.f.app.events().subscribe();
     let good = std::fs::read_to_string(&rig.path).unwrap();
     // A valid TOML file with an invalid value: the error names file, line and key.
@@ -124,7 +119,8 @@ async fn an_invalid_file_is_refused_and_the_old_configuration_serves_on() {
     assert_eq!(listed(&rig.api).await, ["a"]);
     // A valid file afterwards applies.
     let b = TestServer::start("b").await;
-    rig.reload_ok(&rig.text("", &[(&a, ""), (&b, "")])).await;
+    rig.reload_ok(&rig.text(Setup::new().servers(&[&a, &b])))
+        .await;
     let e = next_event(&mut events, EventKind::ConfigReloaded).await;
     assert!(e.detail.contains("servers added: b/b"), "{}", e.detail);
 }
@@ -134,9 +130,20 @@ async fn an_added_server_takes_traffic_only_after_a_passing_check() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
     b.set_healthy(false);
-    let rig = Rig::start("slow_start = \"0s\"", &[(&a, "")]).await;
-    rig.reload_ok(&rig.text("slow_start = \"0s\"", &[(&a, ""), (&b, "")]))
-        .await;
+    let rig = Rig::start(
+        Setup::new()
+            .backend("b", |be| be.slow_start("0s"))
+            .servers(&[&a]),
+    )
+    .await;
+    rig.reload_ok(
+        &rig.text(
+            Setup::new()
+                .backend("b", |be| be.slow_start("0s"))
+                .servers(&[&a, &b]),
+        ),
+    )
+    .await;
     // The reload answered after b's first check, which failed.
     assert_eq!(rig.api.server("b", "b").await["state"], "down");
     let url = rig.url("/").await;
@@ -157,7 +164,7 @@ async fn a_removed_server_drains_its_in_flight_request_then_gets_nothing() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
     b.set_delay(Duration::from_millis(800));
-    let rig = Rig::start("", &[(&a, ""), (&b, "")]).await;
+    let rig = Rig::start(Setup::new().servers(&[&a, &b])).await;
     let url = rig.url("/").await;
     // Round robin: of two concurrent requests one lands on b and stays in flight there.
     let slow = {
@@ -172,7 +179,7 @@ async fn a_removed_server_drains_its_in_flight_request_then_gets_nothing() {
         b.state.active.load(Ordering::SeqCst) == 1
     })
     .await;
-    rig.reload_ok(&rig.text("", &[(&a, "")])).await;
+    rig.reload_ok(&rig.text(Setup::new().servers(&[&a]))).await;
     assert_eq!(listed(&rig.api).await, ["a"]);
     let answers = slow.await.unwrap();
     assert!(answers.contains(&(200, "b".to_string())), "{answers:?}");
@@ -185,7 +192,7 @@ async fn a_removed_server_drains_its_in_flight_request_then_gets_nothing() {
 async fn weights_follow_the_file_only_where_the_file_changed_them() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
-    let rig = Rig::start("", &[(&a, ""), (&b, "")]).await;
+    let rig = Rig::start(Setup::new().servers(&[&a, &b])).await;
     // A weight set at run time...
     let (code, body) = rig
         .api
@@ -197,16 +204,28 @@ async fn weights_follow_the_file_only_where_the_file_changed_them() {
         .await;
     assert_eq!(code, 200, "{body}");
     // ...survives a reload that leaves a's configured weight alone but changes b's.
-    rig.reload_ok(&rig.text("", &[(&a, ""), (&b, "weight = 3")]))
+    rig.reload_ok(&rig.text(Setup::new().servers(&[&a]).server(&b, |s| s.weight(3))))
         .await;
     assert_eq!(rig.api.server("b", "a").await["weight"], 5);
     assert_eq!(rig.api.server("b", "b").await["weight"], 3);
     // Writing the default out is no change; a changed configured weight wins.
-    rig.reload_ok(&rig.text("", &[(&a, "weight = 1"), (&b, "weight = 3")]))
-        .await;
+    rig.reload_ok(
+        &rig.text(
+            Setup::new()
+                .server(&a, |s| s.weight(1))
+                .server(&b, |s| s.weight(3)),
+        ),
+    )
+    .await;
     assert_eq!(rig.api.server("b", "a").await["weight"], 5);
-    rig.reload_ok(&rig.text("", &[(&a, "weight = 2"), (&b, "weight = 6")]))
-        .await;
+    rig.reload_ok(
+        &rig.text(
+            Setup::new()
+                .server(&a, |s| s.weight(2))
+                .server(&b, |s| s.weight(6)),
+        ),
+    )
+    .await;
     assert_eq!(rig.api.server("b", "a").await["weight"], 2);
     let (a0, b0) = (a.hits(), b.hits());
     send_ok(&rig.url("/").await, 40).await;
@@ -217,17 +236,17 @@ async fn weights_follow_the_file_only_where_the_file_changed_them() {
 #[tokio::test]
 async fn a_frontend_moved_to_a_new_address_binds_it_before_the_old_one_closes() {
     let a = TestServer::start("a").await;
-    let rig = Rig::start("", &[(&a, "")]).await;
+    let rig = Rig::start(Setup::new().servers(&[&a])).await;
     let old = rig.f.frontend("www");
     // A keep-alive connection opened before the reload.
     let mut conn = RawConn::connect(old).await;
     conn.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(conn.read_response().await.unwrap().status, 200);
     let port = closed_port().port();
-    let text = rig.text("", &[(&a, "")]).replacen(
-        "name = \"www\"\nbind = \"127.0.0.1:0\"",
-        &format!("name = \"www\"\nbind = \"127.0.0.1:{port}\""),
-        1,
+    let text = rig.text(
+        Setup::new()
+            .frontend(|f| f.bind(format!("127.0.0.1:{port}")))
+            .servers(&[&a]),
     );
     rig.reload_ok(&text).await;
     let new = rig.f.app.frontend_addrs().await["www"];
@@ -245,7 +264,7 @@ async fn servers_that_stay_keep_health_counters_and_maintenance() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
     let c = TestServer::start("c").await;
-    let rig = Rig::start("", &[(&a, ""), (&b, "")]).await;
+    let rig = Rig::start(Setup::new().servers(&[&a, &b])).await;
     send_ok(&rig.url("/").await, 6).await;
     let (code, body) = rig
         .api
@@ -256,8 +275,14 @@ async fn servers_that_stay_keep_health_counters_and_maintenance() {
     let a_total = rig.api.server("b", "a").await["requests_total"].clone();
     let b_total = rig.api.server("b", "b").await["requests_total"].clone();
     assert_eq!(a_total, 3);
-    rig.reload_ok(&rig.text("connect_timeout = \"1s\"", &[(&a, ""), (&b, ""), (&c, "")]))
-        .await;
+    rig.reload_ok(
+        &rig.text(
+            Setup::new()
+                .backend("b", |be| be.connect_timeout("1s"))
+                .servers(&[&a, &b, &c]),
+        ),
+    )
+    .await;
     assert!(Arc::ptr_eq(&before_a, &live_server(&rig.f, "a")));
     let sb = rig.api.server("b", "b").await;
     assert_eq!(sb["state"], "maintenance");
@@ -285,9 +310,14 @@ async fn reloads_under_continuous_load_fail_no_request() {
     for s in [&a, &b, &c] {
         s.set_delay(Duration::from_millis(2));
     }
-    let rig = Rig::start("", &[(&a, ""), (&b, "")]).await;
-    let one = rig.text("", &[(&a, ""), (&b, "")]);
-    let two = rig.text("", &[(&a, "weight = 2"), (&b, "weight = 3"), (&c, "")]);
+    let rig = Rig::start(Setup::new().servers(&[&a, &b])).await;
+    let one = rig.text(Setup::new().servers(&[&a, &b]));
+    let two = rig.text(
+        Setup::new()
+            .server(&a, |s| s.weight(2))
+            .server(&b, |s| s.weight(3))
+            .servers(&[&c]),
+    );
     let url = rig.url("/").await;
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -355,20 +385,14 @@ fn free_port() -> u16 {
     closed_port().port()
 }
 
+/// The binary's configuration: frontend and admin on fixed ports, state in `state`.
 fn binary_config(state: &Path, front: u16, admin: u16, servers: &[&TestServer]) -> String {
-    let mut s = format!(
-        "[global]\ngrace_period = \"5s\"\nstate_dir = \"{}\"\n[admin]\nbind = \"127.0.0.1:{admin}\"\n\n\
-         [[frontends]]\nname = \"www\"\nbind = \"127.0.0.1:{front}\"\nbackend = \"b\"\naccess_log = false\n\n\
-         [backends.b]\n[backends.b.health]\n{HEALTH_FAST}\n",
-        state.display()
-    );
-    for srv in servers {
-        s += &format!(
-            "\n[[backends.b.servers]]\nname = \"{}\"\naddress = \"{}\"\n",
-            srv.name, srv.addr
-        );
-    }
-    s
+    Setup::new()
+        .state_dir(state)
+        .admin("bind", format!("127.0.0.1:{admin}"))
+        .frontend(|f| f.bind(format!("127.0.0.1:{front}")))
+        .servers(servers)
+        .toml()
 }
 
 /// Sends `signal` (e.g. `-HUP`) to `pid` with kill(1).
@@ -390,7 +414,7 @@ async fn sighup_reloads_the_running_binary() {
     let path = dir.path().join("fulcrum.toml");
     // Fixed ports picked free; a collision with another process is retried.
     let mut attempt = 0;
-    let (mut child, admin) = loop {
+    let (mut child, front, admin) = loop {
         attempt += 1;
         let (front, admin) = (free_port(), free_port());
         std::fs::write(&path, binary_config(&state, front, admin, &[&a])).unwrap();
@@ -422,7 +446,7 @@ async fn sighup_reloads_the_running_binary() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         if up {
-            break (child, admin);
+            break (child, front, admin);
         }
         let _ = child.kill();
         assert!(attempt < 5, "fulcrum could not bind its ports");
@@ -433,14 +457,8 @@ async fn sighup_reloads_the_running_binary() {
         c: client(),
     };
     assert_eq!(listed(&api).await, ["a"]);
-    let text = std::fs::read_to_string(&path).unwrap();
     // Same ports, one more server.
-    let more = text.clone()
-        + &format!(
-            "\n[[backends.b.servers]]\nname = \"b\"\naddress = \"{}\"\n",
-            b.addr
-        );
-    std::fs::write(&path, more).unwrap();
+    std::fs::write(&path, binary_config(&state, front, admin, &[&a, &b])).unwrap();
     kill("-HUP", child.id());
     eventually_async("the reload to add b", Duration::from_secs(10), || async {
         listed(&api).await == ["a", "b"]
@@ -464,17 +482,13 @@ async fn sighup_reloads_the_running_binary() {
 #[tokio::test]
 async fn a_mode_change_restarts_the_frontend_on_the_same_socket() {
     let a = TestServer::start("a").await;
-    let rig = Rig::start("", &[(&a, "")]).await;
+    let rig = Rig::start(Setup::new().servers(&[&a])).await;
     let addr = rig.f.frontend("www");
     let mut conn = RawConn::connect(addr).await;
     conn.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(conn.read_response().await.unwrap().status, 200);
     assert!(a.last_headers().contains_key("x-forwarded-for"));
-    let text = rig.text("", &[(&a, "")]).replacen(
-        "access_log = false",
-        "access_log = false\nmode = \"tcp\"",
-        1,
-    );
+    let text = rig.text(Setup::new().frontend(|f| f.mode_tcp()).servers(&[&a]));
     rig.reload_ok(&text).await;
     assert_eq!(rig.f.app.frontend_addrs().await["www"], addr);
     // A new connection is relayed as bytes: fulcrum adds no forwarding header.
@@ -494,11 +508,13 @@ async fn a_mode_change_restarts_the_frontend_on_the_same_socket() {
 async fn a_frontend_moved_to_a_new_backend_never_answers_503() {
     let a = TestServer::start("a").await;
     let c = TestServer::start("c").await;
-    let rig = Rig::start("", &[(&a, "")]).await;
-    let text = rig
-        .text("", &[(&a, "")])
-        .replacen("backend = \"b\"", "backend = \"c\"", 1)
-        + &backend_toml("c", "", &[(&c, "")]);
+    let rig = Rig::start(Setup::new().servers(&[&a])).await;
+    let text = rig.text(
+        Setup::new()
+            .frontend(|f| f.backend("c"))
+            .servers(&[&a])
+            .backend("c", |be| be.servers(&[&c])),
+    );
     let mut events = rig.f.app.events().subscribe();
     rig.reload_ok(&text).await;
     let e = next_event(&mut events, EventKind::ConfigReloaded).await;

@@ -9,7 +9,7 @@ use common::*;
 async fn shutdown_finishes_in_flight_request_and_refuses_new_connections() {
     let a = TestServer::start("a").await;
     a.set_delay(Duration::from_millis(500));
-    let f = start_fulcrum(&simple_config("", &[(&a, "")])).await;
+    let f = Setup::new().servers(&[&a]).start().await;
     let addr = f.frontend("www");
     let url = format!("http://{addr}/slow");
     let c = client();
@@ -40,7 +40,7 @@ async fn shutdown_finishes_in_flight_request_and_refuses_new_connections() {
 #[tokio::test]
 async fn idle_keep_alive_connection_does_not_delay_shutdown() {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&simple_config("", &[(&a, "")])).await;
+    let f = Setup::new().servers(&[&a]).start().await;
     let addr = f.frontend("www");
     let mut conn = RawConn::connect(addr).await;
     conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -62,9 +62,11 @@ async fn idle_keep_alive_connection_does_not_delay_shutdown() {
 async fn grace_period_bounds_shutdown() {
     let a = TestServer::start("a").await;
     a.set_delay(Duration::from_secs(5));
-    let toml =
-        simple_config("", &[(&a, "")]).replace("grace_period = \"5s\"", "grace_period = \"300ms\"");
-    let f = start_fulcrum(&toml).await;
+    let f = Setup::new()
+        .global("grace_period", "300ms")
+        .servers(&[&a])
+        .start()
+        .await;
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
     let pending = tokio::spawn(async move { c.get(&url).send().await.map(|r| r.status()) });

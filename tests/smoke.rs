@@ -7,7 +7,7 @@ use common::*;
 async fn forwards_round_robin() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
-    let f = start_fulcrum(&simple_config("", &[(&a, ""), (&b, "")])).await;
+    let f = Setup::new().servers(&[&a, &b]).start().await;
     let url = format!("http://{}/", f.frontend("www"));
     let c = client();
     let mut seen = Vec::new();

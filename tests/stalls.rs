@@ -10,14 +10,12 @@ use tokio::io::AsyncWriteExt;
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_after_the_idle_timeout() {
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&config(
-        "",
-        "client_idle_timeout = \"300ms\"",
-        "",
-        HEALTH_SLOW,
-        &[srv(&a, "max_connections = 1")],
-    ))
-    .await;
+    let f = Setup::new()
+        .frontend(|f| f.client_idle_timeout("300ms"))
+        .backend("b", |b| b.health_slow())
+        .server(&a, |s| s.max_connections(1))
+        .start()
+        .await;
     let live = live_server(&f, "a");
     let mut conn = tokio::net::TcpStream::connect(f.frontend("www"))
         .await
@@ -54,14 +52,14 @@ async fn stalling_server() -> std::net::SocketAddr {
 #[tokio::test]
 async fn a_server_that_stalls_mid_body_is_cut_after_the_response_timeout() {
     let addr = stalling_server().await;
-    let f = start_fulcrum(&config(
-        "",
-        "",
-        "response_timeout = \"300ms\"",
-        "kind = \"tcp\"\ninterval = \"60s\"",
-        &[srv_at("stall", addr, "max_connections = 1")],
-    ))
-    .await;
+    let f = Setup::new()
+        .backend("b", |b| {
+            b.response_timeout("300ms")
+                .health(|h| h.reset().tcp().interval("60s"))
+        })
+        .server_at("stall", addr, |s| s.max_connections(1))
+        .start()
+        .await;
     let live = live_server(&f, "stall");
     let r = client()
         .get(format!("http://{}/", f.frontend("www")))
@@ -85,7 +83,10 @@ async fn a_server_that_stalls_mid_body_is_cut_after_the_response_timeout() {
 async fn a_client_that_leaves_while_queued_is_counted_as_499() {
     let a = TestServer::start("a").await;
     a.set_delay(Duration::from_millis(800));
-    let f = start_fulcrum(&simple_config("", &[(&a, "max_connections = 1")])).await;
+    let f = Setup::new()
+        .server(&a, |s| s.max_connections(1))
+        .start()
+        .await;
     let url = format!("http://{}/", f.frontend("www"));
     let busy = tokio::spawn({
         let url = url.clone();

@@ -81,7 +81,7 @@ fn check_rss(before: Option<u64>, watch: &RssWatch, what: &str) {
 async fn large_download_streams_through() {
     let _one = ONE_AT_A_TIME.lock().await;
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&simple_config("", &[(&a, "")])).await;
+    let f = Setup::new().servers(&[&a]).start().await;
     let url = format!("http://{}/big?bytes={SIZE}", f.frontend("www"));
     let c = client();
     // Warm up allocator and connections before the baseline.
@@ -112,7 +112,7 @@ async fn large_download_streams_through() {
 async fn large_upload_streams_through() {
     let _one = ONE_AT_A_TIME.lock().await;
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&simple_config("", &[(&a, "")])).await;
+    let f = Setup::new().servers(&[&a]).start().await;
     let url = format!("http://{}/upload", f.frontend("www"));
     let c = client();
     let before = rss();
@@ -140,7 +140,7 @@ async fn large_upload_streams_through() {
 async fn client_abandoning_a_download_frees_the_slot() {
     let _one = ONE_AT_A_TIME.lock().await;
     let a = TestServer::start("a").await;
-    let f = start_fulcrum(&simple_config("", &[(&a, "")])).await;
+    let f = Setup::new().servers(&[&a]).start().await;
     let url = format!("http://{}/big?bytes={SIZE}", f.frontend("www"));
     let c = client();
     let r = c.get(&url).send().await.unwrap();

@@ -8,8 +8,9 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-fn tcp_config(backend: &str, health: &str, servers: &[Srv]) -> String {
-    config("", "mode = \"tcp\"", backend, health, servers)
+/// Frontend `www` in TCP mode.
+fn tcp() -> Setup {
+    Setup::new().frontend(|f| f.mode_tcp())
 }
 
 /// An echo server that prefixes what it sends back with its name.
@@ -67,12 +68,14 @@ async fn round_trip(addr: SocketAddr, msg: &[u8], want: usize) -> Vec<u8> {
 async fn bytes_are_relayed_both_ways() {
     let e1 = echo_server("e1").await;
     let e2 = echo_server("e2").await;
-    let f = start_fulcrum(&tcp_config(
-        "",
-        "kind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"100ms\"",
-        &[srv_at("e1", e1, ""), srv_at("e2", e2, "")],
-    ))
-    .await;
+    let f = tcp()
+        .backend("b", |b| {
+            b.health(|h| h.reset().tcp().interval("100ms").timeout("100ms"))
+        })
+        .server_at("e1", e1, |s| s)
+        .server_at("e2", e2, |s| s)
+        .start()
+        .await;
     let addr = f.frontend("www");
     // Not HTTP: arbitrary bytes, including a NUL and a lone CR.
     let msg = b"\x00binary\rpayload\xff";
@@ -100,7 +103,7 @@ async fn bytes_are_relayed_both_ways() {
 async fn unhealthy_server_is_skipped() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
-    let f = start_fulcrum(&tcp_config("", HEALTH_FAST, &[srv(&a, ""), srv(&b, "")])).await;
+    let f = tcp().servers(&[&a, &b]).start().await;
     let addr = f.frontend("www");
     a.set_healthy(false);
     let live = live_server(&f, "a");
@@ -128,12 +131,11 @@ async fn unhealthy_server_is_skipped() {
 async fn refused_server_is_retried_on_another() {
     let a = TestServer::start("a").await;
     let b = TestServer::start("b").await;
-    let f = start_fulcrum(&tcp_config(
-        "retries = 1",
-        HEALTH_SLOW,
-        &[srv(&a, ""), srv(&b, "")],
-    ))
-    .await;
+    let f = tcp()
+        .backend("b", |be| be.retries(1).health_slow())
+        .servers(&[&a, &b])
+        .start()
+        .await;
     a.stop();
     wait_refused(a.addr).await;
     for _ in 0..4 {
@@ -152,7 +154,7 @@ async fn refused_server_is_retried_on_another() {
 async fn no_server_closes_the_connection() {
     let a = TestServer::start("a").await;
     a.set_healthy(false);
-    let f = start_fulcrum(&tcp_config("", HEALTH_FAST, &[srv(&a, "")])).await;
+    let f = tcp().servers(&[&a]).start().await;
     let mut c = RawConn::connect(f.frontend("www")).await;
     c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     c.closed_within(Duration::from_secs(5)).await;

@@ -53,16 +53,16 @@ async fn tls_connect(
         .await
 }
 
-async fn start(pki: &Pki, server: &TestServer) -> fulcrum::runtime::Running {
-    let toml = simple_config("", &[(server, "")]).replace(
-        "access_log = false",
-        &format!(
-            "access_log = false\ntls = {{ cert = \"{}\", key = \"{}\" }}",
-            pki.dir.path().join("cert.pem").display(),
-            pki.dir.path().join("key.pem").display()
-        ),
+async fn start(pki: &Pki, server: &TestServer) -> Fulcrum {
+    let (cert, key) = (
+        pki.dir.path().join("cert.pem"),
+        pki.dir.path().join("key.pem"),
     );
-    start_fulcrum(&toml).await
+    Setup::new()
+        .frontend(|f| f.tls(cert, key))
+        .servers(&[server])
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -118,10 +118,10 @@ async fn offers_h2_by_alpn() {
 #[tokio::test]
 async fn check_rejects_missing_certificate_files() {
     let a = TestServer::start("a").await;
-    let toml = simple_config("", &[(&a, "")]).replace(
-        "access_log = false",
-        "access_log = false\ntls = { cert = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }",
-    );
+    let toml = Setup::new()
+        .frontend(|f| f.tls("/nonexistent/cert.pem", "/nonexistent/key.pem"))
+        .servers(&[&a])
+        .toml();
     let err = fulcrum::config::parse_str(&toml, std::path::Path::new("t.toml")).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("frontends[0].tls.cert"), "{text}");
@@ -136,14 +136,12 @@ async fn reload_picks_up_a_renewed_certificate() {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::copy(old.dir.path().join("cert.pem"), &cert).unwrap();
     std::fs::copy(old.dir.path().join("key.pem"), &key).unwrap();
-    let path = dir.path().join("fulcrum.toml");
-    let text = simple_config("", &[(&a, "")]).replace(
-        "access_log = false",
-        "access_log = false\ntls = { cert = \"cert.pem\", key = \"key.pem\" }",
-    );
-    std::fs::write(&path, text).unwrap();
-    let cfg = fulcrum::config::load_file(&path).unwrap();
-    let f = fulcrum::runtime::start(cfg).await.unwrap();
+    // Relative paths: they start from the file's folder, at start and at reload alike.
+    let f = Setup::new()
+        .frontend(|f| f.tls("cert.pem", "key.pem"))
+        .servers(&[&a])
+        .start_from(&dir.path().join("fulcrum.toml"))
+        .await;
     let www = f.frontend("www");
     assert!(tls_connect(&old, www, &[b"http/1.1"]).await.is_ok());
     let new = self_signed();

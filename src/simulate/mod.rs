@@ -7,6 +7,7 @@
 
 pub mod builtins;
 pub mod engine;
+mod keys;
 pub mod report;
 pub mod scenario;
 

@@ -1,34 +1,10 @@
-//! Helpers for tests of the admin plane: a fresh state_dir per test (maintenance state
-//! and the token live there), and authenticated calls.
+//! Helpers for tests of the admin plane: the generated token (it lives in the state_dir,
+//! which every [`Setup`] makes fresh unless told otherwise), and authenticated calls.
 #![allow(dead_code)]
 
 use std::path::Path;
 
 use crate::common::*;
-
-/// `simple_config` with its own state_dir; `top` is extra TOML: keys for `[admin]` when it
-/// starts with `[admin]`, else tables prepended.
-pub fn config_in(
-    state: &Path,
-    top: &str,
-    backend_extra: &str,
-    servers: &[(&TestServer, &str)],
-) -> String {
-    let text: String = simple_config(backend_extra, servers)
-        .lines()
-        .map(|l| {
-            if l.starts_with("state_dir = ") {
-                format!("state_dir = \"{}\"\n", state.display())
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    match top.strip_prefix("[admin]") {
-        Some(keys) => text.replace("[admin]\n", &format!("[admin]\n{}\n", keys.trim())),
-        None => format!("{top}\n{text}"),
-    }
-}
 
 /// The generated token of a fulcrum whose state_dir is `state`.
 pub fn token(state: &Path) -> String {
@@ -46,10 +22,11 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(f: &fulcrum::runtime::Running, state: &Path) -> Api {
+    /// A client of `f`'s admin API, with the token from its state_dir.
+    pub fn new(f: &Fulcrum) -> Api {
         Api {
             base: format!("http://{}", f.admin),
-            token: token(state),
+            token: token(f.state_dir()),
             c: client(),
         }
     }

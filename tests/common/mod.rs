@@ -1,6 +1,10 @@
 //! Shared test fixtures: real backends (hyper servers on 127.0.0.1 ephemeral ports) and a
-//! real fulcrum started from TOML text. No mocks of the data path.
+//! real fulcrum started from a typed configuration (`config.rs`). No mocks of the data path.
 #![allow(dead_code)]
+
+mod config;
+
+pub use config::*;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -226,41 +230,6 @@ fn stream_bytes(n: u64) -> Body {
     BodyExt::boxed_unsync(StreamBody::new(s.boxed()))
 }
 
-/// Starts fulcrum from configuration text (frontends and admin should bind 127.0.0.1:0).
-pub async fn start_fulcrum(toml: &str) -> fulcrum::runtime::Running {
-    let cfg = fulcrum::config::parse_str(toml, std::path::Path::new("test.toml"))
-        .unwrap_or_else(|e| panic!("test configuration invalid:\n{e}"));
-    fulcrum::runtime::start(cfg).await.expect("fulcrum starts")
-}
-
-/// A TOML backend section `[backends.b]` plus servers, with fast health checks.
-pub fn backend_toml(name: &str, extra: &str, servers: &[(&TestServer, &str)]) -> String {
-    let mut s = format!(
-        "[backends.{name}]\n{extra}\n[backends.{name}.health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\n"
-    );
-    for (srv, more) in servers {
-        s += &format!(
-            "\n[[backends.{name}.servers]]\nname = \"{}\"\naddress = \"{}\"\n{more}\n",
-            srv.name, srv.addr
-        );
-    }
-    s
-}
-
-/// A whole configuration: one HTTP frontend `www` on port 0 feeding backend `b`. Each call
-/// gets its own state_dir, so saved maintenance of one test never reaches another.
-pub fn simple_config(backend_extra: &str, servers: &[(&TestServer, &str)]) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "[global]\ngrace_period = \"5s\"\nstate_dir = \"{}\"\n[admin]\nbind = \"127.0.0.1:0\"\n\n[[frontends]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"b\"\naccess_log = false\n\n{}",
-        std::env::temp_dir()
-            .join(format!("fulcrum-test-{}-{n}", std::process::id()))
-            .display(),
-        backend_toml("b", backend_extra, servers)
-    )
-}
-
 /// A client that opens a new connection per request unless told otherwise.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -287,67 +256,6 @@ pub async fn get(c: &reqwest::Client, url: &str) -> (u16, String, reqwest::heade
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     (status, r.text().await.unwrap(), headers)
-}
-
-// ---------------------------------------------------------------------------------------
-// Configuration helpers for tests that need more than `simple_config`.
-
-/// Health checks every 100 ms, 2 to rise, 2 to fall (the `simple_config` default).
-pub const HEALTH_FAST: &str = "interval = \"100ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\n";
-
-/// Health checks that practically never run again after the start-up check: for tests that
-/// break a server behind fulcrum's back and want the data path, not the checker, to notice.
-pub const HEALTH_SLOW: &str = "interval = \"60s\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n";
-
-/// One server line of a configuration: name, address and extra keys.
-pub struct Srv {
-    pub name: String,
-    pub addr: SocketAddr,
-    pub extra: String,
-}
-
-/// A server entry for a test backend.
-pub fn srv(s: &TestServer, extra: &str) -> Srv {
-    Srv {
-        name: s.name.clone(),
-        addr: s.addr,
-        extra: extra.to_string(),
-    }
-}
-
-/// A server entry for any address (a closed port, a raw TCP server).
-pub fn srv_at(name: &str, addr: SocketAddr, extra: &str) -> Srv {
-    Srv {
-        name: name.to_string(),
-        addr,
-        extra: extra.to_string(),
-    }
-}
-
-/// A whole configuration with every section open to extra keys: `[global]`, the frontend
-/// `www` (bound to 127.0.0.1:0, feeding backend `b`), `[backends.b]` and its `health`.
-pub fn config(
-    global: &str,
-    frontend: &str,
-    backend: &str,
-    health: &str,
-    servers: &[Srv],
-) -> String {
-    let mut s = format!(
-        "[global]\ngrace_period = \"5s\"\nstate_dir = \"{}\"\n{global}\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
-         [[frontends]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"b\"\naccess_log = false\n{frontend}\n\n\
-         [backends.b]\n{backend}\n[backends.b.health]\n{health}\n",
-        std::env::temp_dir()
-            .join(format!("fulcrum-test-{}", std::process::id()))
-            .display(),
-    );
-    for srv in servers {
-        s += &format!(
-            "\n[[backends.b.servers]]\nname = \"{}\"\naddress = \"{}\"\n{}\n",
-            srv.name, srv.addr, srv.extra
-        );
-    }
-    s
 }
 
 /// An address nothing listens on (a port that was just bound and released).
@@ -557,9 +465,12 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
 
 /// fulcrum in front of one [`raw_server`], checked by TCP connect only and rarely: a raw
 /// server answers requests its own way, health checks must not be among them.
-pub async fn fulcrum_before_raw(name: &str, addr: SocketAddr) -> fulcrum::runtime::Running {
-    let health = "kind = \"tcp\"\ninterval = \"60s\"";
-    start_fulcrum(&config("", "", "", health, &[srv_at(name, addr, "")])).await
+pub async fn fulcrum_before_raw(name: &str, addr: SocketAddr) -> Fulcrum {
+    Setup::new()
+        .backend("b", |b| b.health(|h| h.reset().tcp().interval("60s")))
+        .server_at(name, addr, |s| s)
+        .start()
+        .await
 }
 
 /// A raw TCP "server" for tests of misbehaving upstreams: for each connection it reads one
