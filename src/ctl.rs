@@ -94,14 +94,15 @@ pub fn main(config: &Path, action: Action) -> ExitCode {
 /// Runs `action` against the fulcrum configured by the file at `config`; returns what to
 /// print.
 pub async fn run(config: &Path, action: &Action) -> Result<String, CtlError> {
-    let cfg = config::load_file(config).map_err(|e| {
-        usage(format!(
-            "{e}\n{} error(s) in {}",
-            e.0.len(),
-            config.display()
-        ))
-    })?;
-    let admin = Admin::from_config(&cfg)?;
+    // The file and the token are read (and names resolved) on the blocking pool.
+    let path = config.to_path_buf();
+    let admin = tokio::task::spawn_blocking(move || {
+        let cfg = config::load_file(&path)
+            .map_err(|e| usage(format!("{e}\n{} error(s) in {}", e.0.len(), path.display())))?;
+        Admin::from_config(&cfg)
+    })
+    .await
+    .map_err(|e| runtime(format!("reading the configuration failed: {e}")))??;
     match action {
         Action::Status => {
             let status: Status = admin.get_json("/api/v1/status").await?;
