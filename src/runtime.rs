@@ -50,7 +50,7 @@ impl Running {
             "shutting down: no new connections; waiting up to {:?} for in-flight requests",
             self.grace
         );
-        let finished = self.app.tasks().shutdown(self.grace).await;
+        let finished = self.app.shutdown(self.grace).await;
         if !finished {
             tracing::warn!("grace period over; closing the connections still open");
         }
@@ -68,7 +68,14 @@ pub async fn start(config: Config) -> Result<Running, LaunchError> {
             .await?
             .map_err(LaunchError::Token)?;
     let (app, frontends) = app::start(config.clone()).await?;
-    let (listener, admin) = app::bind("the admin API".into(), config.admin.bind)?;
+    let (listener, admin) = match app::bind("the admin API".into(), config.admin.bind) {
+        Ok(bound) => bound,
+        Err(e) => {
+            // Nothing was served yet: stop what started, without waiting.
+            app.shutdown(Duration::ZERO).await;
+            return Err(e.into());
+        }
+    };
     app.tasks()
         .spawn(crate::admin::serve(listener, Arc::clone(&app), token));
     tracing::info!(admin = %admin, "fulcrum is serving");

@@ -74,13 +74,23 @@ impl Tasks {
     }
 
     /// Begins shutdown: every background task ends, serving tasks finish what is in flight.
-    /// Returns whether every task ended within `grace`.
-    pub async fn shutdown(&self, grace: Duration) -> bool {
+    pub fn stop(&self) {
         self.stop.cancel();
         self.tracker.close();
+    }
+
+    /// Waits for every task to end, up to `grace`; returns whether they all did. Only
+    /// meaningful after [`stop`](Self::stop).
+    pub async fn wait(&self, grace: Duration) -> bool {
         tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_ok()
+    }
+
+    /// [`stop`](Self::stop), then [`wait`](Self::wait).
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.stop();
+        self.wait(grace).await
     }
 
     /// Tasks running now (for tests and diagnostics).

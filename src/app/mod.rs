@@ -137,6 +137,19 @@ impl App {
         }
     }
 
+    /// Shuts down gracefully: every accept loop stops and every listening socket closes at
+    /// once (a new client is refused rather than left in a backlog nobody reads), requests
+    /// in flight finish within `grace`, background tasks end. Returns whether everything
+    /// finished within `grace`.
+    pub async fn shutdown(&self, grace: std::time::Duration) -> bool {
+        self.tasks.stop();
+        let running = std::mem::take(&mut self.frontends.lock().await.running);
+        for (_, frontend) in running {
+            frontend.close();
+        }
+        self.tasks.wait(grace).await
+    }
+
     /// Sets a server's weight at run time; the selection structure is rebuilt at once, so
     /// the next request sees it whatever the algorithm. Validation of the value is the
     /// caller's (the API answers 400 for a weight out of range).

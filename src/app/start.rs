@@ -92,12 +92,23 @@ pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketA
     let mut running = app.frontends.lock().await;
     running.set_limit(config.global.max_connections);
     // Bind and read every certificate first: a frontend that cannot start stops them all
-    // before any accepts.
+    // before any accepts, and the tasks started above end with it.
     let mut ready = Vec::new();
     for fe in &config.frontends {
-        let socket = frontends::bind_frontend(fe)?;
-        let tls = frontends::tls_for(&config, fe).await?;
-        ready.push((fe, socket, tls));
+        let prepared = match frontends::bind_frontend(fe) {
+            Ok(socket) => frontends::tls_for(&config, fe)
+                .await
+                .map(|tls| (socket, tls))
+                .map_err(StartError::from),
+            Err(e) => Err(StartError::from(e)),
+        };
+        match prepared {
+            Ok((socket, tls)) => ready.push((fe, socket, tls)),
+            Err(e) => {
+                app.tasks.stop();
+                return Err(e);
+            }
+        }
     }
     for (fe, socket, tls) in ready {
         // Validation guarantees the backend exists.
