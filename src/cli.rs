@@ -1,4 +1,4 @@
-//! The command line (INTERFACE.md): `run`, `check`, `demo`, `ctl`, `simulate`.
+//! The command line (INTERFACE.md): `run`, `check`, `demo`, `ctl`, `simulate`, `completions`.
 //!
 //! Exit codes: 0 success, 1 bad usage or bad configuration, 2 a runtime failure.
 
@@ -55,6 +55,11 @@ pub enum Command {
         #[arg(long)]
         svg: Option<PathBuf>,
     },
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::completions::Shell,
+    },
 }
 
 /// How `fulcrum simulate` prints its comparison.
@@ -109,6 +114,7 @@ pub fn main() -> ExitCode {
             format,
             svg,
         } => simulate(config.as_deref(), &scenario, format, svg.as_deref()),
+        Command::Completions { shell } => crate::completions::main(shell),
     }
 }
 
@@ -293,7 +299,10 @@ pub fn serve(cfg: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        serve_until_stopped(&running.app, hup).await;
+        // Every listener is bound and every server checked once: tell systemd (if it asks).
+        let service = crate::systemd::Service::ready(&running.app);
+        serve_until_stopped(&running.app, hup, &service).await;
+        service.stopping();
         running.shutdown().await;
         ExitCode::SUCCESS
     })
@@ -304,6 +313,7 @@ pub fn serve(cfg: Config) -> ExitCode {
 async fn serve_until_stopped(
     app: &std::sync::Arc<crate::app::App>,
     hup: std::io::Result<tokio::signal::unix::Signal>,
+    service: &crate::systemd::Service,
 ) {
     let mut hup = match hup {
         Ok(s) => s,
@@ -320,7 +330,9 @@ async fn serve_until_stopped(
             Some(()) = hup.recv() => {
                 tracing::info!("SIGHUP received: reloading the configuration");
                 // The outcome is logged and published by the reload itself.
-                let _ = crate::app::reload(app).await;
+                service.reloading();
+                let outcome = crate::app::reload(app).await;
+                service.reloaded(app, &outcome);
             }
         }
     }

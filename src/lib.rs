@@ -4,7 +4,8 @@
 //! `pool` (servers, their live state and health checks), `proxy` (the data path), `admin`
 //! (API, dashboard, metrics), `metrics` (lock-free request metrics), `events` (state
 //! changes), `alerts` (webhooks), `app` (a running instance), `simulate` (the offline
-//! algorithm advisor), `cli`, `ctl` and `demo`.
+//! algorithm advisor), `cli`, `ctl`, `demo`, `completions` and `systemd` (running as a
+//! notify service).
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod alerts;
 pub mod app;
 pub mod balance;
 pub mod cli;
+pub mod completions;
 pub mod config;
 pub mod ctl;
 pub mod demo;
@@ -23,3 +25,4 @@ pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod simulate;
+pub mod systemd;
