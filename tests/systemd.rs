@@ -201,14 +201,19 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn config(dir: &Path, front: u16, admin: u16, servers: &[&Server]) -> String {
+/// A configuration with `state_dir` in `dir`, or none when `state_dir` is false (systemd's
+/// `STATE_DIRECTORY` is then the default).
+fn config(dir: &Path, state_dir: bool, front: u16, admin: u16, servers: &[&Server]) -> String {
+    let state = match state_dir {
+        true => format!("state_dir = \"{}\"\n", dir.join("state").display()),
+        false => String::new(),
+    };
     let mut s = format!(
-        "[global]\nthreads = 2\ngrace_period = \"2s\"\nstate_dir = \"{}\"\n\
+        "[global]\nthreads = 2\ngrace_period = \"2s\"\n{state}\
          [admin]\nbind = \"127.0.0.1:{admin}\"\n\n\
          [[frontends]]\nname = \"www\"\nbind = \"127.0.0.1:{front}\"\nbackend = \"b\"\n\
          access_log = false\n\n\
-         [backends.b]\n[backends.b.health]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
-        dir.join("state").display()
+         [backends.b]\n[backends.b.health]\ninterval = \"1s\"\ntimeout = \"1s\"\n"
     );
     for (i, srv) in servers.iter().enumerate() {
         s += &format!(
@@ -226,7 +231,8 @@ fn start(manager: &mut Manager, servers: &[&Server], env: &[(&str, &str)]) -> (F
     for _attempt in 0..5 {
         let (front, admin) = (free_port(), free_port());
         let path = dir.join("fulcrum.toml");
-        std::fs::write(&path, config(&dir, front, admin, servers)).unwrap();
+        let state_dir = !env.iter().any(|(k, _)| *k == "STATE_DIRECTORY");
+        std::fs::write(&path, config(&dir, state_dir, front, admin, servers)).unwrap();
         let child = Command::new(BIN)
             .args(["run", "-c"])
             .arg(&path)
@@ -360,13 +366,23 @@ fn a_reload_is_framed_by_reloading_and_ready_with_its_outcome() {
     TcpStream::connect(f.front).expect("still serving after a rejected reload");
 }
 
+/// Also: without `state_dir` in the file, systemd's `STATE_DIRECTORY` holds the state.
 #[test]
 fn the_watchdog_is_answered_within_its_interval_on_an_abstract_socket() {
     let a = Server::start(Duration::ZERO);
     let mut m = Manager::bind_abstract(temp());
     let interval = Duration::from_millis(1000);
     let usec = interval.as_micros().to_string();
-    let (_f, _) = start(&mut m, &[&a], &[("WATCHDOG_USEC", &usec)]);
+    let state = m._dir.path().join("var-lib-fulcrum");
+    let env = [
+        ("WATCHDOG_USEC", usec.as_str()),
+        ("STATE_DIRECTORY", state.to_str().unwrap()),
+    ];
+    let (_f, _) = start(&mut m, &[&a], &env);
+    assert!(
+        state.join("admin.token").is_file(),
+        "the generated token is in $STATE_DIRECTORY"
+    );
     let mut last = Instant::now();
     for ping in 0..3 {
         let deadline = last + interval;
