@@ -161,7 +161,10 @@ pub fn serve(cfg: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        serve_until_stopped(&running.app, hup).await;
+        // Every listener is bound and every server checked once: tell systemd (if it asks).
+        let service = crate::systemd::Service::ready(&running.app);
+        serve_until_stopped(&running.app, hup, &service).await;
+        service.stopping();
         running.shutdown().await;
         ExitCode::SUCCESS
     })
@@ -169,7 +172,11 @@ pub fn serve(cfg: Config) -> ExitCode {
 
 /// Reloads the configuration on each SIGHUP (the usual daemon convention, as HAProxy and
 /// nginx do) until SIGTERM or SIGINT; a rejected file is logged and the old one serves on.
-async fn serve_until_stopped(app: &Arc<App>, hup: std::io::Result<tokio::signal::unix::Signal>) {
+async fn serve_until_stopped(
+    app: &Arc<App>,
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+    service: &crate::systemd::Service,
+) {
     let mut hup = match hup {
         Ok(s) => s,
         Err(e) => {
@@ -185,7 +192,9 @@ async fn serve_until_stopped(app: &Arc<App>, hup: std::io::Result<tokio::signal:
             Some(()) = hup.recv() => {
                 tracing::info!("SIGHUP received: reloading the configuration");
                 // The outcome is logged and published by the reload itself.
-                let _ = app.reload().await;
+                service.reloading();
+                let outcome = app.reload().await;
+                service.reloaded(app, &outcome);
             }
         }
     }

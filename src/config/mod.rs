@@ -49,7 +49,8 @@ pub struct Global {
     pub max_connections: usize,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub grace_period: Dur,
-    /// Where maintenance state and the generated admin token live.
+    /// Where maintenance state and the generated admin token live; by default systemd's
+    /// `$STATE_DIRECTORY` when it is set (`StateDirectory=`), else `.fulcrum`.
     pub state_dir: PathBuf,
 }
 
@@ -59,9 +60,17 @@ impl Default for Global {
             threads: 0,
             max_connections: 20_000,
             grace_period: Dur::secs(30),
-            state_dir: PathBuf::from(".fulcrum"),
+            state_dir: default_state_dir(std::env::var_os("STATE_DIRECTORY")),
         }
     }
+}
+
+/// The first folder of `$STATE_DIRECTORY` (systemd sets it, a `:`-separated list, for
+/// `StateDirectory=`), else `.fulcrum`.
+fn default_state_dir(state_directory: Option<std::ffi::OsString>) -> PathBuf {
+    state_directory
+        .and_then(|dirs| std::env::split_paths(&dirs).find(|d| !d.as_os_str().is_empty()))
+        .unwrap_or_else(|| PathBuf::from(".fulcrum"))
 }
 
 /// The admin plane: API, dashboard, metrics.
@@ -488,5 +497,25 @@ impl Config {
     /// The state directory, resolved.
     pub fn state_dir(&self) -> PathBuf {
         self.resolve_path(&self.global.state_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    #[test]
+    fn state_dir_defaults_to_systemds_state_directory() {
+        let default = |v: Option<&str>| super::default_state_dir(v.map(Into::into));
+        assert_eq!(default(None), PathBuf::from(".fulcrum"));
+        assert_eq!(default(Some("")), PathBuf::from(".fulcrum"));
+        assert_eq!(
+            default(Some("/var/lib/fulcrum")),
+            PathBuf::from("/var/lib/fulcrum")
+        );
+        assert_eq!(
+            default(Some("/var/lib/fulcrum:/var/lib/other")),
+            PathBuf::from("/var/lib/fulcrum")
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! The command line (the README's "Command line" reference): `run`, `check`, `demo`,
-//! `ctl`, `simulate`. Parsing and dispatch only: the process (runtime, logging, signals)
+//! `ctl`, `simulate`, `completions`. Parsing and dispatch only: the process (runtime, logging, signals)
 //! is `runtime`, operating a running instance is `ctl`.
 //!
 //! Exit codes: 0 success, 1 bad usage or bad configuration, 2 a runtime failure.
@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config};
+
+pub mod completions;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,6 +59,11 @@ pub enum Command {
         #[arg(long)]
         svg: Option<PathBuf>,
     },
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: completions::Shell,
+    },
 }
 
 /// How `fulcrum simulate` prints its comparison.
@@ -90,6 +97,7 @@ pub fn main() -> ExitCode {
             format,
             svg,
         } => simulate(config.as_deref(), &scenario, format, svg.as_deref()),
+        Command::Completions { shell } => completions::main(shell),
     }
 }
 
