@@ -149,7 +149,8 @@ impl Frontends {
     }
 
     /// Starts the accept loop of `cfg` on `socket`. Infallible: everything that can fail
-    /// happened when the socket was bound and the certificates were read.
+    /// happened when the socket was bound and the certificates were read. Once shutdown has
+    /// begun nothing is launched: the socket closes here.
     pub fn launch(
         &mut self,
         app: &App,
@@ -158,6 +159,10 @@ impl Frontends {
         socket: Bound,
         protocol: Protocol,
     ) {
+        if app.tasks.stopping().is_cancelled() {
+            tracing::info!(frontend = %cfg.name, "shutting down: not listening again");
+            return;
+        }
         let limit = self
             .limit
             .get_or_insert_with(|| Arc::new(Semaphore::new(app.config().global.max_connections)));

@@ -41,7 +41,9 @@ pub enum StateError {
 #[derive(Debug, Default)]
 pub(super) struct Scheduler {
     wake: Notify,
-    save: tokio::sync::Mutex<()>,
+    /// Held until a write has really ended (the guard moves into the blocking task), so a
+    /// caller that stops waiting (an admin client hanging up) never lets two writes overlap.
+    save: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl App {
@@ -139,7 +141,7 @@ impl App {
     /// one at a time and each reads the windows once it has the turn, so the file always
     /// ends with the latest state.
     pub async fn persist(&self) -> Result<(), StateError> {
-        let _turn = self.maintenance.save.lock().await;
+        let turn = Arc::clone(&self.maintenance.save).lock_owned().await;
         let entries: Vec<Entry> = self
             .servers()
             .into_iter()
@@ -155,9 +157,12 @@ impl App {
             .collect();
         let dir = self.config().state_dir();
         let at = dir.clone();
-        tokio::task::spawn_blocking(move || state_file::save(&at, &entries))
-            .await?
-            .map_err(|source| StateError::Save { dir, source })
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            state_file::save(&at, &entries)
+        })
+        .await?
+        .map_err(|source| StateError::Save { dir, source })
     }
 
     /// [`persist`](Self::persist), logging a failure: the change applies in memory anyway.

@@ -141,13 +141,19 @@ impl App {
     /// once (a new client is refused rather than left in a backlog nobody reads), requests
     /// in flight finish within `grace`, background tasks end. Returns whether everything
     /// finished within `grace`.
+    ///
+    /// A reload in progress holds the frontends; it sees the shutdown and launches nothing
+    /// more, and the grace period counts from the start of shutdown, not from its end.
     pub async fn shutdown(&self, grace: std::time::Duration) -> bool {
         self.tasks.stop();
-        let running = std::mem::take(&mut self.frontends.lock().await.running);
-        for (_, frontend) in running {
-            frontend.close();
+        let deadline = tokio::time::Instant::now() + grace;
+        if let Ok(mut frontends) = tokio::time::timeout_at(deadline, self.frontends.lock()).await {
+            for (_, frontend) in std::mem::take(&mut frontends.running) {
+                frontend.close();
+            }
         }
-        self.tasks.wait(grace).await
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.tasks.wait(left).await
     }
 
     /// Sets a server's weight at run time; the selection structure is rebuilt at once, so
@@ -178,15 +184,16 @@ impl App {
         hooks.stats.clone()
     }
 
-    /// Starts the webhooks of `[alerts]`, stopping those of a previous generation.
+    /// Starts the webhooks of `[alerts]`, stopping those of a previous generation first (an
+    /// event is then never sent by both generations).
     fn start_webhooks(&self, alerts: &crate::config::Alerts) {
-        let stop = self.tasks.child_token();
-        let stats = crate::alerts::spawn(&self.events, alerts, &self.tasks, &stop);
         let mut hooks = self.webhooks.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = hooks.stop.replace(stop) {
+        if let Some(old) = hooks.stop.take() {
             old.cancel();
         }
-        hooks.stats = stats;
+        let stop = self.tasks.child_token();
+        hooks.stats = crate::alerts::spawn(&self.events, alerts, &self.tasks, &stop);
+        hooks.stop = Some(stop);
     }
 
     /// The id of every server in the current snapshots.

@@ -58,7 +58,10 @@ pub fn save(dir: &Path, entries: &[Entry]) -> std::io::Result<()> {
             .collect(),
     };
     let text = serde_json::to_vec_pretty(&on_disk).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
+    // A name of its own per write: even two writers could never share a temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{FILE_NAME}.{}.{n}.tmp", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&text)?;

@@ -65,6 +65,22 @@ mod tests {
     use super::*;
     use crate::balance::test_support::with_key_request;
 
+    /// A TCP connection carries no HTTP request: keys read from one are absent (the
+    /// algorithm falls back to round-robin), and only the client address is a key.
+    #[test]
+    fn a_connection_has_only_its_client_as_key() {
+        let conn = Request::connection(IpAddr::from([10, 0, 0, 1]));
+        assert!(request_key(&conn, &HashKey::SourceIp).is_some());
+        for key in [
+            HashKey::Path,
+            HashKey::Query("id".into()),
+            HashKey::Cookie("s".into()),
+            HashKey::Header(http::header::HOST),
+        ] {
+            assert_eq!(request_key(&conn, &key), None, "{key:?}");
+        }
+    }
+
     fn key_of(client: [u8; 4], uri: &str, headers: &[(&str, &str)], key: &str) -> Option<u64> {
         let mut map = HeaderMap::new();
         for (k, v) in headers {

@@ -44,18 +44,34 @@ pub enum ReloadError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Tls(#[from] FrontendTlsError),
-    /// A worker thread that reads files did not come back (it panicked or the runtime is
-    /// shutting down).
-    #[error("reading the configuration failed: {0}")]
+    /// A worker thread that reads files, or the reload's own task, did not come back (it
+    /// panicked or the runtime is shutting down).
+    #[error("the reload was interrupted: {0}")]
     Interrupted(#[from] tokio::task::JoinError),
+    /// fulcrum is shutting down: nothing is reloaded.
+    #[error("fulcrum is shutting down; the configuration is not reloaded")]
+    ShuttingDown,
 }
 
 impl App {
     /// Re-reads the file the process was started with and applies it. Answers SIGHUP, the
     /// admin API's `POST /api/v1/reload` and `fulcrum ctl reload`. `Ok` carries a short
     /// summary of what changed; `Err` the located error (the old configuration serves on).
+    ///
+    /// The reload runs as a task of its own: a caller that stops waiting (an admin client
+    /// hanging up) never leaves a reload half applied.
     pub async fn reload(self: &Arc<Self>) -> Result<String, ReloadError> {
+        let app = Arc::clone(self);
+        self.tasks
+            .spawn(async move { app.reload_now().await })
+            .await?
+    }
+
+    async fn reload_now(self: &Arc<Self>) -> Result<String, ReloadError> {
         let mut frontends = self.frontends.lock().await;
+        if self.tasks.stopping().is_cancelled() {
+            return Err(ReloadError::ShuttingDown);
+        }
         let source = self.config().source.clone();
         let path = source.clone();
         // Reading the file and resolving its names (validation) block: off the runtime.
