@@ -9,7 +9,9 @@ mod headers;
 pub mod http;
 pub mod listener;
 mod retry;
+mod stall;
 pub mod tcp;
+mod tunnel;
 pub mod tls;
 
 pub use error::Refusal;
