@@ -105,7 +105,14 @@ async fn the_server_sees_the_authority_and_malformed_hosts_are_refused() {
     assert_eq!(a.hits(), hits, "no refused request reached the server");
 
     // Without :authority, one host field names the authority.
-    let (status, _, _) = exchange(&mut tx, Request::get("/").header("host", "b.example").body(()).unwrap()).await;
+    let (status, _, _) = exchange(
+        &mut tx,
+        Request::get("/")
+            .header("host", "b.example")
+            .body(())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(a.last_headers()["host"], "b.example");
     f.shutdown().await;
@@ -140,17 +147,36 @@ async fn connect_and_stray_asterisks_never_reach_a_server() {
         .unwrap();
     let (status, code, body) = exchange(&mut tx, connect).await;
     assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
-    assert!(std::str::from_utf8(&body).unwrap().starts_with("method not allowed"));
+    assert!(
+        std::str::from_utf8(&body)
+            .unwrap()
+            .starts_with("method not allowed")
+    );
     // The connection stays usable.
-    assert_eq!(exchange(&mut tx, get("http://a.example/").body(()).unwrap()).await.0, 200);
+    assert_eq!(
+        exchange(&mut tx, get("http://a.example/").body(()).unwrap())
+            .await
+            .0,
+        200
+    );
     let hits = a.hits();
 
     // HTTP/1.1 alike: CONNECT is refused, `*` only for OPTIONS.
     let www = f.frontend("www");
-    let r = raw_exchange(www, b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n").await;
-    assert_eq!((r.status, r.header("x-fulcrum-error")), (405, Some("method_not_allowed")));
+    let r = raw_exchange(
+        www,
+        b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.header("x-fulcrum-error")),
+        (405, Some("method_not_allowed"))
+    );
     let r = raw_exchange(www, b"GET * HTTP/1.1\r\nHost: a.example\r\n\r\n").await;
-    assert_eq!((r.status, r.header("x-fulcrum-error")), (400, Some("bad_request")));
+    assert_eq!(
+        (r.status, r.header("x-fulcrum-error")),
+        (400, Some("bad_request"))
+    );
     assert_eq!(a.hits(), hits, "nothing reached the server");
     let r = raw_exchange(www, b"OPTIONS * HTTP/1.1\r\nHost: a.example\r\n\r\n").await;
     assert_eq!(r.status, 200);
@@ -167,12 +193,22 @@ async fn the_stream_limit_is_the_configured_one() {
         .start()
         .await;
     let (mut tx, limit) = connect_seeing_limit(f.frontend("www"), None).await;
-    assert_eq!(exchange(&mut tx, get("http://a.example/").body(()).unwrap()).await.0, 200);
+    assert_eq!(
+        exchange(&mut tx, get("http://a.example/").body(()).unwrap())
+            .await
+            .0,
+        200
+    );
     // The server's SETTINGS have arrived with the first answer.
     assert_eq!(limit.load(Ordering::SeqCst), 7);
     let f2 = Setup::new().servers(&[&a]).start().await;
     let (mut tx, limit) = connect_seeing_limit(f2.frontend("www"), None).await;
-    assert_eq!(exchange(&mut tx, get("http://a.example/").body(()).unwrap()).await.0, 200);
+    assert_eq!(
+        exchange(&mut tx, get("http://a.example/").body(()).unwrap())
+            .await
+            .0,
+        200
+    );
     assert_eq!(limit.load(Ordering::SeqCst), 100, "the default");
     f.shutdown().await;
     f2.shutdown().await;
@@ -208,11 +244,19 @@ async fn streams_of_a_client_that_opens_no_window_are_reset_and_free_their_slots
         assert_eq!(resp.status(), 200);
         streams.push(resp.into_body());
     }
-    assert_eq!(server.active(), 16, "every stream holds its slot while stuck");
+    assert_eq!(
+        server.active(),
+        16,
+        "every stream holds its slot while stuck"
+    );
 
     // Meanwhile a reading client is served.
     let mut other = connect(f.frontend("www"), None).await;
-    let (status, _, body) = exchange(&mut other, get("http://a.example/big?bytes=200000").body(()).unwrap()).await;
+    let (status, _, body) = exchange(
+        &mut other,
+        get("http://a.example/big?bytes=200000").body(()).unwrap(),
+    )
+    .await;
     assert_eq!((status, body.len()), (200, 200_000));
 
     for mut body in streams {
@@ -226,8 +270,14 @@ async fn streams_of_a_client_that_opens_no_window_are_reset_and_free_their_slots
         assert_eq!(err.reason(), Some(h2::Reason::CANCEL), "{err}");
     }
     let took = start.elapsed();
-    assert!(took >= idle - Duration::from_millis(100), "reset too early: {took:?}");
-    eventually("every slot is free", Duration::from_secs(5), || server.active() == 0).await;
+    assert!(
+        took >= idle - Duration::from_millis(100),
+        "reset too early: {took:?}"
+    );
+    eventually("every slot is free", Duration::from_secs(5), || {
+        server.active() == 0
+    })
+    .await;
     // The connection itself is still good: a request with a window is answered.
     drop(tx);
     f.shutdown().await;
@@ -261,7 +311,14 @@ async fn a_slow_reader_that_keeps_reading_is_not_reset() {
         let _ = body.flow_control().release_capacity(chunk.len());
     }
     assert_eq!(total, 1_048_576);
-    assert!(start.elapsed() > Duration::from_secs(1), "{:?}", start.elapsed());
-    eventually("the slot is free", Duration::from_secs(5), || live_server(&f, "a").active() == 0).await;
+    assert!(
+        start.elapsed() > Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    eventually("the slot is free", Duration::from_secs(5), || {
+        live_server(&f, "a").active() == 0
+    })
+    .await;
     f.shutdown().await;
 }

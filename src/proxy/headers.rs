@@ -244,13 +244,19 @@ mod tests {
         two.append(header::HOST, HeaderValue::from_static("a.example"));
         assert_eq!(h2_host(&mut two, &uri), Err(Refusal::BadRequest));
         let bare: http::Uri = "/x".parse().unwrap();
-        assert_eq!(h2_host(&mut HeaderMap::new(), &bare), Err(Refusal::BadRequest));
+        assert_eq!(
+            h2_host(&mut HeaderMap::new(), &bare),
+            Err(Refusal::BadRequest)
+        );
         let mut only_host = HeaderMap::new();
         only_host.insert(header::HOST, HeaderValue::from_static("b.example"));
         h2_host(&mut only_host, &bare).unwrap();
         assert_eq!(only_host[header::HOST], "b.example");
         let userinfo: http::Uri = "https://evil:pw@a.example/".parse().unwrap();
-        assert_eq!(h2_host(&mut HeaderMap::new(), &userinfo), Err(Refusal::BadRequest));
+        assert_eq!(
+            h2_host(&mut HeaderMap::new(), &userinfo),
+            Err(Refusal::BadRequest)
+        );
     }
 
     #[test]

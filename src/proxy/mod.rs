@@ -11,8 +11,8 @@ pub mod listener;
 mod retry;
 mod stall;
 pub mod tcp;
-mod tunnel;
 pub mod tls;
+mod tunnel;
 
 pub use error::Refusal;
 pub use frontend::Frontend;

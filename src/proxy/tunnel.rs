@@ -147,6 +147,12 @@ mod tests {
         let (relayed, end) = t.await.unwrap();
         assert!(matches!(end, Some(TunnelEnd::Idle(_))), "{end:?}");
         assert_eq!(started.elapsed(), idle);
-        assert_eq!(relayed, Relayed { a_to_b: 4, b_to_a: 5 });
+        assert_eq!(
+            relayed,
+            Relayed {
+                a_to_b: 4,
+                b_to_a: 5
+            }
+        );
     }
 }
