@@ -3,6 +3,8 @@
 //! crumbs are joined, CONNECT and stray asterisk targets never reach a server, the stream
 //! limit is the configured one, and a stream whose client opens no window is reset after
 //! `client_idle_timeout` with its server slot freed.
+#[path = "common/admin.rs"]
+mod admin_common;
 mod common;
 
 use std::future::Future;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use admin_common::Api;
 use bytes::Bytes;
 use common::*;
 use h2::client::SendRequest;
@@ -320,5 +323,41 @@ async fn a_slow_reader_that_keeps_reading_is_not_reset() {
         live_server(&f, "a").active() == 0
     })
     .await;
+    f.shutdown().await;
+}
+
+/// A reload that changes `max_concurrent_streams` applies it to the next connection.
+#[tokio::test]
+async fn a_reload_applies_the_stream_limit_to_new_connections() {
+    let a = TestServer::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fulcrum.toml");
+    let setup = |n: i64| {
+        Setup::new()
+            .frontend(|f| f.set("max_concurrent_streams", n))
+            .servers(&[&a])
+    };
+    let f = setup(5).start_from(&path).await;
+    let (mut tx, limit) = connect_seeing_limit(f.frontend("www"), None).await;
+    assert_eq!(
+        exchange(&mut tx, get("http://a.example/").body(()).unwrap())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(limit.load(Ordering::SeqCst), 5);
+    std::fs::write(&path, setup(9).state_dir(f.state_dir()).toml()).unwrap();
+    let (code, _) = Api::new(&f)
+        .send(http::Method::POST, "/api/v1/reload", None)
+        .await;
+    assert_eq!(code, 200);
+    let (mut tx, limit) = connect_seeing_limit(f.frontend("www"), None).await;
+    assert_eq!(
+        exchange(&mut tx, get("http://a.example/").body(()).unwrap())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(limit.load(Ordering::SeqCst), 9);
     f.shutdown().await;
 }
