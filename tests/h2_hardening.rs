@@ -281,7 +281,6 @@ async fn streams_of_a_client_that_opens_no_window_are_reset_and_free_their_slots
         server.active() == 0
     })
     .await;
-    // The connection itself is still good: a request with a window is answered.
     drop(tx);
     f.shutdown().await;
 }
