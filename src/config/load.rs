@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::Config;
 use super::locate::{KeyPath, Locator};
-use super::validate::validate;
+use super::validate::{ineffective, validate};
 
 /// One problem in a configuration file, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,7 +87,8 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         }
     };
     config.source = path.to_path_buf();
-    let problems = validate(&config);
+    let mut problems = validate(&config);
+    problems.extend(ineffective(&config, |key| locator.exact(key).is_some()));
     if problems.is_empty() {
         return Ok(config);
     }

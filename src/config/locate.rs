@@ -115,6 +115,32 @@ impl<'a> Locator<'a> {
         best
     }
 
+    /// Line and column of `path` only when the whole path is written in the file (not a
+    /// table that could have held it): tells a key set explicitly from a default.
+    pub fn exact(&self, path: &KeyPath) -> Option<(usize, usize)> {
+        let parent = KeyPath(path.0.get(..path.0.len().checked_sub(1)?)?.to_vec());
+        let Some(Seg::Key(last)) = path.0.last() else {
+            return None;
+        };
+        let doc = self.doc.as_ref()?;
+        let mut here = Here::Table(doc.as_table());
+        for seg in &parent.0 {
+            here = match (seg, here) {
+                (Seg::Key(k), Here::Table(t)) => Here::of_item(t.get(k)?),
+                (Seg::Key(k), Here::Inline(t)) => Here::of_value(t.get(k)?),
+                (Seg::Index(i), Here::Tables(a)) => Here::Table(a.get(*i)?),
+                (Seg::Index(i), Here::Array(a)) => Here::of_value(a.get(*i)?),
+                _ => return None,
+            };
+        }
+        let span = match here {
+            Here::Table(t) => t.key(last)?.span(),
+            Here::Inline(t) => t.key(last)?.span(),
+            _ => return None,
+        }?;
+        Some(self.line_col(span.start))
+    }
+
     /// The key whose value holds `offset`, for parse errors that only carry a span.
     pub fn key_at(&self, offset: usize) -> Option<KeyPath> {
         let doc = self.doc.as_ref()?;
@@ -213,6 +239,16 @@ mod tests {
         assert_eq!(l.find(&p), Some((13, 1)));
         let a = KeyPath::root("backends").key("b").key("algorithm");
         assert_eq!(l.find(&a), Some((5, 1)));
+    }
+
+    #[test]
+    fn exact_finds_only_keys_that_are_written() {
+        let l = Locator::new(TEXT);
+        let servers = KeyPath::root("backends").key("b").key("servers");
+        assert_eq!(l.exact(&servers.index(1).key("name")), Some((12, 1)));
+        assert_eq!(l.exact(&servers.index(1).key("weight")), None);
+        assert_eq!(l.exact(&KeyPath::root("global").key("grace_period")), None);
+        assert_eq!(l.exact(&KeyPath::root("admin").key("bind")), None);
     }
 
     #[test]

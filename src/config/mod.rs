@@ -141,6 +141,14 @@ pub struct Frontend {
     pub client_idle_timeout: Dur,
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
+    /// HTTP/2: streams one client connection may have open at once (its SETTINGS), and so
+    /// the most server slots one connection can hold.
+    #[serde(default = "defaults::max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// `mode = "tcp"` connections (and, with the HTTP/1 engine, Upgrade tunnels) silent this
+    /// long in both directions are closed.
+    #[serde(default = "defaults::tunnel_idle_timeout")]
+    pub tunnel_idle_timeout: Dur,
     #[serde(default = "defaults::yes")]
     pub access_log: bool,
 }
@@ -449,6 +457,12 @@ mod defaults {
     }
     pub fn max_header_bytes() -> usize {
         65536
+    }
+    pub fn max_concurrent_streams() -> u32 {
+        100
+    }
+    pub fn tunnel_idle_timeout() -> Dur {
+        Dur::secs(3600)
     }
     pub fn min_healthy() -> u32 {
         2

@@ -26,6 +26,46 @@ pub const EVENT_NAMES: [&str; 13] = [
 
 type Problems = Vec<(KeyPath, String)>;
 
+/// The highest `max_concurrent_streams`: each stream may hold a server slot and buffers, so
+/// one client connection must not be allowed to ask for thousands.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1000;
+
+/// Frontend keys that do nothing when `mode = "tcp"`: a TCP relay reads no request head,
+/// keeps no keep-alive state and speaks no HTTP/2. `tls` is among them until TCP mode
+/// terminates TLS (today the relay forwards the bytes as they come, so a `tls` table there
+/// would be silently ignored).
+const HTTP_ONLY_KEYS: [&str; 5] = [
+    "tls",
+    "client_header_timeout",
+    "client_idle_timeout",
+    "max_header_bytes",
+    "max_concurrent_streams",
+];
+
+/// Keys written in the file that have no effect in their frontend's mode. Whether a key was
+/// written is a question about the text (serde's defaults hide it), so `written` answers it.
+pub fn ineffective(config: &Config, written: impl Fn(&KeyPath) -> bool) -> Problems {
+    let mut out = Problems::new();
+    for (i, f) in config.frontends.iter().enumerate() {
+        if f.mode != super::Mode::Tcp {
+            continue;
+        }
+        let p = KeyPath::root("frontends").index(i);
+        for key in HTTP_ONLY_KEYS {
+            let path = p.key(key);
+            if written(&path) {
+                out.push((
+                    path,
+                    "has no effect on a mode = \"tcp\" frontend; remove it (a tcp \
+                     connection's idle limit is tunnel_idle_timeout)"
+                        .into(),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Every problem in `config`, each at the key it concerns.
 pub fn validate(config: &Config) -> Problems {
     let mut out = Problems::new();
@@ -117,6 +157,18 @@ fn frontends(config: &Config, out: &mut Problems) {
             out.push((
                 p.key("max_header_bytes"),
                 "must be between 1024 and 1048576".into(),
+            ));
+        }
+        if !(1..=MAX_CONCURRENT_STREAMS).contains(&f.max_concurrent_streams) {
+            out.push((
+                p.key("max_concurrent_streams"),
+                format!("must be between 1 and {MAX_CONCURRENT_STREAMS}"),
+            ));
+        }
+        if f.tunnel_idle_timeout.get().is_zero() {
+            out.push((
+                p.key("tunnel_idle_timeout"),
+                "must be longer than zero".into(),
             ));
         }
     }

@@ -16,6 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::conn::Busy;
+use super::stall::Watch;
 use crate::pool::{Backend, Slot};
 use crate::upstream::Upstream;
 
@@ -24,6 +25,10 @@ use crate::upstream::Upstream;
 pub struct ProxyBody {
     kind: Kind,
     finish: Option<Box<Finish>>,
+    /// HTTP/2: tells the stream's watchdog whether hyper keeps taking frames (see
+    /// [`super::stall`]); `None` on HTTP/1, where a client that stops reading blocks the
+    /// socket and `conn::expired` closes the connection.
+    watch: Option<Arc<Watch>>,
 }
 
 #[derive(Debug)]
@@ -181,6 +186,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Full(Some(Bytes::from_static(s.as_bytes()))),
             finish: None,
+            watch: None,
         }
     }
 
@@ -189,6 +195,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Full(Some(b)),
             finish: None,
+            watch: None,
         }
     }
 
@@ -202,12 +209,18 @@ impl ProxyBody {
                 stall: None,
             }),
             finish: None,
+            watch: None,
         }
     }
 
-    /// Attaches what to do once the body is done.
+    /// Attaches what to do once the body is done; from now on the body is hyper's to send,
+    /// and on HTTP/2 its stream's watchdog starts watching it.
     pub fn on_finish(&mut self, finish: Box<Finish>) {
         self.finish = Some(finish);
+        self.watch = Watch::current();
+        if let Some(w) = &self.watch {
+            w.waiting();
+        }
     }
 
     /// Sets the status in the pending access log line.
@@ -233,7 +246,9 @@ impl ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        let complete = self.is_end_stream();
+        // A stream reset for not moving did not deliver what the body held, and its
+        // upstream connection is not to be reused.
+        let complete = self.is_end_stream() && !self.watch.as_ref().is_some_and(|w| w.abandoned());
         self.done(complete);
     }
 }
@@ -247,6 +262,9 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        if let Some(w) = &this.watch {
+            w.polled();
+        }
         let polled = match &mut this.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(up) => up.poll(cx),
@@ -255,6 +273,9 @@ impl Body for ProxyBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(f), Some(data)) = (this.finish.as_mut(), frame.data_ref()) {
                     f.bytes += data.len() as u64;
+                }
+                if let Some(w) = &this.watch {
+                    w.waiting();
                 }
             }
             Poll::Ready(None) => this.done(true),

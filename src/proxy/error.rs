@@ -9,6 +9,8 @@ use super::body::ProxyBody;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     BadRequest,
+    /// `CONNECT`: fulcrum opens no tunnels to addresses a client picks.
+    MethodNotAllowed,
     HeaderTooLarge,
     ConnectFailed,
     UpstreamBroken,
@@ -22,6 +24,7 @@ impl Refusal {
     pub fn status(self) -> StatusCode {
         match self {
             Refusal::BadRequest => StatusCode::BAD_REQUEST,
+            Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::ConnectFailed | Refusal::UpstreamBroken => StatusCode::BAD_GATEWAY,
             Refusal::NoServer | Refusal::QueueFull | Refusal::QueueTimeout => {
@@ -35,6 +38,7 @@ impl Refusal {
     pub fn code(self) -> &'static str {
         match self {
             Refusal::BadRequest => "bad_request",
+            Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::HeaderTooLarge => "header_too_large",
             Refusal::ConnectFailed => "connect_failed",
             Refusal::UpstreamBroken => "upstream_broken",
@@ -49,6 +53,7 @@ impl Refusal {
     fn body(self) -> &'static str {
         match self {
             Refusal::BadRequest => "bad request\n",
+            Refusal::MethodNotAllowed => "method not allowed: fulcrum does not tunnel CONNECT\n",
             Refusal::HeaderTooLarge => "request header too large\n",
             Refusal::ConnectFailed => "bad gateway: could not connect to a server\n",
             Refusal::UpstreamBroken => "bad gateway: the server broke the response\n",

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::error::Refusal;
+
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1), plus the
 /// non-standard `proxy-connection` some clients still send.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -121,6 +123,52 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
     }
 }
 
+/// Makes an HTTP/2 request's `:authority` its one `Host` (RFC 9113 §8.3.1): the server
+/// must see the authority the client asked for. Refused (400): a `host` field that names
+/// another authority, two `host` fields, neither, or userinfo (`user:pw@`) in either
+/// (RFC 9110 §4.2.4: a recipient treats it as an error).
+pub fn h2_host(headers: &mut HeaderMap, uri: &http::Uri) -> Result<(), Refusal> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err(Refusal::BadRequest);
+    }
+    let host = match (uri.authority(), first) {
+        (Some(a), Some(h)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) => {
+            return Err(Refusal::BadRequest);
+        }
+        (Some(a), _) => a.as_str(),
+        (None, Some(h)) => h.to_str().map_err(|_| Refusal::BadRequest)?,
+        (None, None) => return Err(Refusal::BadRequest),
+    };
+    if host.is_empty() || host.contains('@') {
+        return Err(Refusal::BadRequest);
+    }
+    let value = HeaderValue::from_str(host).map_err(|_| Refusal::BadRequest)?;
+    headers.insert(header::HOST, value);
+    Ok(())
+}
+
+/// Joins HTTP/2 cookie crumbs (one `cookie` field per pair, RFC 9113 §8.2.3) into the one
+/// field an HTTP/1.1 server expects, separated by `; `.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for crumb in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    // Each crumb was a valid value, and so is their join.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// The size of a request head as the client sent it, near enough to enforce
 /// `max_header_bytes` (the request line plus each `name: value\r\n`).
 pub fn head_size(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> usize {
@@ -178,6 +226,56 @@ mod tests {
         let mut h = HeaderMap::new();
         add_forwarded(&mut h, "2001:db8::1".parse().unwrap(), false, None);
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+    }
+
+    #[test]
+    fn an_http2_request_is_forwarded_for_its_authority() {
+        let uri: http::Uri = "https://a.example/x".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h2_host(&mut h, &uri).unwrap();
+        assert_eq!(h[header::HOST], "a.example");
+        h.insert(header::HOST, HeaderValue::from_static("A.Example"));
+        h2_host(&mut h, &uri).unwrap();
+        assert_eq!(h[header::HOST], "a.example");
+        h.insert(header::HOST, HeaderValue::from_static("evil.example"));
+        assert_eq!(h2_host(&mut h, &uri), Err(Refusal::BadRequest));
+        let mut two = HeaderMap::new();
+        two.append(header::HOST, HeaderValue::from_static("a.example"));
+        two.append(header::HOST, HeaderValue::from_static("a.example"));
+        assert_eq!(h2_host(&mut two, &uri), Err(Refusal::BadRequest));
+        let bare: http::Uri = "/x".parse().unwrap();
+        assert_eq!(
+            h2_host(&mut HeaderMap::new(), &bare),
+            Err(Refusal::BadRequest)
+        );
+        let mut only_host = HeaderMap::new();
+        only_host.insert(header::HOST, HeaderValue::from_static("b.example"));
+        h2_host(&mut only_host, &bare).unwrap();
+        assert_eq!(only_host[header::HOST], "b.example");
+        let userinfo: http::Uri = "https://evil:pw@a.example/".parse().unwrap();
+        assert_eq!(
+            h2_host(&mut HeaderMap::new(), &userinfo),
+            Err(Refusal::BadRequest)
+        );
+    }
+
+    #[test]
+    fn cookie_crumbs_are_joined_into_one_field() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(&mut h);
+        assert_eq!(h[header::COOKIE], "a=1");
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+    }
+
+    #[test]
+    fn the_asterisk_form_is_a_path_of_its_own() {
+        let uri: http::Uri = "*".parse().unwrap();
+        assert_eq!(uri.path(), "*");
     }
 
     #[test]

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use super::body::{AccessLog, Finish, ProxyBody};
 use super::conn::Busy;
 use super::error::Refusal;
 use super::frontend::Frontend;
-use super::headers::{add_forwarded, head_size, strip_hop_by_hop};
+use super::headers::{add_forwarded, h2_host, head_size, join_cookies, strip_hop_by_hop};
 use super::retry;
 use crate::balance;
 use crate::config;
@@ -208,8 +208,20 @@ fn prepare(
     // reaches here: hyper's parser rejects conflicting lengths with 400, and for TE + CL it
     // drops Content-Length, reads the chunked body and closes the connection after the
     // answer (RFC 9112 §6.1), so nothing can be smuggled behind the request.
-    // HTTP/2 carries the host in the URI; HTTP/1.1 must send Host (RFC 9112 §3.2).
-    if !parts.headers.contains_key(header::HOST) {
+    // fulcrum is no forward proxy: a tunnel to an address of the client's choosing is
+    // refused here, before any server is chosen (RFC 9110 §9.3.6).
+    if parts.method == Method::CONNECT {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    // The asterisk form names the server itself, and only OPTIONS may (RFC 9112 §3.2.4).
+    if parts.uri.path() == "*" && parts.method != Method::OPTIONS {
+        return Err(Refusal::BadRequest);
+    }
+    if parts.version == Version::HTTP_2 {
+        h2_host(&mut parts.headers, &parts.uri)?;
+        join_cookies(&mut parts.headers);
+    } else if !parts.headers.contains_key(header::HOST) {
+        // HTTP/1.1 must send Host (RFC 9112 §3.2); an absolute-form target gives it.
         match parts
             .uri
             .authority()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::conn::{Activity, Tracked, expired};
 use super::frontend::Frontend;
 use super::http::handle;
+use super::stall::StreamExec;
 use crate::tasks::Tasks;
 
 /// Binds `addr` with the options a proxy wants (address reuse, a deep backlog).
@@ -186,7 +187,7 @@ pub async fn serve(
 #[derive(Clone)]
 struct Builders {
     h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
+    h2: http2::Builder<StreamExec>,
 }
 
 impl Builders {
@@ -198,8 +199,18 @@ impl Builders {
             .header_read_timeout(None)
             .keep_alive(true)
             .max_buf_size((settings.max_header_bytes * 2).max(16 * 1024));
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new()).max_concurrent_streams(250);
+        // Each stream's task runs watched: one whose client opens no window for
+        // `client_idle_timeout` is reset and its slot freed (see `stall`).
+        let mut h2 = http2::Builder::new(StreamExec {
+            idle: settings.client_idle_timeout.get(),
+        });
+        // The header list is allowed twice `max_header_bytes`, as HTTP/1's read buffer is:
+        // a head a little over the limit reaches `prepare` and gets fulcrum's own 431
+        // `header_too_large`, and h2 refuses anything larger before decoding it whole.
+        let list = (settings.max_header_bytes * 2).max(16 * 1024);
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(settings.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(list).unwrap_or(u32::MAX));
         Builders { h1, h2 }
     }
 }

@@ -9,8 +9,10 @@ mod headers;
 pub mod http;
 pub mod listener;
 mod retry;
+mod stall;
 pub mod tcp;
 pub mod tls;
+mod tunnel;
 
 pub use error::Refusal;
 pub use frontend::Frontend;

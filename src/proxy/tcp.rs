@@ -1,5 +1,6 @@
 //! TCP mode: whole connections are balanced. Health, backups, limits and connect retries
-//! apply as in HTTP mode; bytes are copied both ways until either side closes.
+//! apply as in HTTP mode; bytes are copied both ways until both sides close, one fails,
+//! or both stay silent for `tunnel_idle_timeout`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use super::frontend::Frontend;
 use crate::balance;
 use crate::pool::{Backend, ServerId, Slot, outlier};
 
-/// Relays one connection until either side closes. On shutdown a relay is not cut: it may
+/// Relays one connection until it ends (see the module's doc). On shutdown a relay is not cut: it may
 /// finish within the grace period, after which the process ends and takes it along.
 pub(super) async fn relay(fe: &Frontend, mut client: TcpStream, peer: SocketAddr) {
     let backend = fe.backend();
@@ -20,16 +21,26 @@ pub(super) async fn relay(fe: &Frontend, mut client: TcpStream, peer: SocketAddr
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    let access_log = fe.settings().access_log;
+    let (access_log, idle) = {
+        let s = fe.settings();
+        (s.access_log, s.tunnel_idle_timeout.get())
+    };
     let start = std::time::Instant::now();
-    let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let (copied, end) = super::tunnel::relay(&mut client, &mut upstream, idle).await;
+    if let Some(end) = end {
+        tracing::debug!(frontend = %fe.name, client = %peer, "closing the connection: {end}");
+    }
+    // Dropped before the log line, so the slot is free by the time the line is written.
+    drop((client, upstream));
+    let server = Arc::clone(&slot.server().name);
+    drop(slot);
     if access_log {
-        let (up, down) = copied.unwrap_or((0, 0));
+        let (up, down) = (copied.a_to_b, copied.b_to_a);
         tracing::info!(
             target: "fulcrum::access",
             frontend = %fe.name,
             client = %peer,
-            server = %slot.server().name,
+            server = %server,
             duration_ms = format_args!("{:.3}", start.elapsed().as_secs_f64() * 1000.0),
             bytes_in = up,
             bytes_out = down,
