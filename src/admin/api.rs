@@ -1,5 +1,6 @@
 //! The admin API's calls that act: maintenance, weight, reload. Errors are
-//! `{"error": "..."}` with 400 (bad input) or 404 (no such backend or server).
+//! `{"error": "..."}` with 400 (bad input), 404 (no such backend or server) or 500 (a
+//! maintenance change that cannot be saved, and so was not made).
 
 use std::sync::Arc;
 
@@ -19,7 +20,13 @@ use crate::pool::maintenance::End;
 use crate::pool::{Backend, Server};
 
 /// An error answer.
+#[derive(Debug)]
 pub struct ApiError(StatusCode, String);
+
+/// 500: the state could not be saved, so the change was not applied.
+fn unsaved(e: crate::app::StateError) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -61,7 +68,7 @@ pub async fn status(State(st): State<AdminState>) -> Json<Status> {
 }
 
 /// `POST .../maintenance` body.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceRequest {
     #[serde(rename = "for")]
@@ -90,7 +97,8 @@ pub async fn start_maintenance(
     }
     st.app
         .start_maintenance(&backend, &server, length.get(), req.reason)
-        .await;
+        .await
+        .map_err(unsaved)?;
     Ok(done(&server, json!({})))
 }
 
@@ -104,12 +112,13 @@ pub async fn end_maintenance(
         .app
         .end_maintenance(&backend, &server, End::Ended)
         .await
+        .map_err(unsaved)?
         .is_some();
     Ok(done(&server, json!({ "ended": ended })))
 }
 
 /// `PUT .../weight` body.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeightRequest {
     weight: i64,
