@@ -24,7 +24,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -65,9 +65,9 @@ pub struct Limits {
     /// a mistake or an attack and gets 413 before it is read.
     pub max_body_bytes: usize,
     /// 64 open `GET /api/v1/events` streams: one per dashboard tab or `curl -N`, so dozens
-    /// at most; each holds a connection (a quarter of [`max_connections`]
-    /// (Self::max_connections) at most, so event streams can never lock out the API) and a
-    /// place in the event bus. One more gets 503.
+    /// at most. Each holds a connection and a place in the event bus; 64 is a quarter of
+    /// [`max_connections`](Self::max_connections), so event streams alone can never lock
+    /// the API out. One more gets 503.
     pub max_event_streams: usize,
 }
 
@@ -102,7 +102,7 @@ pub(super) async fn accept_loop(
 ) {
     let stop = app.tasks().stopping().clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let full = AtomicBool::new(false);
+    let mut full = false;
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -119,7 +119,7 @@ pub(super) async fn accept_loop(
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             // Closed at once: the client sees the connection end rather than hang.
-            if !full.swap(true, Ordering::Relaxed) {
+            if !std::mem::replace(&mut full, true) {
                 tracing::warn!(
                     client = %peer,
                     "admin listener has {} connections open, its limit: closing new ones until one ends",
@@ -129,7 +129,7 @@ pub(super) async fn accept_loop(
             drop(stream);
             continue;
         };
-        full.store(false, Ordering::Relaxed);
+        full = false;
         let local = match stream.local_addr() {
             Ok(a) => a,
             Err(_) => continue,

@@ -109,7 +109,13 @@ fn check_allowed_host(host: &str) -> Result<(), String> {
             return bad("a DNS name is labels of letters, digits and `-` joined by dots");
         }
     }
-    if host.ends_with(':') || (authority.port().is_some() && authority.port_u16().is_none()) {
+    let after_brackets = host.rsplit_once(']').map_or(host, |(_, after)| after);
+    if !host.starts_with('[') && host.matches(':').count() > 1 {
+        return bad("write an IPv6 address in brackets");
+    }
+    if let Some((_, port)) = after_brackets.rsplit_once(':')
+        && port.parse::<u16>().is_err()
+    {
         return bad("the port must be a number from 0 to 65535");
     }
     Ok(())
@@ -352,6 +358,42 @@ fn alerts(config: &Config, out: &mut Problems) {
             if e != "all" && !EVENT_NAMES.contains(&e.as_str()) {
                 out.push((wp.key("events").index(j), format!("no event named `{e}`")));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_allowed_host;
+
+    #[test]
+    fn allowed_hosts_are_what_a_host_header_holds() {
+        for ok in [
+            "localhost",
+            "admin.example.com",
+            "admin.example.com.",
+            "ops.example:8443",
+            "10.0.0.1",
+            "[::1]",
+            "[2001:db8::1]:9900",
+        ] {
+            assert_eq!(check_allowed_host(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "http://admin.example.com/",
+            "admin.example.com/x",
+            "user@admin.example.com",
+            "a b",
+            "a:b",
+            "x.example:70000",
+            "x.example:",
+            "::1",
+            "[not-ip]",
+            "bad_name",
+            "*.example.com",
+        ] {
+            assert!(check_allowed_host(bad).is_err(), "{bad}");
         }
     }
 }
