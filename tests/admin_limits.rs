@@ -290,3 +290,41 @@ async fn the_event_stream_past_its_cap_gets_503() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn shutdown_closes_the_listener_and_finishes_the_admin_request_in_flight() {
+    let (_a, f) = fulcrum().await;
+    let api = Api::new(&f);
+    let admin = f.admin;
+    let body = br#"{"for":"1m","reason":"in flight at shutdown"}"#;
+    let mut c = RawConn::connect(admin).await;
+    let head = format!(
+        "POST /api/v1/backends/b/servers/a/maintenance HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        api.token,
+        body.len()
+    );
+    c.send(head.as_bytes()).await;
+    c.send(&body[..10]).await;
+    // An idle kept-alive connection, served once.
+    let mut idle = RawConn::connect(admin).await;
+    idle.send(&get("/healthz", &api.token)).await;
+    assert_eq!(idle.read_response().await.unwrap().status, 200);
+    let app = Arc::clone(&f.app);
+    let done = tokio::spawn(f.shutdown());
+    wait_refused(admin).await;
+    idle.closed_within(Duration::from_secs(3)).await;
+    // The request in flight is still answered.
+    c.send(&body[10..]).await;
+    let r = c
+        .read_response_within(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        done.await.unwrap(),
+        "everything finished within the grace period"
+    );
+    assert!(app.tasks().is_empty());
+}
