@@ -1,5 +1,6 @@
 //! The admin API's calls that act: maintenance, weight, reload. Errors are
-//! `{"error": "..."}` with 400 (bad input) or 404 (no such backend or server).
+//! `{"error": "..."}` with 400 (bad input), 404 (no such backend or server) or 500 (a
+//! maintenance change that cannot be saved, and so was not made).
 
 use std::sync::Arc;
 
@@ -19,7 +20,13 @@ use crate::pool::maintenance::End;
 use crate::pool::{Backend, Server};
 
 /// An error answer.
+#[derive(Debug)]
 pub struct ApiError(StatusCode, String);
+
+/// 500: the state could not be saved, so the change was not applied.
+fn unsaved(e: crate::app::StateError) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -61,7 +68,7 @@ pub async fn status(State(st): State<AdminState>) -> Json<Status> {
 }
 
 /// `POST .../maintenance` body.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceRequest {
     #[serde(rename = "for")]
@@ -88,9 +95,12 @@ pub async fn start_maintenance(
             "`for` is {length}, longer than the {max} that admin.max_maintenance allows"
         )));
     }
-    st.app
-        .start_maintenance(&backend, &server, length.get(), req.reason)
-        .await;
+    let (app, target) = (Arc::clone(&st.app), Arc::clone(&server));
+    let change = async move {
+        app.start_maintenance(&backend, &target, length.get(), req.reason)
+            .await
+    };
+    own_task(&st.app, change).await?.map_err(unsaved)?;
     Ok(done(&server, json!({})))
 }
 
@@ -100,16 +110,29 @@ pub async fn end_maintenance(
     Path((b, s)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (backend, server) = find(&st.app, &b, &s)?;
-    let ended = st
-        .app
-        .end_maintenance(&backend, &server, End::Ended)
-        .await
-        .is_some();
+    let (app, target) = (Arc::clone(&st.app), Arc::clone(&server));
+    let change = async move { app.end_maintenance(&backend, &target, End::Ended).await };
+    let ended = own_task(&st.app, change).await?.map_err(unsaved)?.is_some();
     Ok(done(&server, json!({ "ended": ended })))
 }
 
+/// Runs a change of state as a task of its own: a client that hangs up while the change is
+/// being saved never leaves the state file and what serves disagreeing.
+async fn own_task<T, F>(app: &App, change: F) -> Result<T, ApiError>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    app.tasks().spawn(change).await.map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the change was interrupted: {e}"),
+        )
+    })
+}
+
 /// `PUT .../weight` body.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeightRequest {
     weight: i64,

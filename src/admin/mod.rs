@@ -1,9 +1,13 @@
-//! The admin plane: API, dashboard and metrics on `[admin] bind`, built with axum.
+//! The admin plane: API, dashboard and metrics on `[admin] bind`, built with axum and served
+//! by an accept loop of its own with timeouts and limits (see [`listener`]).
 //!
-//! Every call but `GET /`, `GET /metrics` and `GET /healthz` needs
+//! Every request but `GET /healthz` must name this listener in `Host` (else 421, see
+//! `guard`); every call but `GET /`, `GET /metrics` and `GET /healthz` needs
 //! `Authorization: Bearer TOKEN` (see [`token`]); anything else gets 401.
 
 mod api;
+mod guard;
+pub mod listener;
 mod metrics;
 mod sse;
 pub mod status;
@@ -19,13 +23,25 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::app::App;
+pub use listener::Limits;
 use metrics::FulcrumCollector;
 
 /// The dashboard at `GET /`: one self-contained page (HTML, CSS and plain JS, no external
 /// resources) that reads the authenticated API with the token the user enters.
 const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The dashboard's Content-Security-Policy. It may not be framed (`frame-ancestors 'none'`,
+/// with `X-Frame-Options: DENY` for older browsers: no clickjacking of its buttons), it loads
+/// nothing from elsewhere, and it talks only to this listener. Its one script and one style
+/// sheet are inline and it sets `style` attributes, hence `'unsafe-inline'` for both; it
+/// builds every element from text (no `innerHTML`), so nothing an API caller writes (a
+/// maintenance reason) can become script.
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
 
 /// What every admin handler can reach.
 #[derive(Debug, Clone)]
@@ -33,10 +49,13 @@ pub struct AdminState {
     pub app: Arc<App>,
     token: Arc<str>,
     registry: Arc<Registry>,
+    limits: Limits,
+    /// One permit per open event stream (`GET /api/v1/events`).
+    event_streams: Arc<Semaphore>,
 }
 
-/// Every admin route, guarded by `token`.
-pub fn router(app: Arc<App>, token: &str) -> Router {
+/// Every admin route, guarded by the `Host` check, the body limit and `token`.
+pub fn router(app: Arc<App>, token: &str, limits: Limits) -> Router {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(FulcrumCollector {
         app: Arc::clone(&app),
@@ -45,6 +64,8 @@ pub fn router(app: Arc<App>, token: &str) -> Router {
         app,
         token: token.into(),
         registry: Arc::new(registry),
+        limits,
+        event_streams: Arc::new(Semaphore::new(limits.max_event_streams)),
     };
     let server = "/api/v1/backends/{backend}/servers/{server}";
     let api = Router::new()
@@ -62,6 +83,14 @@ pub fn router(app: Arc<App>, token: &str) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .merge(api)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::read_body,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::check_host,
+        ))
         .with_state(state)
 }
 
@@ -91,8 +120,16 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn dashboard() -> Html<&'static str> {
-    Html(DASHBOARD)
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(DASHBOARD),
+    )
 }
 
 /// Prometheus text (OpenMetrics) with every family the README's metrics reference names.
@@ -112,13 +149,15 @@ async fn metrics_text(State(st): State<AdminState>) -> Response {
         .into_response()
 }
 
-/// Serves the admin plane until fulcrum stops.
+/// Serves the admin plane until fulcrum stops, with the default [`Limits`]. Spawn it with
+/// the instance's task handle (`app.tasks().spawn`): every connection is a serving task
+/// too, so shutdown lets admin requests in flight finish.
 pub async fn serve(listener: TcpListener, app: Arc<App>, token: String) {
-    let stop = app.tasks().stopping().clone();
-    let result = axum::serve(listener, router(app, &token))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!("admin listener failed: {e}");
-    }
+    serve_with(listener, app, token, Limits::default()).await;
+}
+
+/// [`serve`] with other limits (tests use short timeouts).
+pub async fn serve_with(listener: TcpListener, app: Arc<App>, token: String, limits: Limits) {
+    let router = router(Arc::clone(&app), &token, limits);
+    listener::accept_loop(listener, app, router, limits).await;
 }

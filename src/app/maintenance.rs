@@ -7,7 +7,8 @@
 //! is the service around it: the operations the admin plane calls, the one task that ends
 //! windows and sends reminders, and the state file that carries windows across restarts.
 //! The file is written on the blocking pool, one write at a time, in the order of the
-//! changes, and each operation returns once its change is on disk.
+//! changes. A change asked for by hand (start, end) is saved before it is applied and not
+//! applied at all if it cannot be saved; a window that runs out ends even if the save fails.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,11 +23,12 @@ use crate::events::{Event, EventKind};
 use crate::pool::maintenance::{End, Window};
 use crate::pool::{Backend, Server};
 
-/// Why the maintenance state could not be saved (the windows still apply in memory, but
-/// would not survive a restart).
+/// Why the maintenance state could not be saved. A change asked for through the API is then
+/// not applied; one that happens by itself (a window running out, a reload dropping a
+/// server) applies in memory anyway and would not survive a restart.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot save maintenance state in {}: {source}", dir.display())]
+    #[error("cannot save state: {} in {}: {source}", state_file::FILE_NAME, dir.display())]
     Save {
         dir: PathBuf,
         #[source]
@@ -41,20 +43,24 @@ pub enum StateError {
 #[derive(Debug, Default)]
 pub(super) struct Scheduler {
     wake: Notify,
-    /// Held until a write has really ended (the guard moves into the blocking task), so a
-    /// caller that stops waiting (an admin client hanging up) never lets two writes overlap.
-    save: Arc<tokio::sync::Mutex<()>>,
+    /// The turn to save: held from computing a state to applying it. Callers that could be
+    /// cancelled midway (an admin request whose client hangs up) run as tasks of their own,
+    /// so a turn is never given up while its write goes on.
+    save: tokio::sync::Mutex<()>,
 }
 
 impl App {
     /// Takes `server` out of rotation for `length`; replaces a window already running.
+    ///
+    /// The new state is saved first and applied only once it is on disk: if it cannot be
+    /// saved, nothing changes (no window, no event) and the error says why.
     pub async fn start_maintenance(
         &self,
         backend: &Backend,
         server: &Server,
         length: Duration,
         reason: String,
-    ) -> Window {
+    ) -> Result<Window, StateError> {
         let now = SystemTime::now();
         let window = Window {
             since: now,
@@ -62,6 +68,17 @@ impl App {
             deadline: Instant::now() + length,
             reason,
         };
+        // The turn is held from computing the state to applying it, so saves and changes
+        // happen in the same order and the file never lags behind a change made after it.
+        let _turn = self.maintenance.save.lock().await;
+        let entry = Entry {
+            backend: backend.name.to_string(),
+            server: server.name.to_string(),
+            since: window.since,
+            until: window.until,
+            reason: window.reason.clone(),
+        };
+        self.save(self.windows_except(server, Some(entry))).await?;
         let extended = server.maintenance.is_on();
         server.maintenance.set(window.clone());
         backend.rebuild();
@@ -87,21 +104,39 @@ impl App {
             ),
         ));
         self.maintenance.wake.notify_one();
-        self.persist_logged().await;
-        window
+        Ok(window)
     }
 
     /// Ends `server`'s window now (`End::Ended`) or if it has run out (`End::Expired`);
     /// returns it, or `None` when there was none to end.
+    ///
+    /// Ending by hand is saved first and applied only once on disk: if it cannot be saved
+    /// the window keeps running and the error says why. A window that ran out ends anyway
+    /// (the failure is logged): its time is over whatever the disk says, and a restart would
+    /// end it at once too.
     pub async fn end_maintenance(
         &self,
         backend: &Backend,
         server: &Server,
         why: End,
-    ) -> Option<Window> {
-        let window = self.end_window(backend, server, why)?;
-        self.persist_logged().await;
-        Some(window)
+    ) -> Result<Option<Window>, StateError> {
+        let _turn = self.maintenance.save.lock().await;
+        let due = Instant::now();
+        let ends = server
+            .maintenance
+            .window()
+            .is_some_and(|w| why == End::Ended || w.deadline <= due);
+        if !ends {
+            return Ok(None);
+        }
+        match self.save(self.windows_except(server, None)).await {
+            Ok(()) => {}
+            Err(e) if why == End::Expired => {
+                tracing::error!("{e}; the window ends anyway, and a restart would end it too")
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(self.end_window(backend, server, why))
     }
 
     /// Ends the window in memory and announces it; the caller saves.
@@ -137,14 +172,17 @@ impl App {
         ));
     }
 
-    /// Writes every running window to the state file, off the runtime. Writes are taken
-    /// one at a time and each reads the windows once it has the turn, so the file always
-    /// ends with the latest state.
-    pub async fn persist(&self) -> Result<(), StateError> {
-        let turn = Arc::clone(&self.maintenance.save).lock_owned().await;
-        let entries: Vec<Entry> = self
-            .servers()
+    /// Every running window but `server`'s, plus `entry`: the state a change to `server`
+    /// would leave.
+    fn windows_except(&self, server: &Server, entry: Option<Entry>) -> Vec<Entry> {
+        self.windows_but(Some(server.id), entry)
+    }
+
+    /// Every running window, except that of server `skip`, plus `entry`.
+    fn windows_but(&self, skip: Option<crate::pool::ServerId>, entry: Option<Entry>) -> Vec<Entry> {
+        self.servers()
             .into_iter()
+            .filter(|(_, s)| Some(s.id) != skip)
             .filter_map(|(b, s)| {
                 s.maintenance.window().map(|w| Entry {
                     backend: b.name.to_string(),
@@ -154,15 +192,25 @@ impl App {
                     reason: w.reason,
                 })
             })
-            .collect();
+            .chain(entry)
+            .collect()
+    }
+
+    /// Writes `entries` as the whole state file, off the runtime. The caller holds the turn.
+    async fn save(&self, entries: Vec<Entry>) -> Result<(), StateError> {
         let dir = self.config().state_dir();
         let at = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            state_file::save(&at, &entries)
-        })
-        .await?
-        .map_err(|source| StateError::Save { dir, source })
+        tokio::task::spawn_blocking(move || state_file::save(&at, &entries))
+            .await?
+            .map_err(|source| StateError::Save { dir, source })
+    }
+
+    /// Writes every running window to the state file, off the runtime. Writes are taken
+    /// one at a time and each reads the windows once it has the turn, so the file always
+    /// ends with the latest state.
+    pub async fn persist(&self) -> Result<(), StateError> {
+        let _turn = self.maintenance.save.lock().await;
+        self.save(self.windows_but(None, None)).await
     }
 
     /// [`persist`](Self::persist), logging a failure: the change applies in memory anyway.

@@ -55,7 +55,8 @@ async fn expires_on_time_with_reminders_meanwhile() {
     tokio::spawn(run(Arc::clone(&app)));
     let t0 = Instant::now();
     app.start_maintenance(&b, &s, Duration::from_secs(25 * 60), "disk".into())
-        .await;
+        .await
+        .unwrap();
     assert!(!in_rotation(&b, "s1") && in_rotation(&b, "s2"));
     let min = |m: u64| Duration::from_secs(m * 60);
     assert_eq!(
@@ -91,11 +92,20 @@ async fn ended_by_hand_never_expires_later() {
     tokio::spawn(run(Arc::clone(&app)));
     let t0 = Instant::now();
     app.start_maintenance(&b, &s, Duration::from_secs(60), String::new())
-        .await;
+        .await
+        .unwrap();
     assert_eq!(state_file::load(dir.path()).unwrap().len(), 1);
-    assert!(app.end_maintenance(&b, &s, End::Ended).await.is_some());
     assert!(
-        app.end_maintenance(&b, &s, End::Ended).await.is_none(),
+        app.end_maintenance(&b, &s, End::Ended)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        app.end_maintenance(&b, &s, End::Ended)
+            .await
+            .unwrap()
+            .is_none(),
         "ends once"
     );
     assert_eq!(next(&mut rx, t0).await.0, EventKind::MaintenanceStarted);
@@ -140,4 +150,51 @@ async fn restore_keeps_running_windows_and_ends_expired_ones() {
     let saved = state_file::load(dir.path()).unwrap();
     assert_eq!(saved.len(), 1);
     assert_eq!(saved[0].server, "s2");
+}
+
+/// A state directory that cannot be made (a regular file stands where it should be).
+fn unsaveable(dir: &std::path::Path) -> std::path::PathBuf {
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    file.join("state")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_that_cannot_be_saved_is_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&unsaveable(dir.path())).await;
+    let (b, s) = app.find_server("b/s1").unwrap();
+    let mut rx = app.events.subscribe();
+    let e = app
+        .start_maintenance(&b, &s, Duration::from_secs(60), "disk".into())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().starts_with("cannot save state: "), "{e}");
+    assert!(in_rotation(&b, "s1") && s.maintenance.window().is_none());
+    assert!(rx.try_recv().is_err(), "no event for a change not made");
+}
+
+#[tokio::test(start_paused = true)]
+async fn ending_by_hand_unsaved_keeps_the_window_but_expiry_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let (b, s) = app.find_server("b/s1").unwrap();
+    app.start_maintenance(&b, &s, Duration::from_secs(60), String::new())
+        .await
+        .unwrap();
+    // The state directory becomes unwritable: a regular file takes its place.
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    std::fs::write(dir.path(), "").unwrap();
+    let mut rx = app.events.subscribe();
+    assert!(app.end_maintenance(&b, &s, End::Ended).await.is_err());
+    assert!(!in_rotation(&b, "s1") && s.maintenance.window().is_some());
+    assert!(rx.try_recv().is_err(), "no event for a change not made");
+    let t0 = Instant::now();
+    tokio::spawn(run(Arc::clone(&app)));
+    assert_eq!(
+        next(&mut rx, t0).await,
+        (EventKind::MaintenanceExpired, Duration::from_secs(60))
+    );
+    assert!(in_rotation(&b, "s1"));
+    std::fs::remove_file(dir.path()).unwrap();
 }

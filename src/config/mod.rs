@@ -82,6 +82,10 @@ pub struct Admin {
     pub token_file: Option<PathBuf>,
     /// The longest maintenance window one call may ask for, so "for a test" cannot mean forever.
     pub max_maintenance: Dur,
+    /// `Host` values the admin plane accepts besides loopback names and addresses and its
+    /// own address (the DNS-rebinding guard): `name` (any port) or `name:port`, compared
+    /// case-insensitively. Applied by a reload.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Admin {
@@ -90,6 +94,7 @@ impl Default for Admin {
             bind: SocketAddr::from(([127, 0, 0, 1], 9900)),
             token_file: None,
             max_maintenance: Dur::secs(24 * 3600),
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -103,6 +103,62 @@ fn admin(config: &Config, out: &mut Problems) {
     if config.admin.max_maintenance.get().is_zero() {
         out.push((p.key("max_maintenance"), "must be longer than zero".into()));
     }
+    for (i, host) in config.admin.allowed_hosts.iter().enumerate() {
+        if let Err(why) = check_allowed_host(host) {
+            out.push((p.key("allowed_hosts").index(i), why));
+        }
+    }
+}
+
+/// An `[admin] allowed_hosts` entry is what a `Host` header holds: a DNS name or an IP
+/// address (IPv6 in brackets), optionally with `:port`; never a URL, a path or userinfo.
+fn check_allowed_host(host: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("`{host}` is not a host name or address: {why}"));
+    if host.is_empty() {
+        return bad("empty");
+    }
+    if host.contains("://")
+        || host.contains(['/', '@', '?', '#'])
+        || host.contains(char::is_whitespace)
+    {
+        return bad("write only the host (and :port), as the Host header has it");
+    }
+    let authority: http::uri::Authority = match host.parse() {
+        Ok(a) => a,
+        Err(_) => return bad("not a valid authority"),
+    };
+    let name = authority.host();
+    let literal = name.starts_with('[') || name.parse::<std::net::IpAddr>().is_ok();
+    if name.starts_with('[')
+        && name
+            .trim_matches(['[', ']'])
+            .parse::<std::net::Ipv6Addr>()
+            .is_err()
+    {
+        return bad("not an IPv6 address in brackets");
+    }
+    if !literal {
+        let valid = name.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+        if !valid {
+            return bad("a DNS name is labels of letters, digits and `-` joined by dots");
+        }
+    }
+    let after_brackets = host.rsplit_once(']').map_or(host, |(_, after)| after);
+    if !host.starts_with('[') && host.matches(':').count() > 1 {
+        return bad("write an IPv6 address in brackets");
+    }
+    if let Some((_, port)) = after_brackets.rsplit_once(':')
+        && port.parse::<u16>().is_err()
+    {
+        return bad("the port must be a number from 0 to 65535");
+    }
+    Ok(())
 }
 
 fn frontends(config: &Config, out: &mut Problems) {
@@ -354,6 +410,42 @@ fn alerts(config: &Config, out: &mut Problems) {
             if e != "all" && !EVENT_NAMES.contains(&e.as_str()) {
                 out.push((wp.key("events").index(j), format!("no event named `{e}`")));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_allowed_host;
+
+    #[test]
+    fn allowed_hosts_are_what_a_host_header_holds() {
+        for ok in [
+            "localhost",
+            "admin.example.com",
+            "admin.example.com.",
+            "ops.example:8443",
+            "10.0.0.1",
+            "[::1]",
+            "[2001:db8::1]:9900",
+        ] {
+            assert_eq!(check_allowed_host(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "http://admin.example.com/",
+            "admin.example.com/x",
+            "user@admin.example.com",
+            "a b",
+            "a:b",
+            "x.example:70000",
+            "x.example:",
+            "::1",
+            "[not-ip]",
+            "bad_name",
+            "*.example.com",
+        ] {
+            assert!(check_allowed_host(bad).is_err(), "{bad}");
         }
     }
 }

@@ -15,6 +15,8 @@
 //!   is swapped in place.
 //! - `[alerts]` webhooks are restarted when they change. `[global]` and the admin `bind` and
 //!   `token_file` need a restart: the plan says so, and the running values stay in effect.
+//!   The rest of `[admin]` (`max_maintenance`, `allowed_hosts`) is read by each admin
+//!   request, so it applies as soon as the new configuration is stored.
 
 use std::collections::BTreeSet;
 
