@@ -352,7 +352,8 @@ fn reference_one(b: &[u8]) -> Result<(Req, usize), Ref> {
         .collect();
     let close = conn.iter().any(|t| t == b"close");
     let keep = conn.iter().any(|t| t == b"keep-alive");
-    let keep_alive = !close && !(chunked && !lengths.is_empty()) && (http11 || keep);
+    let cl_dropped = chunked && !lengths.is_empty();
+    let keep_alive = !close && !cl_dropped && (http11 || keep);
     let mut used = head_end + 4;
     let body = if chunked {
         let (body, n) = reference_chunked(&b[used..])?;

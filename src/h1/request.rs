@@ -341,10 +341,8 @@ fn authority(
     if hosts.next().is_some() {
         return Err(RequestError::MultipleHost);
     }
-    if let Some(h) = host {
-        if !valid_authority(h.value.of(buf)) {
-            return Err(RequestError::InvalidHost);
-        }
+    if host.is_some_and(|h| !valid_authority(h.value.of(buf))) {
+        return Err(RequestError::InvalidHost);
     }
     if host.is_none() && version == Version::Http11 {
         return Err(RequestError::MissingHost);
