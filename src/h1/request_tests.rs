@@ -372,3 +372,12 @@ fn a_body_length_is_read_from_content_length() {
     assert_eq!(h.body, BodyFraming::Length(12));
     assert!(h.method_is(b"POST / ", "POST"));
 }
+
+#[test]
+fn an_empty_header_value_has_an_empty_span_at_its_place() {
+    let s = "GET / HTTP/1.1\r\nHost: a\r\nX-E:\r\n\r\n";
+    let h = parse(s).unwrap();
+    let v = h.headers.as_slice()[1].value;
+    assert!(v.is_empty());
+    assert_eq!(v.start as usize, s.find("X-E:").unwrap() + 4);
+}

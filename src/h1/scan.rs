@@ -47,7 +47,8 @@ pub(crate) fn trim_ows(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().rposition(|&b| b != b' ' && b != b'\t');
     match (start, end) {
         (Some(s), Some(e)) => bytes.get(s..=e).unwrap_or_default(),
-        _ => &[],
+        // Empty, but still a sub-slice of `bytes`, so its span points at the right place.
+        _ => bytes.get(bytes.len()..).unwrap_or_default(),
     }
 }
 
