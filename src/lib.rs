@@ -14,6 +14,8 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod events;
+/// fulcrum's own HTTP/1.1 framing codec (sans-IO: heads, body decoders, chunked encoder).
+pub mod h1;
 pub mod http_client;
 pub mod metrics;
 pub mod pool;

@@ -1,0 +1,184 @@
+//! The strict checks httparse leaves to us, shared by request and response heads: line
+//! endings, obs-fold, NUL, header-line shape, and the two framing fields.
+//!
+//! Why on top of httparse: it accepts a bare LF as a line end (RFC 9112 §2.2 allows that
+//! leniency, and it is exactly the kind of disagreement between two parsers that request
+//! smuggling lives on), and what it rejects depends on its configuration and version. One
+//! pass over the head's bytes here makes the rules ours whatever httparse does.
+
+use thiserror::Error;
+
+/// Why a head's bytes were refused (a client gets 400, a server's answer is a 502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum Malformed {
+    /// httparse refused the request or status line or a header.
+    #[error("malformed head ({0})")]
+    Syntax(&'static str),
+    /// A NUL byte (RFC 9110 §5.5: never valid in a field).
+    #[error("NUL byte in head")]
+    Nul,
+    /// A CR not followed by LF (RFC 9112 §2.2).
+    #[error("bare CR in head")]
+    BareCr,
+    /// A LF not preceded by CR: the leniency RFC 9112 §2.2 allows and fulcrum refuses.
+    #[error("bare LF in head")]
+    BareLf,
+    /// A line starting with whitespace: obs-fold (RFC 9112 §5.2).
+    #[error("obsolete line folding")]
+    ObsFold,
+    /// Whitespace between a field name and its colon (RFC 9112 §5.1).
+    #[error("whitespace before colon")]
+    SpaceBeforeColon,
+    /// A header line without a colon, or with an empty name.
+    #[error("header line without a name and colon")]
+    NoColon,
+    /// A `Content-Length` that is not digits, or several that differ (RFC 9112 §6.3).
+    #[error("invalid Content-Length")]
+    ContentLength,
+    /// A `Transfer-Encoding` that is empty, applies chunked twice, or (in a request) does
+    /// not end in chunked (RFC 9112 §6.1, §6.3).
+    #[error("invalid Transfer-Encoding")]
+    TransferEncoding,
+}
+
+/// `bytes` without leading and trailing SP/HTAB (OWS).
+pub(crate) fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| b != b' ' && b != b'\t');
+    let end = bytes.iter().rposition(|&b| b != b' ' && b != b'\t');
+    match (start, end) {
+        (Some(s), Some(e)) => bytes.get(s..=e).unwrap_or_default(),
+        // Empty, but still a sub-slice of `bytes`, so its span points at the right place.
+        _ => bytes.get(bytes.len()..).unwrap_or_default(),
+    }
+}
+
+/// Checks every byte of a complete head (`head` ends with its empty line). Leading empty
+/// lines before the start line are allowed (RFC 9112 §2.2 says a server SHOULD ignore
+/// them; httparse skips them too).
+pub(crate) fn check_head(head: &[u8]) -> Result<(), Malformed> {
+    let mut rest = head;
+    while let Some(r) = rest.strip_prefix(b"\r\n") {
+        rest = r;
+    }
+    let mut first = true;
+    while !rest.is_empty() {
+        let lf = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(Malformed::BareCr)?;
+        let (line, after) = rest.split_at(lf);
+        rest = after.get(1..).unwrap_or_default();
+        let line = line.strip_suffix(b"\r").ok_or(Malformed::BareLf)?;
+        if line.contains(&b'\r') {
+            return Err(Malformed::BareCr);
+        }
+        if line.contains(&0) {
+            return Err(Malformed::Nul);
+        }
+        if first {
+            first = false;
+            continue;
+        }
+        if line.is_empty() {
+            // The empty line ends the head: nothing may follow it in `head`.
+            return if rest.is_empty() {
+                Ok(())
+            } else {
+                Err(Malformed::Syntax("bytes after the head"))
+            };
+        }
+        check_field_line(line)?;
+    }
+    Err(Malformed::Syntax("head without its empty line"))
+}
+
+fn check_field_line(line: &[u8]) -> Result<(), Malformed> {
+    if matches!(line.first(), Some(b' ' | b'\t')) {
+        return Err(Malformed::ObsFold);
+    }
+    let colon = line
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(Malformed::NoColon)?;
+    let name = line.get(..colon).unwrap_or_default();
+    if name.is_empty() {
+        return Err(Malformed::NoColon);
+    }
+    if name.iter().any(|&b| b == b' ' || b == b'\t') {
+        return Err(Malformed::SpaceBeforeColon);
+    }
+    Ok(())
+}
+
+/// The one length named by every `Content-Length` value: each value is a comma list of
+/// `1*DIGIT` elements, and every element must be the same number. Identical repeats (two
+/// `Content-Length: 42` lines, or `42, 42`) are merged, as RFC 9110 §8.6 allows and HAProxy
+/// does; the proxy writes its own single `Content-Length` line from the result.
+pub(crate) fn content_length<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+) -> Result<Option<u64>, Malformed> {
+    let mut found: Option<u64> = None;
+    for value in values {
+        for item in value.split(|&b| b == b',') {
+            let n = digits(trim_ows(item)).ok_or(Malformed::ContentLength)?;
+            match found {
+                Some(f) if f != n => return Err(Malformed::ContentLength),
+                _ => found = Some(n),
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `1*DIGIT` as a number; `None` when empty, not all digits, or past u64.
+fn digits(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether the codings of every `Transfer-Encoding` value, in order, end in `chunked`:
+/// `Ok(None)` without the field, `Ok(Some(true))` when the last coding is chunked,
+/// `Ok(Some(false))` when it is another coding. Empty list elements are ignored (RFC 9110
+/// §5.6.1); no coding at all, or chunked applied twice, is an error.
+pub(crate) fn chunked_last<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+) -> Result<Option<bool>, Malformed> {
+    let mut present = false;
+    let mut codings = 0usize;
+    let mut chunked_seen = false;
+    for value in values {
+        present = true;
+        for item in value.split(|&b| b == b',').map(trim_ows) {
+            if item.is_empty() {
+                continue;
+            }
+            if chunked_seen {
+                // chunked must be the final coding and applied once (RFC 9112 §6.1).
+                return Err(Malformed::TransferEncoding);
+            }
+            if !item.iter().all(|&b| is_tchar(b) || b" \t;=\"".contains(&b)) {
+                return Err(Malformed::TransferEncoding);
+            }
+            codings += 1;
+            chunked_seen = item.eq_ignore_ascii_case(b"chunked");
+        }
+    }
+    match (present, codings) {
+        (false, _) => Ok(None),
+        (true, 0) => Err(Malformed::TransferEncoding),
+        (true, _) => Ok(Some(chunked_seen)),
+    }
+}
+
+/// RFC 9110 §5.6.2 token characters.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
