@@ -132,13 +132,17 @@ fuzz_target!(|data: &[u8]| {
                 "{path}: {status} for body {:?}: {shown}",
                 String::from_utf8_lossy(data)
             );
-            let json: serde_json::Value = serde_json::from_slice(&body)
-                .unwrap_or_else(|e| panic!("{path}: {status} with a body that is not JSON ({e}): {shown}"));
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+                panic!("{path}: {status} with a body that is not JSON ({e}): {shown}")
+            });
             if status == StatusCode::OK {
                 assert_eq!(json["ok"], true, "{path}: 200 without ok: {shown}");
             } else {
                 let msg = json["error"].as_str().unwrap_or_default();
-                assert!(!msg.trim().is_empty(), "{path}: {status} without an error message: {shown}");
+                assert!(
+                    !msg.trim().is_empty(),
+                    "{path}: {status} without an error message: {shown}"
+                );
             }
         }
     });

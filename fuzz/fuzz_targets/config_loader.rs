@@ -50,13 +50,19 @@ fuzz_target!(|data: &[u8]| {
 /// only for a problem without a place, as `ConfigError` documents).
 fn check_error(text: &str, e: &fulcrum::config::ConfigError) {
     assert_eq!(e.file, Path::new("fuzz.toml"), "{e:?}");
-    assert!(!e.message.trim().is_empty(), "an error without a message: {e:?}");
+    assert!(
+        !e.message.trim().is_empty(),
+        "an error without a message: {e:?}"
+    );
     if e.line == 0 {
         assert_eq!(e.column, 0, "a column without a line: {e:?}");
         return;
     }
     let lines: Vec<&str> = text.split('\n').collect();
-    assert!(e.line <= lines.len(), "line past the end of the text: {e:?}");
+    assert!(
+        e.line <= lines.len(),
+        "line past the end of the text: {e:?}"
+    );
     let width = lines[e.line - 1].chars().count();
     assert!(
         (1..=width + 1).contains(&e.column),
