@@ -20,11 +20,9 @@
 //! loop stops and closes its socket, idle connections close, and requests in flight finish.
 
 use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,13 +34,12 @@ use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::proxy::conn::{self, Activity, Busy, Tracked};
 
 /// The admin listener's limits. The defaults are what `fulcrum run` uses; only tests build
 /// other values (through [`super::serve_with`]).
@@ -149,11 +146,8 @@ async fn connection(
     stop: CancellationToken,
     _slot: OwnedSemaphorePermit,
 ) {
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked {
-        inner: stream,
-        activity: Arc::clone(&activity),
-    });
+    let activity = Activity::new();
+    let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity)));
     let inner = TowerToHyperService::new(router);
     let noted = Arc::clone(&activity);
     let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
@@ -197,99 +191,11 @@ async fn connection(
     }
 }
 
-/// What a connection is doing, noted by the IO wrapper and the service, read by its timer.
-/// Times are milliseconds since `start` (tokio's clock); 0 in `head_since` means "none".
-#[derive(Debug)]
-struct Activity {
-    start: Instant,
-    /// Requests received and not yet answered to the last byte.
-    busy: AtomicU32,
-    /// When the connection last became idle (a response finished).
-    idle_since: AtomicU64,
-    /// One more than when a request head began while nothing was in progress; 0 if none.
-    head_since: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            start: Instant::now(),
-            busy: AtomicU32::new(0),
-            idle_since: AtomicU64::new(0),
-            // A new connection owes a request head: the clock runs from accept.
-            head_since: AtomicU64::new(1),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn on_bytes(&self) {
-        if self.busy.load(Ordering::Acquire) == 0 && self.head_since.load(Ordering::Acquire) == 0 {
-            self.head_since.store(self.now() + 1, Ordering::Release);
-        }
-    }
-
-    fn begin(self: &Arc<Self>) -> Busy {
-        self.busy.fetch_add(1, Ordering::AcqRel);
-        self.head_since.store(0, Ordering::Release);
-        Busy(Arc::clone(self))
-    }
-
-    /// How long until a limit is crossed; `None` once one is. A connection with a request in
-    /// progress never expires here (its body is bounded by `guard`, its answer by the
-    /// handler; an event stream is in progress as long as it lasts).
-    fn remaining(&self, limits: Limits) -> Option<Duration> {
-        let cap = limits.head_timeout.min(limits.idle_timeout);
-        if self.busy.load(Ordering::Acquire) > 0 {
-            return Some(cap);
-        }
-        let now = self.now();
-        let head = self.head_since.load(Ordering::Acquire);
-        let deadline = if head != 0 {
-            (head - 1).saturating_add(millis(limits.head_timeout))
-        } else {
-            self.idle_since
-                .load(Ordering::Acquire)
-                .saturating_add(millis(limits.idle_timeout))
-        };
-        (deadline > now).then(|| Duration::from_millis(deadline - now).min(cap))
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Resolves once the connection has crossed its head or idle limit. It sleeps at most the
-/// shorter timeout at a time, so a head that begins (or a response that ends) while it sleeps
-/// never needs to wake it: that deadline lies after its wake-up.
+/// The connection's head and idle limits, enforced by the data path's own timer
+/// (`proxy::conn`): the same rules as a frontend's `client_header_timeout` and
+/// `client_idle_timeout`, with the admin listener's values.
 async fn expired(activity: Arc<Activity>, limits: Limits) {
-    let Some(wait) = activity.remaining(limits) else {
-        return;
-    };
-    let sleep = tokio::time::sleep(wait);
-    tokio::pin!(sleep);
-    loop {
-        sleep.as_mut().await;
-        let Some(wait) = activity.remaining(limits) else {
-            return;
-        };
-        sleep.as_mut().reset(Instant::now() + wait);
-    }
-}
-
-/// One request in progress; dropped with its response body, after the last byte is sent.
-#[derive(Debug)]
-struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let a = &self.0;
-        a.idle_since.store(a.now(), Ordering::Release);
-        a.busy.fetch_sub(1, Ordering::AcqRel);
-    }
+    conn::expired(activity, limits.idle_timeout, limits.head_timeout).await
 }
 
 pin_project_lite::pin_project! {
@@ -322,61 +228,10 @@ impl Body for Guarded {
     }
 }
 
-/// A stream that notes incoming bytes in its connection's [`Activity`].
-#[derive(Debug)]
-struct Tracked {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.on_bytes();
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
 
     fn limits() -> Limits {
         Limits {
@@ -388,7 +243,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_new_connection_owes_a_head_within_the_head_timeout() {
-        let a = Arc::new(Activity::new());
+        let a = Activity::new();
         let t0 = Instant::now();
         expired(Arc::clone(&a), limits()).await;
         assert_eq!(t0.elapsed(), Duration::from_secs(10));
@@ -396,7 +251,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_after_a_response_then_a_head_clock_from_its_first_byte() {
-        let a = Arc::new(Activity::new());
+        let a = Activity::new();
         drop(a.begin());
         let t0 = Instant::now();
         let timer = tokio::spawn(expired(Arc::clone(&a), limits()));
@@ -408,7 +263,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_in_progress_never_expires() {
-        let a = Arc::new(Activity::new());
+        let a = Activity::new();
         let busy = a.begin();
         let timer = tokio::spawn(expired(Arc::clone(&a), limits()));
         tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -125,6 +125,19 @@ impl Headers {
             .map(move |h| h.value.of(buf))
     }
 
+    /// The header lines `httparse` found in `buf`, as spans into it, each value without
+    /// its surrounding optional whitespace: what request and response heads share.
+    fn from_parsed(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Headers {
+        let mut headers = Headers::default();
+        for h in parsed {
+            headers.push(Header {
+                name: Span::within(buf, h.name.as_bytes()),
+                value: Span::within(buf, scan::trim_ows(h.value)),
+            });
+        }
+        headers
+    }
+
     fn push(&mut self, h: Header) {
         if let Some(slot) = self.items.get_mut(self.len) {
             *slot = h;

@@ -20,7 +20,7 @@
 use thiserror::Error;
 
 use super::scan::{self, Malformed};
-use super::{Header, Headers, Limits, MAX_HEADERS, Parsed, Span, Version, lists_token};
+use super::{Headers, Limits, MAX_HEADERS, Parsed, Span, Version, lists_token};
 
 /// Why a request head was refused; each maps to the answer fulcrum sends, and every one of
 /// them closes the connection (the bytes after a bad head cannot be framed).
@@ -171,13 +171,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestHead>,
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(Malformed::Syntax("incomplete request line").into());
     };
-    let mut headers = Headers::default();
-    for h in req.headers.iter() {
-        headers.push(Header {
-            name: Span::within(buf, h.name.as_bytes()),
-            value: Span::within(buf, scan::trim_ows(h.value)),
-        });
-    }
+    let headers = Headers::from_parsed(buf, req.headers);
     let version = if minor == 0 {
         Version::Http10
     } else {

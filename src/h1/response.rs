@@ -13,7 +13,7 @@
 use thiserror::Error;
 
 use super::scan::{self, Malformed};
-use super::{Header, Headers, Limits, MAX_HEADERS, Parsed, Span, Version, lists_token};
+use super::{Headers, Limits, MAX_HEADERS, Parsed, Span, Version, lists_token};
 
 /// Why a server's response head was refused: always a 502 `upstream_broken` to the client
 /// and the upstream connection closed.
@@ -115,13 +115,7 @@ pub fn parse_response(
         return Err(ResponseError::Status);
     }
     let reason = Span::within(buf, res.reason.unwrap_or_default().as_bytes());
-    let mut headers = Headers::default();
-    for h in res.headers.iter() {
-        headers.push(Header {
-            name: Span::within(buf, h.name.as_bytes()),
-            value: Span::within(buf, scan::trim_ows(h.value)),
-        });
-    }
+    let headers = Headers::from_parsed(buf, res.headers);
     let version = if minor == 0 {
         Version::Http10
     } else {

@@ -59,7 +59,8 @@ impl Activity {
         self.head_since_ms.store(0, Ordering::Relaxed);
     }
 
-    fn on_bytes(&self) {
+    /// Bytes arrived from the client.
+    pub fn on_bytes(&self) {
         if self.multiplexed.load(Ordering::Relaxed) {
             // HTTP/2 control frames are no sign of use: idle means no request since the
             // last one finished, even if the client keeps pinging.
@@ -145,6 +146,7 @@ pub async fn expired(activity: Arc<Activity>, idle: Duration, header: Duration) 
 }
 
 /// A stream that reports incoming bytes to its connection's [`Activity`].
+#[derive(Debug)]
 pub struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,

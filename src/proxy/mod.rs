@@ -2,7 +2,7 @@
 
 pub mod access_log;
 pub mod body;
-mod conn;
+pub mod conn;
 pub mod error;
 mod frontend;
 mod headers;
