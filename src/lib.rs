@@ -9,6 +9,7 @@ pub mod admin;
 pub mod alerts;
 pub mod app;
 pub mod balance;
+pub mod buffers;
 pub mod cli;
 pub mod config;
 pub mod ctl;

@@ -6,10 +6,9 @@
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::Request;
+use super::{Fields, Request};
 use crate::config::HashKey;
 
 /// The seed for request keys; ring points and cookies use others so they never correlate.
@@ -32,23 +31,23 @@ pub fn request_key(req: &Request<'_>, key: &HashKey) -> Option<u64> {
                 None => h(&v6.octets()),
             },
         },
-        HashKey::Path => h(req.uri()?.path().as_bytes()),
-        HashKey::Header(name) => req.headers()?.get(name).and_then(|v| h(v.as_bytes())),
-        HashKey::Cookie(name) => cookie(req.headers()?, name).and_then(|v| h(v.as_bytes())),
-        HashKey::Query(name) => query(req.uri()?.query()?, name).and_then(|v| h(v.as_bytes())),
+        HashKey::Path => h(req.path()?),
+        HashKey::Header(name) => req.fields()?.get(name.as_str()).and_then(h),
+        HashKey::Cookie(name) => cookie(&req.fields()?, name).and_then(|v| h(v.as_bytes())),
+        HashKey::Query(name) => query(req.query()?, name).and_then(|v| h(v.as_bytes())),
     }
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers (the first one found).
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim().trim_matches('"'))
+pub fn cookie<'a>(fields: &Fields<'a>, name: &str) -> Option<&'a str> {
+    fields.find_map("cookie", |v| {
+        std::str::from_utf8(v)
+            .ok()?
+            .split(';')
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.trim().trim_matches('"'))
+    })
 }
 
 /// The raw (not percent-decoded) value of query parameter `name`; `a` alone counts as empty.
@@ -82,7 +81,7 @@ mod tests {
     }
 
     fn key_of(client: [u8; 4], uri: &str, headers: &[(&str, &str)], key: &str) -> Option<u64> {
-        let mut map = HeaderMap::new();
+        let mut map = http::HeaderMap::new();
         for (k, v) in headers {
             map.append(
                 http::HeaderName::from_bytes(k.as_bytes()).unwrap(),

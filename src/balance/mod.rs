@@ -49,8 +49,40 @@ pub struct Request<'a> {
 /// The parts of an HTTP request that hash keys and sticky cookies read.
 #[derive(Clone, Copy, Debug)]
 pub struct HttpParts<'a> {
-    pub uri: &'a Uri,
-    pub headers: &'a HeaderMap,
+    /// The path and query, as sent (`/a/b?c=d`).
+    pub target: &'a [u8],
+    pub fields: Fields<'a>,
+}
+
+/// A request's header fields as the request path holds them: an HTTP/2 request's
+/// `HeaderMap`, or an HTTP/1 head still in the connection's read buffer (so that choosing
+/// a server never copies a header).
+#[derive(Clone, Copy, Debug)]
+pub enum Fields<'a> {
+    Map(&'a HeaderMap),
+    Head {
+        buf: &'a [u8],
+        headers: &'a crate::h1::Headers,
+    },
+}
+
+impl<'a> Fields<'a> {
+    /// The first value of `name` (ASCII case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.find_map(name, Some)
+    }
+
+    /// The first `f(value)` that is `Some`, over every line named `name`, in order.
+    pub fn find_map<T>(&self, name: &str, mut f: impl FnMut(&'a [u8]) -> Option<T>) -> Option<T> {
+        match *self {
+            Fields::Map(m) => m.get_all(name).iter().find_map(|v| f(v.as_bytes())),
+            Fields::Head { buf, headers } => headers
+                .as_slice()
+                .iter()
+                .filter(|h| h.name.of(buf).eq_ignore_ascii_case(name.as_bytes()))
+                .find_map(|h| f(h.value.of(buf))),
+        }
+    }
 }
 
 impl<'a> Request<'a> {
@@ -59,22 +91,42 @@ impl<'a> Request<'a> {
         Request { client, http: None }
     }
 
-    /// An HTTP request from `client`.
+    /// An HTTP request from `client` (HTTP/2, or built for simulation and tests).
     pub fn http(client: IpAddr, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        let target = uri.path_and_query().map_or(&b"/"[..], |p| p.as_str().as_bytes());
         Request {
             client,
-            http: Some(HttpParts { uri, headers }),
+            http: Some(HttpParts {
+                target,
+                fields: Fields::Map(headers),
+            }),
         }
     }
 
-    /// The request target, for HTTP.
-    pub fn uri(&self) -> Option<&'a Uri> {
-        self.http.map(|h| h.uri)
+    /// An HTTP/1 request from `client`, read in place from its head.
+    pub fn head(client: IpAddr, target: &'a [u8], fields: Fields<'a>) -> Self {
+        Request {
+            client,
+            http: Some(HttpParts { target, fields }),
+        }
+    }
+
+    /// The path, for HTTP.
+    pub fn path(&self) -> Option<&'a [u8]> {
+        let t = self.http?.target;
+        Some(t.split(|&b| b == b'?').next().unwrap_or(t))
+    }
+
+    /// The query (after `?`), for HTTP requests that have one.
+    pub fn query(&self) -> Option<&'a str> {
+        let t = self.http?.target;
+        let at = t.iter().position(|&b| b == b'?')?;
+        std::str::from_utf8(t.get(at + 1..)?).ok()
     }
 
     /// The request headers, for HTTP.
-    pub fn headers(&self) -> Option<&'a HeaderMap> {
-        self.http.map(|h| h.headers)
+    pub fn fields(&self) -> Option<Fields<'a>> {
+        self.http.map(|h| h.fields)
     }
 }
 
@@ -155,8 +207,8 @@ impl Selector {
         if let Some(i) = self
             .sticky
             .as_ref()
-            .zip(req.headers())
-            .and_then(|(s, h)| s.lookup(h))
+            .zip(req.fields())
+            .and_then(|(s, h)| s.lookup(&h))
             && accept(&candidates[i])
         {
             return Some(i);

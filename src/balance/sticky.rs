@@ -8,7 +8,7 @@
 use http::HeaderMap;
 use http::header::{HeaderValue, SET_COOKIE};
 
-use super::Candidate;
+use super::{Candidate, Fields};
 use super::key;
 use crate::config;
 use crate::pool::Server;
@@ -50,8 +50,8 @@ impl Index {
     }
 
     /// The candidate the request's cookie names, if it is in the candidate set.
-    pub fn lookup(&self, headers: &HeaderMap) -> Option<usize> {
-        let id = parse_id(key::cookie(headers, &self.cookie)?)?;
+    pub fn lookup(&self, fields: &Fields<'_>) -> Option<usize> {
+        let id = parse_id(key::cookie(fields, &self.cookie)?)?;
         let at = self.ids.binary_search_by_key(&id, |&(k, _)| k).ok()?;
         Some(self.ids[at].1 as usize)
     }
@@ -66,37 +66,46 @@ fn parse_id(text: &str) -> Option<u64> {
 
 /// The sticky cookie value the client sent, when the backend uses one: read before the
 /// request is forwarded, compared after with the server that answered.
-pub fn requested(settings: &config::Backend, headers: &HeaderMap) -> Option<String> {
+pub fn requested(settings: &config::Backend, fields: &Fields<'_>) -> Option<String> {
     if settings.sticky_cookie.is_empty() {
         return None;
     }
     Some(
-        key::cookie(headers, &settings.sticky_cookie)
+        key::cookie(fields, &settings.sticky_cookie)
             .unwrap_or("")
             .to_string(),
     )
 }
 
-/// Adds `Set-Cookie` naming `server` to a response, unless the client already holds it.
+/// The `Set-Cookie` value naming `server`, unless the client already holds it.
 /// `requested` is what [`requested`] returned for the request (`None`: not sticky).
+pub fn cookie_for(
+    settings: &config::Backend,
+    requested: Option<&str>,
+    server: &Server,
+) -> Option<String> {
+    let requested = requested?;
+    let id = server_id(server);
+    (requested != id).then(|| {
+        format!(
+            "{}={id}; Path=/; HttpOnly; SameSite=Lax",
+            settings.sticky_cookie
+        )
+    })
+}
+
+/// Adds `Set-Cookie` naming `server` to a response, unless the client already holds it.
 pub fn set_cookie(
     settings: &config::Backend,
     requested: Option<&str>,
     server: &Server,
     headers: &mut HeaderMap,
 ) {
-    let Some(requested) = requested else { return };
-    let id = server_id(server);
-    if requested == id {
-        return;
-    }
-    let cookie = format!(
-        "{}={id}; Path=/; HttpOnly; SameSite=Lax",
-        settings.sticky_cookie
-    );
     // The cookie name was validated as a token by the configuration; a value that still
     // does not fit a header is dropped rather than failing the response.
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Some(Ok(v)) =
+        cookie_for(settings, requested, server).map(|c| HeaderValue::from_str(&c))
+    {
         headers.append(SET_COOKIE, v);
     }
 }
@@ -138,7 +147,7 @@ mod tests {
         // s2 full or out: the algorithm chooses, and the response replaces the cookie.
         let got = sel.pick(&req, &c, &mut |c| &*c.server.name != "s2");
         assert!(matches!(got, Some(0 | 1)));
-        let req_value = requested(&s, &headers);
+        let req_value = requested(&s, &Fields::Map(&headers));
         let mut out = HeaderMap::new();
         set_cookie(&s, req_value.as_deref(), &c[got.unwrap()].server, &mut out);
         let set = out.get(SET_COOKIE).unwrap().to_str().unwrap();

@@ -15,6 +15,7 @@ use crate::balance::{Ewma, LoadHook};
 use crate::config;
 use crate::metrics::ServerStats;
 use crate::upstream::ConnPool;
+use crate::upstream::h1::IdleConns;
 
 /// What the active health checks last concluded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,8 +122,10 @@ pub struct Server {
     /// Unix milliseconds of the last finished check, and whether it passed.
     last_check_ms: AtomicU64,
     last_check_ok: AtomicBool,
-    /// Idle keep-alive connections to this server.
+    /// Idle keep-alive connections to this server, for requests that came over HTTP/2.
     pub conns: Arc<ConnPool>,
+    /// Idle keep-alive connections of fulcrum's own HTTP/1 engine.
+    pub idle: IdleConns,
     /// Response-time estimate for `peak_ewma`, fed when a response head arrives.
     pub ewma: Ewma,
     /// Admin plane (issue 4): maintenance window and request metrics.
@@ -175,6 +178,7 @@ impl Server {
             last_check_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
             conns: Arc::default(),
+            idle: IdleConns::default(),
             ewma: Ewma::default(),
             maintenance: Maintenance::default(),
             stats: ServerStats::default(),
@@ -206,6 +210,7 @@ impl Server {
         if self.addr() != addr {
             self.resolved.store(Arc::new(addr));
             self.conns.clear();
+            self.idle.clear();
         }
     }
 

@@ -150,8 +150,8 @@ pub struct Line {
     pub frontend: Arc<str>,
     pub client: SocketAddr,
     pub method: http::Method,
-    /// The request's URI (a cheap clone: its bytes are shared); the line shows its path.
-    pub uri: http::Uri,
+    /// The request's path (without its query, which may carry secrets).
+    pub path: Box<str>,
     pub status: u16,
     pub server: Option<Arc<str>>,
     pub start: Instant,
@@ -199,7 +199,7 @@ impl Line {
         out.extend_from_slice(b" method=");
         out.extend_from_slice(self.method.as_str().as_bytes());
         out.extend_from_slice(b" path=");
-        out.extend_from_slice(self.uri.path().as_bytes());
+        out.extend_from_slice(self.path.as_bytes());
         out.extend_from_slice(b" status=");
         out.extend_from_slice(num.format(self.status).as_bytes());
         out.extend_from_slice(b" server=");
@@ -334,7 +334,7 @@ mod tests {
             frontend: "www".into(),
             client: "192.0.2.7:51234".parse().unwrap(),
             method: http::Method::GET,
-            uri: "/books?page=2".parse().unwrap(),
+            path: "/books".into(),
             status: 200,
             server: Some("web1".into()),
             start: Instant::now(),

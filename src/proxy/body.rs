@@ -138,6 +138,25 @@ impl Finish {
         }
     }
 
+    /// The status of the answer, for the metrics and the log line.
+    pub fn set_status(&mut self, status: u16) {
+        self.status = status;
+        if let Some(log) = self.log.as_mut() {
+            log.status = status;
+        }
+    }
+
+    /// Counts body bytes sent to the client.
+    pub fn add_bytes(&mut self, n: usize) {
+        self.bytes += n as u64;
+    }
+
+    /// The exchange is over (`complete`: the whole answer went out): releases the slot,
+    /// counts the request and writes its log line.
+    pub fn complete(mut self: Box<Self>, complete: bool) {
+        self.finish(complete);
+    }
+
     fn run(mut self, complete: bool, conn: Option<Upstream>) {
         if let (Some(conn), Some(slot), true) = (conn, self.slot.as_ref(), complete) {
             slot.server().conns.checkin(conn);

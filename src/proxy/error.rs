@@ -12,6 +12,8 @@ pub enum Refusal {
     /// `CONNECT`: fulcrum opens no tunnels to addresses a client picks.
     MethodNotAllowed,
     HeaderTooLarge,
+    /// The request line alone is longer than `max_header_bytes`.
+    UriTooLong,
     ConnectFailed,
     UpstreamBroken,
     NoServer,
@@ -26,6 +28,7 @@ impl Refusal {
             Refusal::BadRequest => StatusCode::BAD_REQUEST,
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::UriTooLong => StatusCode::URI_TOO_LONG,
             Refusal::ConnectFailed | Refusal::UpstreamBroken => StatusCode::BAD_GATEWAY,
             Refusal::NoServer | Refusal::QueueFull | Refusal::QueueTimeout => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -40,6 +43,7 @@ impl Refusal {
             Refusal::BadRequest => "bad_request",
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::HeaderTooLarge => "header_too_large",
+            Refusal::UriTooLong => "uri_too_long",
             Refusal::ConnectFailed => "connect_failed",
             Refusal::UpstreamBroken => "upstream_broken",
             Refusal::NoServer => "no_server",
@@ -50,11 +54,12 @@ impl Refusal {
     }
 
     /// One short line naming the reason; never internal details.
-    fn body(self) -> &'static str {
+    pub fn body(self) -> &'static str {
         match self {
             Refusal::BadRequest => "bad request\n",
             Refusal::MethodNotAllowed => "method not allowed: fulcrum does not tunnel CONNECT\n",
             Refusal::HeaderTooLarge => "request header too large\n",
+            Refusal::UriTooLong => "request line too long\n",
             Refusal::ConnectFailed => "bad gateway: could not connect to a server\n",
             Refusal::UpstreamBroken => "bad gateway: the server broke the response\n",
             Refusal::NoServer => "service unavailable: no server is available\n",
@@ -64,6 +69,15 @@ impl Refusal {
             Refusal::QueueTimeout => "service unavailable: every server stayed busy\n",
             Refusal::UpstreamTimeout => "gateway timeout: the server did not answer in time\n",
         }
+    }
+
+    /// Whether the connection must close after this answer: after a request we could not
+    /// read properly the stream's framing is not to be trusted.
+    pub fn closes(self) -> bool {
+        matches!(
+            self,
+            Refusal::BadRequest | Refusal::HeaderTooLarge | Refusal::UriTooLong
+        )
     }
 
     /// The answer to send, with `Retry-After` on 503 so clients come back later, not now.
@@ -82,7 +96,7 @@ impl Refusal {
                 HeaderValue::from(retry_after_secs.max(1)),
             );
         }
-        if self == Refusal::BadRequest || self == Refusal::HeaderTooLarge {
+        if self.closes() {
             // After a request we could not read properly the stream's framing is not to be
             // trusted: close rather than parse what follows.
             h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));

@@ -41,7 +41,7 @@ pub async fn handle(
         frontend: Arc::clone(&fe.name),
         client,
         method: req.method().clone(),
-        uri: req.uri().clone(),
+        path: req.uri().path().into(),
         status: 0,
         server: None,
         start: Instant::now(),
@@ -52,7 +52,7 @@ pub async fn handle(
     // One view of the backend's settings for the whole request: a reload meanwhile
     // does not mix old and new values, and the request path loads them once.
     let b = arc_swap::Guard::into_inner(backend.settings());
-    let sticky = balance::sticky::requested(&b, req.headers());
+    let sticky = balance::sticky::requested(&b, &balance::Fields::Map(req.headers()));
     let mut resp = match forward(&settings, &b, &backend, client, tls, req).await {
         Ok(fwd) => {
             let (mut parts, body) = fwd.resp.into_parts();
@@ -75,7 +75,7 @@ pub async fn handle(
 }
 
 /// How long a refused client should wait before asking again.
-fn retry_after(b: &config::Backend, refusal: Refusal) -> u64 {
+pub(super) fn retry_after(b: &config::Backend, refusal: Refusal) -> u64 {
     match refusal {
         // Nothing is up: the earliest a server can return is `rise` checks away.
         Refusal::NoServer => {
@@ -109,7 +109,10 @@ async fn forward(
         };
         (Request::from_parts(parts, body), replay)
     };
-    let mut slot = retry::first_slot(backend, client, req.uri(), req.headers()).await?;
+    let mut slot = {
+        let req = balance::Request::http(client.ip(), req.uri(), req.headers());
+        retry::first_slot(backend, &req).await?
+    };
     // Servers tried so far, on the stack: `retries` is at most `MAX_RETRIES` (validated),
     // so at most `MAX_RETRIES + 1` attempts; a heap `Vec` here was one allocation per request.
     let mut tried_buf = [ServerId::NONE; config::MAX_RETRIES as usize + 1];
@@ -136,7 +139,7 @@ async fn forward(
                 outlier::record(backend, &server, seen);
                 let next = match &replay {
                     Some(head) if more && retry::retry_status(status) => {
-                        retry::next_slot(backend, client, &head.uri, &head.headers, tried, true)
+                        retry::next_slot(backend, &balance::Request::http(client.ip(), &head.uri, &head.headers), tried, true)
                     }
                     _ => None,
                 };
@@ -151,7 +154,8 @@ async fn forward(
                 let why = unsent.describe(&server);
                 let next = more
                     .then(|| {
-                        retry::next_slot(backend, client, back.uri(), back.headers(), tried, false)
+                        let req = balance::Request::http(client.ip(), back.uri(), back.headers());
+                        retry::next_slot(backend, &req, tried, false)
                     })
                     .flatten();
                 let Some(next) = next else {
@@ -169,7 +173,7 @@ async fn forward(
                 outlier::record(backend, &server, seen);
                 let next = match &replay {
                     Some(head) if more && refusal == Refusal::UpstreamBroken => {
-                        retry::next_slot(backend, client, &head.uri, &head.headers, tried, true)
+                        retry::next_slot(backend, &balance::Request::http(client.ip(), &head.uri, &head.headers), tried, true)
                     }
                     _ => None,
                 };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{Activity, Tracked, expired};
 use super::frontend::Frontend;
+use super::h1::ClientIo;
 use super::http::handle;
 use super::stall::StreamExec;
 use crate::tasks::Tasks;
@@ -178,40 +179,31 @@ pub async fn serve(
     }
 }
 
-/// The HTTP/1.1 and HTTP/2 connection builders for a frontend's settings.
+/// The HTTP/2 connection builder for a frontend's settings (HTTP/1.1 is fulcrum's own
+/// engine, [`super::h1`]).
 ///
 /// fulcrum picks the protocol itself (ALPN, or a peek at the first bytes) rather than
-/// using hyper-util's `auto` builder: `auto` reads the first bytes into its own buffer and
-/// replays them to hyper, which makes hyper's 8 KiB read buffer grow to 16 KiB on every
-/// connection, and its connection type is sized for both protocols at once.
+/// using hyper-util's `auto` builder, which reads the first bytes into its own buffer.
 #[derive(Clone)]
 struct Builders {
-    h1: http1::Builder,
     h2: http2::Builder<StreamExec>,
 }
 
 impl Builders {
     fn new(settings: &crate::config::Frontend) -> Self {
-        let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            // `conn::expired` enforces both client timeouts per connection; hyper's own
-            // header timer would cost a boxed sleep and a timer-wheel entry per request.
-            .header_read_timeout(None)
-            .keep_alive(true)
-            .max_buf_size((settings.max_header_bytes * 2).max(16 * 1024));
         // Each stream's task runs watched: one whose client opens no window for
         // `client_idle_timeout` is reset and its slot freed (see `stall`).
         let mut h2 = http2::Builder::new(StreamExec {
             idle: settings.client_idle_timeout.get(),
         });
-        // The header list is allowed twice `max_header_bytes`, as HTTP/1's read buffer is:
-        // a head a little over the limit reaches `prepare` and gets fulcrum's own 431
-        // `header_too_large`, and h2 refuses anything larger before decoding it whole.
+        // The header list is allowed twice `max_header_bytes`: a head a little over the
+        // limit reaches `prepare` and gets fulcrum's own 431 `header_too_large`, and h2
+        // refuses anything larger before decoding it whole.
         let list = (settings.max_header_bytes * 2).max(16 * 1024);
         h2.timer(TokioTimer::new())
             .max_concurrent_streams(settings.max_concurrent_streams)
             .max_header_list_size(u32::try_from(list).unwrap_or(u32::MAX));
-        Builders { h1, h2 }
+        Builders { h2 }
     }
 }
 
@@ -253,7 +245,7 @@ struct Conn {
 
 impl Conn {
     /// Waits for the first bytes of a plain connection and tells which protocol they start,
-    /// without consuming them (hyper reads them itself). `None`: the client left, stayed
+    /// without consuming them (the engine or hyper reads them itself). `None`: the client left, stayed
     /// silent past the header timeout, or fulcrum is stopping.
     async fn sniff(&self, io: &Tracked<TcpStream>) -> Option<Proto> {
         let stream = io.get_ref();
@@ -301,33 +293,41 @@ impl Conn {
     }
 
     /// Serves requests until the client leaves, a timeout passes or fulcrum stops.
-    async fn serve<S>(self, builders: &Builders, io: S, tls: bool, proto: Proto)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
+    async fn serve<S: ClientIo + 'static>(self, builders: &Builders, io: S, tls: bool, proto: Proto) {
         let Conn { fe, guard } = self;
         let peer = guard.peer;
-        let act = Arc::clone(&guard.activity);
-        let svc = service_fn(move |req| {
-            let busy = act.begin();
-            let fe = Arc::clone(&fe);
-            // Boxed per request: hyper keeps room for one service future per connection
-            // for the connection's whole life, so an unboxed one (a few KiB) would be paid
-            // by every idle keep-alive connection; the box is one allocation per request.
-            Box::pin(async move {
-                Ok::<_, std::convert::Infallible>(handle(fe, peer, tls, busy, req).await)
-            })
-        });
-        let io = TokioIo::new(io);
         match proto {
+            // fulcrum's own engine; the request in progress finishes when fulcrum stops.
             Proto::H1 => {
-                let conn = std::pin::pin!(builders.h1.serve_connection(io, svc));
-                guard.run(conn).await;
+                let client = super::h1::Client {
+                    io,
+                    buf: crate::buffers::ReadBuf::new(),
+                    peer,
+                    tls,
+                    activity: Arc::clone(&guard.activity),
+                };
+                let limits = guard.limits;
+                tokio::select! {
+                    () = super::h1::serve(fe, client, guard.stop.clone()) => {}
+                    () = expired(guard.activity, limits.idle, limits.header) => {
+                        tracing::debug!(client = %peer, "closing an idle or stalled connection");
+                    }
+                }
             }
             // Boxed: HTTP/1.1 connections, the many, are not sized for an HTTP/2 one.
             Proto::H2 => {
+                let act = Arc::clone(&guard.activity);
+                let svc = service_fn(move |req| {
+                    let busy = act.begin();
+                    let fe = Arc::clone(&fe);
+                    // Boxed per request: hyper keeps room for one service future per
+                    // stream for the stream's whole life.
+                    Box::pin(async move {
+                        Ok::<_, std::convert::Infallible>(handle(fe, peer, tls, busy, req).await)
+                    })
+                });
                 guard.activity.multiplexed();
-                let mut conn = Box::pin(builders.h2.serve_connection(io, svc));
+                let mut conn = Box::pin(builders.h2.serve_connection(TokioIo::new(io), svc));
                 guard.run(conn.as_mut()).await;
             }
         }

@@ -5,6 +5,7 @@ pub mod body;
 pub mod conn;
 pub mod error;
 mod frontend;
+mod h1;
 mod headers;
 pub mod http;
 pub mod listener;

@@ -6,8 +6,6 @@
 //! the first answered 502/503 or broke the connection before a response head. Those retries
 //! cost the server real work, so they are bounded by the backend's retry budget.
 
-use std::net::SocketAddr;
-
 use http::{Method, StatusCode, request::Parts};
 use http_body::Body;
 
@@ -29,30 +27,13 @@ pub fn retry_status(status: StatusCode) -> bool {
     status == StatusCode::BAD_GATEWAY || status == StatusCode::SERVICE_UNAVAILABLE
 }
 
-/// What an algorithm sees of the request.
-fn info<'a>(
-    client: SocketAddr,
-    uri: &'a http::Uri,
-    headers: &'a http::HeaderMap,
-) -> balance::Request<'a> {
-    balance::Request::http(client.ip(), uri, headers)
-}
-
 /// The first server for a request: waits in the queue when every server is at its limit.
-pub async fn first_slot(
-    backend: &Backend,
-    client: SocketAddr,
-    uri: &http::Uri,
-    headers: &http::HeaderMap,
-) -> Result<Slot, Refusal> {
-    backend
-        .acquire_or_wait(&info(client, uri, headers))
-        .await
-        .map_err(|e| match e {
-            NoSlot::NoCandidates | NoSlot::AllTried => Refusal::NoServer,
-            NoSlot::AllBusy | NoSlot::QueueFull => Refusal::QueueFull,
-            NoSlot::QueueTimeout => Refusal::QueueTimeout,
-        })
+pub async fn first_slot(backend: &Backend, req: &balance::Request<'_>) -> Result<Slot, Refusal> {
+    backend.acquire_or_wait(req).await.map_err(|e| match e {
+        NoSlot::NoCandidates | NoSlot::AllTried => Refusal::NoServer,
+        NoSlot::AllBusy | NoSlot::QueueFull => Refusal::QueueFull,
+        NoSlot::QueueTimeout => Refusal::QueueTimeout,
+    })
 }
 
 /// A server not in `tried` with a free slot, for another attempt; never waits (a retry that
@@ -60,13 +41,11 @@ pub async fn first_slot(
 /// retry budget, and is refused when the budget is spent.
 pub fn next_slot(
     backend: &Backend,
-    client: SocketAddr,
-    uri: &http::Uri,
-    headers: &http::HeaderMap,
+    req: &balance::Request<'_>,
     tried: &[ServerId],
     budgeted: bool,
 ) -> Option<Slot> {
-    let slot = backend.acquire(&info(client, uri, headers), tried).ok()?;
+    let slot = backend.acquire(req, tried).ok()?;
     if budgeted && !backend.retry_budget.try_retry() {
         tracing::debug!(backend = %backend.name, "retry budget spent; not retrying");
         return None;

@@ -7,6 +7,11 @@
 //! back unsent (`try_send_request`), and we try a fresh connection.
 //!
 //! A connection has no task of its own: the request using it drives it (see [`Upstream`]).
+//!
+//! This hyper-based client serves requests that arrive over HTTP/2; HTTP/1 clients go
+//! through fulcrum's own engine and its connections ([`h1`]).
+
+pub mod h1;
 
 use std::collections::VecDeque;
 use std::future::Future;

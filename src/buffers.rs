@@ -1,0 +1,258 @@
+//! Per-thread pools of I/O buffers, so that a connection holds a buffer only while bytes
+//! are in flight (HAProxy's release-when-empty): an idle keep-alive connection keeps its
+//! socket, its task and a timer entry, and no buffer.
+//!
+//! Read buffers are zero-filled once, when first made, and then reused as they are: reading
+//! into initialised memory needs no `unsafe` and the pool makes the one-time fill free.
+//! A buffer that grew past [`SIZE`] (a large head) is dropped instead of pooled, so the
+//! pools hold buffers of one size only and their memory is bounded by [`KEEP`] × [`SIZE`]
+//! per thread.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncRead;
+
+/// The size of a pooled buffer: one read of a typical head, or of a body's worth of a
+/// socket's receive window.
+pub const SIZE: usize = 16 * 1024;
+
+/// The most free buffers one thread keeps of each kind.
+pub const KEEP: usize = 256;
+
+thread_local! {
+    static READ: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static WRITE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_read() -> Vec<u8> {
+    READ.with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| vec![0; SIZE])
+}
+
+fn give_read(b: Vec<u8>) {
+    if b.len() == SIZE {
+        READ.with_borrow_mut(|free| {
+            if free.len() < KEEP {
+                free.push(b);
+            }
+        });
+    }
+}
+
+/// An empty output buffer with room for [`SIZE`] bytes (a head and a small body).
+pub fn take_write() -> Vec<u8> {
+    WRITE
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| Vec::with_capacity(SIZE))
+}
+
+/// Gives an output buffer back to this thread's pool.
+pub fn give_write(mut b: Vec<u8>) {
+    if b.capacity() == SIZE {
+        b.clear();
+        WRITE.with_borrow_mut(|free| {
+            if free.len() < KEEP {
+                free.push(b);
+            }
+        });
+    }
+}
+
+/// Bytes read from a socket and not yet used: `pending()` is what arrived and was not
+/// consumed. The memory is taken from the pool when a read needs it and given back as soon
+/// as everything read has been consumed.
+#[derive(Debug, Default)]
+pub struct ReadBuf {
+    mem: Option<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+/// The buffer is at its limit and what it holds is still not enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+impl ReadBuf {
+    /// An empty buffer holding no memory.
+    pub const fn new() -> Self {
+        ReadBuf {
+            mem: None,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The bytes read and not yet consumed.
+    pub fn pending(&self) -> &[u8] {
+        match &self.mem {
+            Some(m) => m.get(self.start..self.end).unwrap_or_default(),
+            None => &[],
+        }
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.start >= self.end
+    }
+
+    /// Whether the buffer holds memory now (idle connections must not).
+    pub fn holds_memory(&self) -> bool {
+        self.mem.is_some()
+    }
+
+    /// Marks the first `n` pending bytes as used; the memory goes back to the pool when
+    /// nothing is left.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start >= self.end {
+            self.release();
+        }
+    }
+
+    /// Removes `n` pending bytes starting `at` bytes into the pending ones (a body's bytes
+    /// behind a head that is still needed); what follows them moves down.
+    pub fn cut(&mut self, at: usize, n: usize) {
+        let Some(m) = self.mem.as_mut() else { return };
+        let from = (self.start + at).min(self.end);
+        let to = (from + n).min(self.end);
+        m.copy_within(to..self.end, from);
+        self.end -= to - from;
+        if self.start >= self.end {
+            self.release();
+        }
+    }
+
+    /// Gives the memory back (whatever was pending is dropped).
+    pub fn release(&mut self) {
+        if let Some(m) = self.mem.take() {
+            give_read(m);
+        }
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Room to read into, with at most `limit` bytes pending in all: the pending bytes are
+    /// moved to the front first, and the buffer grows past [`SIZE`] only as far as `limit`.
+    fn spare(&mut self, limit: usize) -> Result<&mut [u8], Full> {
+        let mem = self.mem.get_or_insert_with(take_read);
+        if self.end == mem.len() && self.start > 0 {
+            mem.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == mem.len() {
+            let want = (mem.len() * 2).min(limit.max(SIZE));
+            if want <= mem.len() {
+                return Err(Full);
+            }
+            mem.resize(want, 0);
+        }
+        let pending = self.end - self.start;
+        if pending >= limit {
+            return Err(Full);
+        }
+        let stop = mem.len().min(self.end + (limit - pending));
+        mem.get_mut(self.end..stop).ok_or(Full)
+    }
+
+    /// Reads once from `io` into the buffer: `Ok(0)` at end of stream. With `limit` bytes
+    /// already pending it fails with `InvalidData` (the caller asked for too much).
+    pub fn poll_fill<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        cx: &mut Context<'_>,
+        limit: usize,
+    ) -> Poll<io::Result<usize>> {
+        let spare = match self.spare(limit) {
+            Ok(s) => s,
+            Err(Full) => return Poll::Ready(Err(io::ErrorKind::InvalidData.into())),
+        };
+        let mut rb = tokio::io::ReadBuf::new(spare);
+        match Pin::new(io).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                self.end += n;
+                if self.is_empty() {
+                    self.release();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => {
+                if self.is_empty() {
+                    self.release();
+                }
+                Poll::Ready(Err(e))
+            }
+            Poll::Pending => {
+                // Nothing arrived: an empty buffer goes back rather than wait with the socket.
+                if self.is_empty() {
+                    self.release();
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// [`poll_fill`](Self::poll_fill) as a future.
+    pub async fn fill<R: AsyncRead + Unpin>(&mut self, io: &mut R, limit: usize) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(io, cx, limit)).await
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_is_held_only_while_bytes_are_pending() {
+        let mut buf = ReadBuf::new();
+        let mut src: &[u8] = b"hello world";
+        assert!(!buf.holds_memory());
+        assert_eq!(buf.fill(&mut src, 1024).await.unwrap(), 11);
+        assert_eq!(buf.pending(), b"hello world");
+        buf.consume(6);
+        assert_eq!(buf.pending(), b"world");
+        assert!(buf.holds_memory());
+        buf.consume(5);
+        assert!(!buf.holds_memory());
+        assert_eq!(buf.fill(&mut src, 1024).await.unwrap(), 0);
+        assert!(!buf.holds_memory());
+    }
+
+    #[tokio::test]
+    async fn cutting_keeps_what_surrounds_the_cut() {
+        let mut buf = ReadBuf::new();
+        let mut src: &[u8] = b"HEADbodyNEXT";
+        buf.fill(&mut src, 1024).await.unwrap();
+        buf.cut(4, 4);
+        assert_eq!(buf.pending(), b"HEADNEXT");
+    }
+
+    #[tokio::test]
+    async fn the_limit_bounds_what_is_pending() {
+        let mut buf = ReadBuf::new();
+        let big = vec![b'x'; SIZE * 3];
+        let mut src: &[u8] = &big;
+        let mut total = 0;
+        loop {
+            match buf.fill(&mut src, SIZE + 10).await {
+                Ok(n) => total += n,
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                    break;
+                }
+            }
+        }
+        assert_eq!(total, SIZE + 10);
+        assert_eq!(buf.pending().len(), SIZE + 10);
+    }
+}

@@ -1,0 +1,502 @@
+//! One request on the HTTP/1 engine, from its head to the end of its answer: a server
+//! chosen (queueing when every one is full), the head written straight into one buffer
+//! (with a small body, in one write), the body streamed while the response head is awaited,
+//! retries as the backend allows, then the response relayed and the server connection
+//! checked back in when the exchange ended cleanly.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::heads::{self, ClientFraming, Forwarding, Relaying};
+use super::relay;
+use super::upload::{Upload, UploadError};
+use super::{Client, ClientIo};
+use crate::balance::{self, Fields};
+use crate::buffers;
+use crate::config;
+use crate::h1::{
+    BodyError, BodyFraming, Limits, Parsed, RequestHead, ResponseError, ResponseHead, Version,
+    parse_response,
+};
+use crate::pool::{Backend, Server, ServerId, outlier};
+use crate::proxy::access_log;
+use crate::proxy::body::{AccessLog, Finish};
+use crate::proxy::error::Refusal;
+use crate::proxy::frontend::Frontend;
+use crate::proxy::retry;
+use crate::upstream::ConnectError;
+use crate::upstream::h1::{self as up, ServerConn};
+
+/// The largest server response head accepted.
+const RESPONSE_HEAD_LIMIT: usize = 64 * 1024;
+
+/// Runs the exchange for `head` (at the front of the client's buffer); returns whether the
+/// connection may carry another request.
+pub async fn run<S: ClientIo>(
+    fe: &Arc<Frontend>,
+    client: &mut Client<S>,
+    head: RequestHead,
+    stop: &CancellationToken,
+) -> bool {
+    let busy = client.activity.begin();
+    let settings = fe.settings_full();
+    let backend = fe.backend();
+    let b = arc_swap::Guard::into_inner(backend.settings());
+    let log = (settings.access_log && access_log::enabled()).then(|| {
+        let buf = client.buf.pending();
+        let target = heads::origin_target(buf, &head);
+        let path = target.split(|&c| c == b'?').next().unwrap_or(target);
+        AccessLog {
+            frontend: Arc::clone(&fe.name),
+            client: client.peer,
+            method: http::Method::from_bytes(head.method.of(buf)).unwrap_or_default(),
+            path: String::from_utf8_lossy(path).into(),
+            status: 0,
+            server: None,
+            start: Instant::now(),
+        }
+    });
+    let finish = Box::new(Finish::new(busy, log).counted(&fe.name, &backend));
+    let mut ex = Exchange {
+        client,
+        head,
+        b,
+        backend,
+        stop,
+        finish: Some(finish),
+        tunnel_idle: settings.tunnel_idle_timeout.get(),
+    };
+    let keep = ex.go().await;
+    let head_len = ex.head.head_len;
+    if keep {
+        // What follows is the next request, if any arrived.
+        ex.client.buf.consume(head_len);
+    }
+    keep
+}
+
+/// What one attempt on one server gave.
+enum Outcome {
+    /// A response head arrived; its body is still to be read from the connection.
+    Answered(ServerConn, ResponseHead),
+    /// Nothing reached the server: another server may take the request, whatever it is.
+    NotSent(Unsent),
+    /// Sent, and the server failed before a response head.
+    Failed(Refusal),
+    /// The client's body broke the framing rules (no fault of the server).
+    BadBody(BodyError),
+    /// The client went away.
+    ClientGone,
+}
+
+/// Why an attempt sent nothing.
+enum Unsent {
+    Connect(ConnectError),
+}
+
+/// How an attempt on one connection failed.
+enum Fail {
+    /// The connection ended before the first byte of a response.
+    Closed,
+    /// It ended or failed after the server had started answering.
+    Broken,
+    BadResponse(ResponseError),
+    TimedOut,
+    Body(BodyError),
+    ClientGone,
+}
+
+struct Exchange<'a, S> {
+    client: &'a mut Client<S>,
+    head: RequestHead,
+    b: Arc<config::Backend>,
+    backend: Arc<Backend>,
+    stop: &'a CancellationToken,
+    /// Taken when the exchange completes; dropped unfinished it logs a 499.
+    finish: Option<Box<Finish>>,
+    tunnel_idle: Duration,
+}
+
+impl<S: ClientIo> Exchange<'_, S> {
+    /// What the algorithms see of the request: read in place from its head.
+    fn fields(&self) -> Fields<'_> {
+        Fields::Head {
+            buf: self.client.buf.pending(),
+            headers: &self.head.headers,
+        }
+    }
+
+    fn request(&self) -> balance::Request<'_> {
+        let target = heads::origin_target(self.client.buf.pending(), &self.head);
+        balance::Request::head(self.client.peer.ip(), target, self.fields())
+    }
+
+    fn method_is(&self, m: &str) -> bool {
+        self.head.method_is(self.client.buf.pending(), m)
+    }
+
+    /// Answers with fulcrum's own `refusal`; returns whether the connection goes on.
+    async fn refuse(&mut self, refusal: Refusal, close: bool) -> bool {
+        let close = close || refusal.closes() || !self.head.keep_alive || self.stop.is_cancelled();
+        let retry_after = crate::proxy::http::retry_after(&self.b, refusal);
+        let sent = relay::answer(self.client, refusal, retry_after, close).await;
+        if let Some(mut f) = self.finish.take() {
+            f.set_status(refusal.status().as_u16());
+            f.complete(sent.is_ok());
+        }
+        sent.is_ok() && !close
+    }
+
+    async fn go(&mut self) -> bool {
+        let has_body = self.head.body != BodyFraming::None;
+        // fulcrum is no forward proxy: a tunnel to an address of the client's choosing is
+        // refused before any server is chosen (RFC 9110 §9.3.6).
+        if self.method_is("CONNECT") {
+            return self.refuse(Refusal::MethodNotAllowed, true).await;
+        }
+        let sticky = balance::sticky::requested(&self.b, &self.fields());
+        let idempotent = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
+            .iter()
+            .any(|m| self.method_is(m));
+        let replay = self.b.retries > 0 && idempotent && !has_body;
+        self.backend.retry_budget.record_request();
+        // Queued when every server is full; a client that leaves meanwhile is let go (499).
+        let first = {
+            let req = self.request();
+            let io = &self.client.io;
+            tokio::select! {
+                s = retry::first_slot(&self.backend, &req) => Some(s),
+                () = std::future::poll_fn(|cx| io.poll_gone(cx)) => None,
+            }
+        };
+        let mut slot = match first {
+            None => return false,
+            Some(Err(refusal)) => return self.refuse(refusal, has_body).await,
+            Some(Ok(slot)) => slot,
+        };
+        let mut out = buffers::take_write();
+        let fwd = Forwarding {
+            client: self.client.peer.ip(),
+            tls: self.client.tls,
+            server: slot.server().addr(),
+            drop_expect: self.head.expect_continue,
+        };
+        heads::request(&mut out, self.client.buf.pending(), &self.head, &fwd);
+        let mut upload = Upload::new(self.head.body, self.head.head_len);
+        upload.coalesce(self.client, &mut out);
+        let mut continue_owed = self.head.expect_continue && !upload.is_done();
+        let resend_ok = idempotent || !has_body;
+        let was_head = self.method_is("HEAD");
+        let (connect_timeout, response_timeout, retries) = (
+            self.b.connect_timeout.get(),
+            self.b.response_timeout.get(),
+            self.b.retries,
+        );
+        let mut tried_buf = [ServerId::NONE; config::MAX_RETRIES as usize + 1];
+        let mut attempts = 0;
+        let mut retried = 0;
+        let (server, mut conn, resp) = loop {
+            let server = Arc::clone(slot.server());
+            tried_buf[attempts.min(tried_buf.len() - 1)] = server.id;
+            attempts = (attempts + 1).min(tried_buf.len());
+            let tried = &tried_buf[..attempts];
+            let sent_at = balance::clock::now_ns();
+            let attempt = Attempt {
+                server: &server,
+                out: &out,
+                connect_timeout,
+                response_timeout,
+                was_head,
+                resend_ok,
+            };
+            let outcome = attempt
+                .run(self.client, &mut upload, &mut continue_owed)
+                .await;
+            let more = retried < retries && attempts < tried_buf.len();
+            let next = match outcome {
+                Outcome::Answered(conn, resp) => {
+                    server.ewma.observe_since(sent_at);
+                    let server_error = resp.status >= 500;
+                    let seen = if server_error {
+                        outlier::Outcome::Status(resp.status)
+                    } else {
+                        outlier::Outcome::Success
+                    };
+                    outlier::record(&self.backend, &server, seen);
+                    let again = replay && more && (resp.status == 502 || resp.status == 503);
+                    let next = again
+                        .then(|| retry::next_slot(&self.backend, &self.request(), tried, true))
+                        .flatten();
+                    match next {
+                        None => break (server, conn, resp),
+                        Some(next) => {
+                            tracing::warn!(server = %server.full_name(), "answered {}; retrying on another server", resp.status);
+                            next
+                        }
+                    }
+                }
+                Outcome::NotSent(Unsent::Connect(e)) => {
+                    outlier::record(&self.backend, &server, (&e).into());
+                    let why = format!("{} ({}): {e}", server.full_name(), server.addr());
+                    let next = (more && upload.streamed == 0)
+                        .then(|| retry::next_slot(&self.backend, &self.request(), tried, false))
+                        .flatten();
+                    match next {
+                        None => {
+                            tracing::warn!(server = %server.full_name(), "{why}; no other server to try");
+                            buffers::give_write(out);
+                            return self.refuse(Refusal::ConnectFailed, !upload.is_done()).await;
+                        }
+                        Some(next) => {
+                            tracing::warn!(server = %server.full_name(), "{why}; trying another server");
+                            next
+                        }
+                    }
+                }
+                Outcome::Failed(refusal) => {
+                    let seen = match refusal {
+                        Refusal::UpstreamTimeout => outlier::Outcome::TimedOut,
+                        _ => outlier::Outcome::Broken,
+                    };
+                    outlier::record(&self.backend, &server, seen);
+                    let again = replay && more && refusal == Refusal::UpstreamBroken;
+                    let next = again
+                        .then(|| retry::next_slot(&self.backend, &self.request(), tried, true))
+                        .flatten();
+                    match next {
+                        None => {
+                            tracing::warn!(server = %server.full_name(), "request failed: {}", refusal.code());
+                            buffers::give_write(out);
+                            return self.refuse(refusal, !upload.is_done()).await;
+                        }
+                        Some(next) => {
+                            tracing::warn!(server = %server.full_name(), "connection broke before the response; retrying on another server");
+                            next
+                        }
+                    }
+                }
+                Outcome::BadBody(e) => {
+                    tracing::debug!(client = %self.client.peer, "malformed request body: {e}");
+                    buffers::give_write(out);
+                    return self.refuse(Refusal::BadRequest, true).await;
+                }
+                Outcome::ClientGone => {
+                    buffers::give_write(out);
+                    return false;
+                }
+            };
+            retried += 1;
+            slot = next;
+        };
+        buffers::give_write(out);
+        let Some(mut finish) = self.finish.take() else {
+            return false;
+        };
+        finish.slot = Some(slot);
+        if let Some(log) = finish.log.as_mut() {
+            log.server = Some(Arc::clone(&server.name));
+        }
+        finish.set_status(resp.status);
+        if resp.status == 101 {
+            if !self.head.upgrade {
+                // A protocol switch nobody asked for: the client could not read what follows.
+                tracing::warn!(server = %server.full_name(), "answered 101 to a request without Upgrade");
+                self.finish = Some(finish);
+                return self.refuse(Refusal::UpstreamBroken, true).await;
+            }
+            let (relayed, end) =
+                relay::tunnel(self.client, self.head.head_len, conn, &resp, self.tunnel_idle).await;
+            if let Some(end) = end {
+                tracing::debug!(client = %self.client.peer, "tunnel ended: {end}");
+            }
+            finish.add_bytes(relayed.b_to_a as usize);
+            finish.complete(true);
+            return false;
+        }
+        let framing = heads::client_framing(&resp, self.head.version);
+        // The server answered before the whole body arrived: the rest of it cannot be
+        // framed, so the client's connection ends with this answer.
+        let close = !self.head.keep_alive
+            || !upload.is_done()
+            || framing == ClientFraming::Close
+            || self.stop.is_cancelled();
+        let cookie = balance::sticky::cookie_for(&self.b, sticky.as_deref(), &server);
+        let relaying = Relaying {
+            framing,
+            close,
+            keep_alive_10: self.head.version == Version::Http10 && !close,
+            set_cookie: cookie.as_deref(),
+            switching: false,
+        };
+        let relayed = relay::response(
+            self.client,
+            &mut conn,
+            &resp,
+            &relaying,
+            response_timeout,
+            &mut finish,
+        )
+        .await;
+        match relayed {
+            Ok(()) => {
+                if resp.reusable && upload.is_done() {
+                    server.idle.checkin(conn);
+                }
+                finish.complete(true);
+                !close
+            }
+            Err(e) => {
+                tracing::debug!(server = %server.full_name(), client = %self.client.peer, "response cut short: {e}");
+                finish.complete(false);
+                false
+            }
+        }
+    }
+}
+
+/// One attempt of a request on one server.
+struct Attempt<'a> {
+    server: &'a Server,
+    /// The request head, with the body when it was small enough to go along.
+    out: &'a [u8],
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    was_head: bool,
+    /// The request may go again on a fresh connection when a pooled one closed before
+    /// answering (idempotent, or bodiless).
+    resend_ok: bool,
+}
+
+impl Attempt<'_> {
+    async fn run<S: ClientIo>(
+        &self,
+        client: &mut Client<S>,
+        upload: &mut Upload,
+        continue_owed: &mut bool,
+    ) -> Outcome {
+        let mut pooled = self.server.idle.checkout();
+        loop {
+            let reused = pooled.is_some();
+            let mut conn = match pooled.take() {
+                Some(c) => c,
+                // Boxed: with keep-alive a new connection is the rare path.
+                None => match Box::pin(up::connect(self.server.addr(), self.connect_timeout)).await
+                {
+                    Ok(c) => c,
+                    Err(e) => return Outcome::NotSent(Unsent::Connect(e)),
+                },
+            };
+            let r = self.exchange(&mut conn, client, upload, continue_owed).await;
+            match r {
+                Ok(resp) => return Outcome::Answered(conn, resp),
+                // A pooled connection the server closed as we used it: the request goes
+                // on a fresh one when nothing of its body has been taken yet.
+                Err(Fail::Closed) if reused && upload.streamed == 0 && self.resend_ok => {
+                    pooled = self.server.idle.checkout();
+                }
+                Err(Fail::Closed | Fail::Broken) => return Outcome::Failed(Refusal::UpstreamBroken),
+                Err(Fail::BadResponse(e)) => {
+                    tracing::warn!(server = %self.server.full_name(), "malformed response: {e}");
+                    return Outcome::Failed(Refusal::UpstreamBroken);
+                }
+                Err(Fail::TimedOut) => return Outcome::Failed(Refusal::UpstreamTimeout),
+                Err(Fail::Body(e)) => return Outcome::BadBody(e),
+                Err(Fail::ClientGone) => return Outcome::ClientGone,
+            }
+        }
+    }
+
+    /// Sends the head, streams the body while waiting for the response head.
+    async fn exchange<S: ClientIo>(
+        &self,
+        conn: &mut ServerConn,
+        client: &mut Client<S>,
+        upload: &mut Upload,
+        continue_owed: &mut bool,
+    ) -> Result<ResponseHead, Fail> {
+        let was_head = self.was_head;
+        let wait = async {
+            if conn.stream.write_all(self.out).await.is_err() {
+                return Err(Fail::Closed);
+            }
+            if *continue_owed {
+                // fulcrum answers `Expect: 100-continue` itself once the server is there.
+                *continue_owed = false;
+                let sent = client.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                if sent.is_err() || client.io.flush().await.is_err() {
+                    return Err(Fail::ClientGone);
+                }
+            }
+            let mut uploading = !upload.is_done();
+            let mut answered = false;
+            std::future::poll_fn(|cx| {
+                if uploading {
+                    match upload.poll(cx, client, &mut conn.stream) {
+                        std::task::Poll::Ready(Ok(())) => uploading = false,
+                        // The server stopped reading; its answer may still come.
+                        std::task::Poll::Ready(Err(UploadError::Server(e))) => {
+                            tracing::debug!("the server stopped reading the request body: {e}");
+                            uploading = false;
+                        }
+                        std::task::Poll::Ready(Err(UploadError::Body(e))) => {
+                            return std::task::Poll::Ready(Err(Fail::Body(e)));
+                        }
+                        std::task::Poll::Ready(Err(UploadError::ClientGone)) => {
+                            return std::task::Poll::Ready(Err(Fail::ClientGone));
+                        }
+                        std::task::Poll::Pending => {}
+                    }
+                } else if client.io.poll_gone(cx).is_ready() {
+                    return std::task::Poll::Ready(Err(Fail::ClientGone));
+                }
+                poll_response_head(conn, cx, was_head, &mut answered)
+            })
+            .await
+        };
+        match tokio::time::timeout(self.response_timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(Fail::TimedOut),
+        }
+    }
+}
+
+/// Reads until a final response head is pending at the front of `conn`'s buffer; interim
+/// (1xx) heads are skipped. `answered`: some response byte has arrived.
+fn poll_response_head(
+    conn: &mut ServerConn,
+    cx: &mut std::task::Context<'_>,
+    was_head: bool,
+    answered: &mut bool,
+) -> std::task::Poll<Result<ResponseHead, Fail>> {
+    use std::task::Poll;
+    let limits = Limits {
+        max_head_bytes: RESPONSE_HEAD_LIMIT,
+    };
+    loop {
+        if !conn.buf.is_empty() {
+            *answered = true;
+            match parse_response(conn.buf.pending(), &limits, was_head) {
+                Ok(Parsed::Complete(h)) if h.is_interim() => {
+                    conn.buf.consume(h.head_len);
+                    continue;
+                }
+                Ok(Parsed::Complete(h)) => return Poll::Ready(Ok(h)),
+                Ok(Parsed::Partial) => {}
+                Err(e) => return Poll::Ready(Err(Fail::BadResponse(e))),
+            }
+        }
+        let ended = if *answered { Fail::Broken } else { Fail::Closed };
+        match conn.buf.poll_fill(&mut conn.stream, cx, RESPONSE_HEAD_LIMIT + 1) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(ended)),
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Poll::Ready(Err(Fail::BadResponse(ResponseError::HeadTooLarge)));
+            }
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(ended)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Writing heads on the HTTP/1 engine: the request head sent to a server, the response
+//! head sent to the client, each straight into one output buffer.
+//!
+//! Header lines are copied verbatim (their original case kept), except those that describe
+//! one hop (RFC 9110 §7.6.1) and those the proxy writes itself: framing (`Content-Length`,
+//! `Transfer-Encoding`, decided from the parsed head, never copied), `Host` and the
+//! `X-Forwarded-*` trio. Every name a `Connection` line lists is dropped too.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::h1::{BodyFraming, Header, Headers, RequestHead, ResponseFraming, ResponseHead, Target, Version};
+
+/// Names never copied from one hop to the next: hop-by-hop headers and those written anew.
+const DROPPED: [&str; 12] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "x-forwarded-for",
+];
+
+/// Whether `name` is one of `names` (ASCII case-insensitive).
+fn one_of(name: &[u8], names: &[&str]) -> bool {
+    names.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+}
+
+/// Whether a `Connection` line of `headers` lists `name`.
+fn listed_in_connection(buf: &[u8], headers: &Headers, name: &[u8]) -> bool {
+    headers.named(buf, "connection").any(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+    })
+}
+
+/// Whether the line is copied as it is.
+fn copied(buf: &[u8], headers: &Headers, h: &Header, more: &[&str]) -> bool {
+    let name = h.name.of(buf);
+    !one_of(name, &DROPPED) && !one_of(name, more) && !listed_in_connection(buf, headers, name)
+}
+
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a forwarded request names its target and who asked.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding {
+    pub client: IpAddr,
+    /// The client connection is TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
+    /// `Host` for a request that has none (HTTP/1.0): the server's address, as nginx does.
+    pub server: SocketAddr,
+    /// fulcrum answers `Expect: 100-continue` itself, so the server must not see it.
+    pub drop_expect: bool,
+}
+
+/// The path and query to send: an absolute-form target loses its scheme and authority.
+pub fn origin_target<'a>(buf: &'a [u8], head: &RequestHead) -> &'a [u8] {
+    match head.target_form {
+        Target::Absolute { path, .. } => path.of(buf),
+        _ => head.target.of(buf),
+    }
+}
+
+/// Writes the request head for the server into `out`.
+pub fn request(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, fwd: &Forwarding) {
+    out.extend_from_slice(head.method.of(buf));
+    out.push(b' ');
+    let target = origin_target(buf, head);
+    if !target.starts_with(b"/") && !target.starts_with(b"*") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    let host_at = out.len();
+    match head.authority {
+        Some(a) => out.extend_from_slice(a.of(buf)),
+        None => {
+            let _ = write!(out, "{}", fwd.server);
+        }
+    }
+    let host_end = out.len();
+    out.extend_from_slice(b"\r\n");
+    let more: &[&str] = if fwd.drop_expect {
+        &["x-forwarded-proto", "x-forwarded-host", "expect"]
+    } else {
+        &["x-forwarded-proto", "x-forwarded-host"]
+    };
+    for h in head.headers.as_slice() {
+        if copied(buf, &head.headers, h, more) {
+            line(out, h.name.of(buf), h.value.of(buf));
+        }
+    }
+    // Several X-Forwarded-For lines are one list (RFC 9110 §5.3): every hop is kept, in
+    // one line, with the client appended.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for v in head.headers.named(buf, "x-forwarded-for") {
+        let v = v.trim_ascii();
+        if !v.is_empty() {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
+        }
+    }
+    let _ = write!(out, "{}", fwd.client);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
+    out.extend_from_slice(if fwd.tls { b"https" } else { b"http" });
+    out.extend_from_slice(b"\r\nX-Forwarded-Host: ");
+    out.extend_from_within(host_at..host_end);
+    out.extend_from_slice(b"\r\n");
+    if head.upgrade {
+        for v in head.headers.named(buf, "upgrade") {
+            line(out, b"Upgrade", v);
+        }
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    }
+    match head.body {
+        BodyFraming::None => {}
+        BodyFraming::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the response body reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFraming {
+    /// No body, whatever the head's framing fields say (they are relayed as they are).
+    None,
+    /// `Content-Length`.
+    Length(u64),
+    /// Chunked (re-encoded from what was validated).
+    Chunked,
+    /// Until fulcrum closes the connection (an HTTP/1.0 client of an unsized body).
+    Close,
+}
+
+/// The framing to give the client for a server's response: an unsized body goes out
+/// chunked to an HTTP/1.1 client, so its connection can stay open.
+pub fn client_framing(resp: &ResponseHead, client: Version) -> ClientFraming {
+    match (resp.body, client) {
+        (ResponseFraming::NoBody, _) => ClientFraming::None,
+        (ResponseFraming::Length(n), _) => ClientFraming::Length(n),
+        (ResponseFraming::Chunked | ResponseFraming::UntilClose, Version::Http11) => {
+            ClientFraming::Chunked
+        }
+        (_, Version::Http10) => ClientFraming::Close,
+    }
+}
+
+/// What the response head to the client says beyond the server's lines.
+#[derive(Debug, Clone, Copy)]
+pub struct Relaying<'a> {
+    pub framing: ClientFraming,
+    /// Whether the client connection ends after this response.
+    pub close: bool,
+    /// An HTTP/1.0 client asked to keep its connection: it must be told it is kept.
+    pub keep_alive_10: bool,
+    /// The sticky cookie to set, when the server is not the one the client's names.
+    pub set_cookie: Option<&'a str>,
+    /// A `101 Switching Protocols`: `Upgrade` and `Connection` are relayed as they are.
+    pub switching: bool,
+}
+
+/// Writes the response head for the client into `out`.
+pub fn response(out: &mut Vec<u8>, buf: &[u8], resp: &ResponseHead, r: &Relaying<'_>) {
+    let _ = write!(out, "HTTP/1.1 {} ", resp.status);
+    out.extend_from_slice(resp.reason.of(buf));
+    out.extend_from_slice(b"\r\n");
+    // A bodiless response's framing fields describe the resource (HEAD, 304) and go on as
+    // they are; 1xx and 204 carry none (RFC 9110 §8.6).
+    let keep_framing = r.framing == ClientFraming::None && resp.status >= 200 && resp.status != 204;
+    for h in resp.headers.as_slice() {
+        let name = h.name.of(buf);
+        let framing_field = one_of(name, &["content-length", "transfer-encoding"]);
+        let keep = if r.switching {
+            one_of(name, &["upgrade", "connection"]) || copied(buf, &resp.headers, h, &[])
+        } else if framing_field {
+            keep_framing
+        } else {
+            !one_of(name, &DROPPED[..9]) && !listed_in_connection(buf, &resp.headers, name)
+        };
+        if keep {
+            line(out, name, h.value.of(buf));
+        }
+    }
+    if let Some(c) = r.set_cookie {
+        line(out, b"Set-Cookie", c.as_bytes());
+    }
+    match r.framing {
+        ClientFraming::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        ClientFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        ClientFraming::None | ClientFraming::Close => {}
+    }
+    if r.close && !r.switching {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if r.keep_alive_10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+#[path = "heads_tests.rs"]
+mod tests;

@@ -1,0 +1,121 @@
+//! fulcrum's own HTTP/1.1 engine, client side: one task per connection reads request heads
+//! with the sans-IO codec ([`crate::h1`]), and runs each exchange with a server on the same
+//! task ([`exchange`]), with no channel and no second task.
+//!
+//! Memory: the read buffer comes from the thread's pool while bytes are pending and goes
+//! back when a request and its answer are done and nothing more has arrived, so an idle
+//! keep-alive connection holds its socket, its task and its timer entry, and no buffer.
+//! Each exchange's future is boxed for its duration: the idle connection's own future is
+//! only the loop below waiting for readiness.
+//!
+//! Pipelined requests are answered in order: what follows a request in the buffer is the
+//! next head, parsed when the previous exchange is done.
+
+mod exchange;
+mod heads;
+mod io;
+mod relay;
+mod upload;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::conn::Activity;
+use super::error::Refusal;
+use super::frontend::Frontend;
+use crate::buffers::ReadBuf;
+use crate::h1::{Limits, Parsed, RequestError, RequestHead, parse_request};
+
+pub use io::ClientIo;
+
+/// One client connection on the engine.
+#[derive(Debug)]
+pub struct Client<S> {
+    pub io: S,
+    pub buf: ReadBuf,
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub activity: Arc<Activity>,
+}
+
+/// What waiting for a request head gave.
+enum Next {
+    Head(RequestHead),
+    /// The client closed, went silent for good, or fulcrum is stopping while it idles.
+    Closed,
+    /// The head cannot be accepted; answered, then the connection closes.
+    Refused(RequestError),
+}
+
+/// Serves requests on one client connection until it closes, a request leaves it
+/// unusable, or fulcrum stops (the request in progress is answered first).
+pub async fn serve<S: ClientIo>(fe: Arc<Frontend>, mut client: Client<S>, stop: CancellationToken) {
+    loop {
+        let limits = Limits {
+            max_head_bytes: fe.settings().max_header_bytes,
+        };
+        match next_head(&mut client, &limits, &stop).await {
+            Next::Head(head) => {
+                let keep = Box::pin(exchange::run(&fe, &mut client, head, &stop)).await;
+                if !keep {
+                    break;
+                }
+            }
+            Next::Closed => break,
+            Next::Refused(e) => {
+                tracing::debug!(client = %client.peer, "refused a request: {e}");
+                let refusal = match e.status() {
+                    414 => Refusal::UriTooLong,
+                    431 => Refusal::HeaderTooLarge,
+                    _ => Refusal::BadRequest,
+                };
+                let _ = relay::answer(&mut client, refusal, 1, true).await;
+                break;
+            }
+        }
+    }
+    client.buf.release();
+    let _ = client.io.shutdown().await;
+}
+
+/// Reads until a whole request head is pending (or it fails the limits or the rules).
+async fn next_head<S: ClientIo>(
+    client: &mut Client<S>,
+    limits: &Limits,
+    stop: &CancellationToken,
+) -> Next {
+    loop {
+        if client.buf.is_empty() {
+            // Idle between requests: wait for bytes without holding a buffer, and leave at
+            // once if fulcrum stops meanwhile.
+            tokio::select! {
+                r = std::future::poll_fn(|cx| client.io.poll_idle(cx)) => if r.is_err() {
+                    return Next::Closed;
+                },
+                () = stop.cancelled() => return Next::Closed,
+            }
+        } else {
+            match parse_request(client.buf.pending(), limits) {
+                Ok(Parsed::Complete(head)) => return Next::Head(head),
+                Ok(Parsed::Partial) => {}
+                Err(e) => return Next::Refused(e),
+            }
+        }
+        // One byte past the limit lets the codec tell a long head (431) from a long
+        // request line (414).
+        match client.buf.fill(&mut client.io, limits.max_head_bytes + 1).await {
+            Ok(0) => return Next::Closed,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Next::Refused(RequestError::HeadTooLarge);
+            }
+            Err(e) => {
+                tracing::debug!(client = %client.peer, "connection ended: {e}");
+                return Next::Closed;
+            }
+        }
+    }
+}

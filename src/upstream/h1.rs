@@ -1,0 +1,123 @@
+//! fulcrum's own HTTP/1.1 connections to servers: a socket and a read buffer, checked out
+//! of its server's idle pool by the request that uses it and checked back in by the same
+//! request when the exchange ended cleanly (no dispatcher task, no channels).
+//!
+//! An idle connection is its socket alone: the read buffer goes back to the thread's pool
+//! (see [`crate::buffers`]) before the connection is pooled, and one whose buffer still
+//! holds bytes (the server sent more than its response) is never pooled.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use super::ConnectError;
+use crate::buffers::ReadBuf;
+
+/// One connection to a server.
+#[derive(Debug)]
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// What the server sent and the exchange has not used yet.
+    pub buf: ReadBuf,
+    /// Came from the idle pool: the server may have closed it just before we used it, and a
+    /// request it fails before any answer may go on a fresh connection.
+    pub reused: bool,
+}
+
+/// How long an idle connection is kept. Servers commonly close after 60–75 s (nginx: 75 s);
+/// closing first avoids sending a request on a connection the server is about to close.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// The most idle connections kept per server; beyond that a finished connection is closed.
+const MAX_IDLE: usize = 512;
+
+/// Idle connections to one server, the most recently used at the back.
+///
+/// A std `Mutex` (never held across an `.await`): the critical section is a push or a pop.
+#[derive(Debug, Default)]
+pub struct IdleConns {
+    idle: Mutex<VecDeque<(TcpStream, Instant)>>,
+}
+
+/// Whether an idle socket is still open and silent: a server that closed it, or sent bytes
+/// nobody asked for, makes it useless. One non-blocking read, no wait.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+impl IdleConns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(TcpStream, Instant)>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle connection still open, the most recently used first (the least likely to
+    /// have been closed by the server meanwhile).
+    pub fn checkout(&self) -> Option<ServerConn> {
+        loop {
+            let (stream, since) = self.lock().pop_back()?;
+            if since.elapsed() < IDLE_TIMEOUT && still_open(&stream) {
+                return Some(ServerConn {
+                    stream,
+                    buf: ReadBuf::new(),
+                    reused: true,
+                });
+            }
+        }
+    }
+
+    /// Keeps a connection whose exchange ended cleanly for the next request; one with bytes
+    /// left over is closed instead.
+    pub fn checkin(&self, conn: ServerConn) {
+        if !conn.buf.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.lock();
+        while idle
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push_back((conn.stream, now));
+        }
+    }
+
+    /// Closes idle connections that the server has closed, or that have been idle too
+    /// long; the health checker calls it after each check, so a server's FIN is noticed
+    /// before a request would use the connection.
+    pub fn prune(&self) {
+        self.lock()
+            .retain(|(stream, since)| since.elapsed() < IDLE_TIMEOUT && still_open(stream));
+    }
+
+    /// Closes every idle connection (the server left or its address changed).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// Idle connections held now.
+    pub fn idle_count(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Opens a new connection to `addr` within `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<ServerConn, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(ConnectError::Failed(e)),
+        Err(_) => return Err(ConnectError::TimedOut),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(ServerConn {
+        stream,
+        buf: ReadBuf::new(),
+        reused: false,
+    })
+}
