@@ -317,10 +317,11 @@ impl<S: ClientIo> Exchange<'_, S> {
             return false;
         }
         let framing = heads::client_framing(&resp, self.head.version);
-        // The server answered before the whole body arrived: the rest of it cannot be
-        // framed, so the client's connection ends with this answer.
+        // The server answered before the whole body arrived: the rest still goes to it
+        // after the answer (an ingest endpoint acknowledging early), unless it stopped
+        // reading, and then the rest cannot be framed and the client's connection ends.
         let close = !self.head.keep_alive
-            || !upload.is_done()
+            || upload.failed
             || framing == ClientFraming::Close
             || self.stop.is_cancelled();
         let cookie = balance::sticky::cookie_for(&self.b, sticky.as_deref(), &server);
@@ -342,10 +343,18 @@ impl<S: ClientIo> Exchange<'_, S> {
         .await;
         match relayed {
             Ok(()) => {
-                if resp.reusable && upload.is_done() {
+                finish.complete(true);
+                if !upload.is_done() {
+                    let client = &mut *self.client;
+                    let rest = std::future::poll_fn(|cx| upload.poll(cx, client, &mut conn.stream));
+                    if let Err(e) = rest.await {
+                        tracing::debug!(server = %server.full_name(), "the rest of the request body did not go: {e:?}");
+                        return false;
+                    }
+                }
+                if resp.reusable {
                     server.idle.checkin(conn);
                 }
-                finish.complete(true);
                 !close
             }
             Err(e) => {

@@ -42,6 +42,8 @@ pub struct Upload {
     pub streamed: u64,
     done: bool,
     starved: bool,
+    /// Writing to the server failed: the rest of the body cannot go.
+    pub failed: bool,
 }
 
 impl Upload {
@@ -63,6 +65,7 @@ impl Upload {
             streamed: 0,
             done,
             starved: false,
+            failed: false,
         }
     }
 
@@ -107,10 +110,14 @@ impl Upload {
                 let rest = self.out.get(self.written..).unwrap_or_default();
                 match Pin::new(&mut *server).poll_write(cx, rest) {
                     Poll::Ready(Ok(0)) => {
+                        self.failed = true;
                         return Poll::Ready(Err(UploadError::Server(io::ErrorKind::WriteZero.into())));
                     }
                     Poll::Ready(Ok(n)) => self.written += n,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(UploadError::Server(e))),
+                    Poll::Ready(Err(e)) => {
+                        self.failed = true;
+                        return Poll::Ready(Err(UploadError::Server(e)));
+                    }
                     Poll::Pending => return Poll::Pending,
                 }
             }
