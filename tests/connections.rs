@@ -307,7 +307,7 @@ async fn upstream_connection_is_reused_between_requests() {
         1,
         "one upstream connection"
     );
-    assert_eq!(live_server(&f, "ka").conns.idle_count(), 1);
+    assert_eq!(live_server(&f, "ka").idle.idle_count(), 1);
     f.shutdown().await;
 }
 

@@ -246,7 +246,7 @@ async fn idle_upstream_connection_closed_by_the_server_is_let_go() {
     eventually(
         "the closed connection leaves the pool",
         Duration::from_secs(5),
-        || server.conns.idle_count() == 0,
+        || server.idle.idle_count() == 0,
     )
     .await;
     f.shutdown().await;
