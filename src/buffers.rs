@@ -197,7 +197,11 @@ impl ReadBuf {
     }
 
     /// [`poll_fill`](Self::poll_fill) as a future.
-    pub async fn fill<R: AsyncRead + Unpin>(&mut self, io: &mut R, limit: usize) -> io::Result<usize> {
+    pub async fn fill<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        limit: usize,
+    ) -> io::Result<usize> {
         std::future::poll_fn(|cx| self.poll_fill(io, cx, limit)).await
     }
 }

@@ -26,3 +26,4 @@ pub mod simulate;
 pub mod systemd;
 pub mod tasks;
 pub mod upstream;
+pub mod workers;

@@ -117,28 +117,21 @@ pub fn init_logging() -> LogGuard {
     }
 }
 
-/// A tokio runtime with `threads` workers (0 = one per core).
+/// The runtime fulcrum starts on: single-threaded, whatever `threads` says. It is worker
+/// 0; with `threads > 1` the others are started beside it, each a single-threaded runtime
+/// of its own with its own listening sockets (see [`crate::workers`]).
 ///
-/// One thread gets tokio's single-threaded scheduler rather than the multi-threaded one
-/// with one worker. The multi-threaded worker's local run queue holds 256 tasks; past
-/// that, woken tasks wait in a shared queue from which it takes one task about every
-/// 200 µs of work (tokio's self-tuned global queue interval), so they starve. With
-/// 1,000 busy client connections that split the clients in two: behind one fulcrum
-/// thread, the p99 latency was 246 ms against a p50 of 11 ms, and 58 ms with the
-/// single-threaded scheduler, whose run queue is one FIFO (`bench/README.md`).
-pub fn build(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n,
-    };
-    let mut b = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    b.enable_all().thread_name("fulcrum").build()
+/// Why not tokio's multi-threaded scheduler: its worker's local run queue holds 256 tasks;
+/// past that, woken tasks wait in a shared queue from which it takes one task about every
+/// 200 µs of work, so they starve. With 1,000 busy client connections behind one thread
+/// the p99 latency was 246 ms against a p50 of 11 ms, and 58 ms with the single-threaded
+/// scheduler, whose run queue is one FIFO (`bench/README.md`); and a request that stays on
+/// one thread never pays for a cross-thread wake-up.
+pub fn build(_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("fulcrum")
+        .build()
 }
 
 /// `fulcrum run`: serve until SIGTERM/SIGINT, then shut down gracefully.

@@ -62,6 +62,15 @@ impl Tasks {
         self.tracker.spawn(task)
     }
 
+    /// [`spawn`](Self::spawn) on another runtime (a worker of `threads > 1`).
+    pub fn spawn_on<F>(&self, task: F, runtime: &tokio::runtime::Handle) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn_on(task, runtime)
+    }
+
     /// Cancelled when shutdown begins.
     pub fn stopping(&self) -> &CancellationToken {
         &self.stop

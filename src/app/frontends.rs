@@ -49,7 +49,9 @@ pub enum FrontendTlsError {
 /// A bound socket and the address it got (port 0 binds an ephemeral port).
 #[derive(Debug)]
 pub(super) struct Bound {
-    pub listener: Arc<TcpListener>,
+    /// One socket per worker (see [`crate::workers`]); each accept loop registers a
+    /// duplicate of its own, so the socket stays open when a loop stops (a reload).
+    pub sockets: Vec<std::net::TcpListener>,
     pub addr: SocketAddr,
 }
 
@@ -65,13 +67,19 @@ pub fn bind(what: String, addr: SocketAddr) -> Result<(TcpListener, SocketAddr),
     Ok((listener, local))
 }
 
-/// Binds a frontend's address.
+/// Binds a frontend's address, once per worker.
 pub(super) fn bind_frontend(fe: &config::Frontend) -> Result<Bound, BindError> {
-    let (listener, addr) = bind(format!("frontend `{}`", fe.name), fe.bind)?;
-    Ok(Bound {
-        listener: Arc::new(listener),
-        addr,
-    })
+    let failed = |source| BindError {
+        what: format!("frontend `{}`", fe.name),
+        addr: fe.bind,
+        source,
+    };
+    let sockets = listener::bind_group(fe.bind, crate::workers::count()).map_err(failed)?;
+    let addr = match sockets.first() {
+        Some(s) => s.local_addr().map_err(failed)?,
+        None => fe.bind,
+    };
+    Ok(Bound { sockets, addr })
 }
 
 /// The TLS acceptor of `fe`, if it terminates TLS, with its files read on the blocking pool
@@ -115,7 +123,8 @@ pub(super) struct RunningFrontend {
     pub socket: Bound,
     /// Stops this frontend's accept loop only (open connections go on).
     close: CancellationToken,
-    loop_task: JoinHandle<()>,
+    /// One accept loop per worker.
+    loops: Vec<JoinHandle<()>>,
 }
 
 impl RunningFrontend {
@@ -124,7 +133,9 @@ impl RunningFrontend {
     pub async fn stop_accepting(self) -> (config::Frontend, Arc<Frontend>, Bound) {
         self.close.cancel();
         // A loop that panicked has stopped accepting as surely as one that returned.
-        let _ = self.loop_task.await;
+        for task in self.loops {
+            let _ = task.await;
+        }
         (self.cfg, self.front, self.socket)
     }
 
@@ -173,13 +184,28 @@ impl Frontends {
         };
         let close = app.tasks.child_token();
         tracing::info!(frontend = %cfg.name, addr = %socket.addr, backend = %cfg.backend, mode = ?protocol, "listening");
-        let loop_task = app.tasks.spawn(listener::serve(
-            Arc::clone(&socket.listener),
-            Arc::clone(&front),
-            protocol,
-            shared,
-            close.clone(),
-        ));
+        let mut loops = Vec::with_capacity(socket.sockets.len());
+        for (socket, worker) in socket
+            .sockets
+            .iter()
+            .zip(app.workers.handles().iter().cycle())
+        {
+            let own = match socket.try_clone() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(frontend = %cfg.name, "cannot share the listening socket with a worker: {e}");
+                    continue;
+                }
+            };
+            let serve = listener::serve(
+                own,
+                Arc::clone(&front),
+                protocol.clone(),
+                shared.clone(),
+                close.clone(),
+            );
+            loops.push(app.tasks.spawn_on(serve, worker));
+        }
         let name = cfg.name.clone();
         self.running.insert(
             name,
@@ -188,7 +214,7 @@ impl Frontends {
                 front,
                 socket,
                 close,
-                loop_task,
+                loops,
             },
         );
     }

@@ -60,6 +60,8 @@ pub struct App {
     clients: Mutex<BTreeMap<String, Arc<ClientCount>>>,
     /// The webhooks of the current `[alerts]`.
     webhooks: Mutex<Webhooks>,
+    /// The runtimes client connections are served on (`[global] threads`).
+    workers: crate::workers::Workers,
 }
 
 /// One generation of webhook tasks: its counters and what stops it.
@@ -153,7 +155,9 @@ impl App {
             }
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        self.tasks.wait(left).await
+        let done = self.tasks.wait(left).await;
+        self.workers.stop();
+        done
     }
 
     /// Sets a server's weight at run time; the selection structure is rebuilt at once, so

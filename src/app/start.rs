@@ -54,6 +54,8 @@ impl App {
     /// Everything built from `config`, nothing started: no socket, no task. Server names
     /// are resolved here (bounded in time; an unresolvable name is an error).
     pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
+        // Before any server exists: each keeps one idle pool per worker.
+        let workers = crate::workers::Workers::start(config.global.threads);
         let events = Bus::new();
         let tasks = Tasks::new();
         let mut backends = Backends::new();
@@ -72,6 +74,7 @@ impl App {
             maintenance: Default::default(),
             clients: Mutex::new(BTreeMap::new()),
             webhooks: Mutex::new(Default::default()),
+            workers,
         }))
     }
 }

@@ -93,7 +93,9 @@ impl<'a> Request<'a> {
 
     /// An HTTP request from `client` (HTTP/2, or built for simulation and tests).
     pub fn http(client: IpAddr, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
-        let target = uri.path_and_query().map_or(&b"/"[..], |p| p.as_str().as_bytes());
+        let target = uri
+            .path_and_query()
+            .map_or(&b"/"[..], |p| p.as_str().as_bytes());
         Request {
             client,
             http: Some(HttpParts {

@@ -8,8 +8,8 @@
 use http::HeaderMap;
 use http::header::{HeaderValue, SET_COOKIE};
 
-use super::{Candidate, Fields};
 use super::key;
+use super::{Candidate, Fields};
 use crate::config;
 use crate::pool::Server;
 
@@ -103,8 +103,7 @@ pub fn set_cookie(
 ) {
     // The cookie name was validated as a token by the configuration; a value that still
     // does not fit a header is dropped rather than failing the response.
-    if let Some(Ok(v)) =
-        cookie_for(settings, requested, server).map(|c| HeaderValue::from_str(&c))
+    if let Some(Ok(v)) = cookie_for(settings, requested, server).map(|c| HeaderValue::from_str(&c))
     {
         headers.append(SET_COOKIE, v);
     }

@@ -138,9 +138,12 @@ async fn forward(
                 };
                 outlier::record(backend, &server, seen);
                 let next = match &replay {
-                    Some(head) if more && retry::retry_status(status) => {
-                        retry::next_slot(backend, &balance::Request::http(client.ip(), &head.uri, &head.headers), tried, true)
-                    }
+                    Some(head) if more && retry::retry_status(status) => retry::next_slot(
+                        backend,
+                        &balance::Request::http(client.ip(), &head.uri, &head.headers),
+                        tried,
+                        true,
+                    ),
                     _ => None,
                 };
                 let Some(next) = next else {
@@ -172,9 +175,12 @@ async fn forward(
                 };
                 outlier::record(backend, &server, seen);
                 let next = match &replay {
-                    Some(head) if more && refusal == Refusal::UpstreamBroken => {
-                        retry::next_slot(backend, &balance::Request::http(client.ip(), &head.uri, &head.headers), tried, true)
-                    }
+                    Some(head) if more && refusal == Refusal::UpstreamBroken => retry::next_slot(
+                        backend,
+                        &balance::Request::http(client.ip(), &head.uri, &head.headers),
+                        tried,
+                        true,
+                    ),
                     _ => None,
                 };
                 let Some(next) = next else {

@@ -27,17 +27,38 @@ use crate::tasks::Tasks;
 
 /// Binds `addr` with the options a proxy wants (address reuse, a deep backlog).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr, false)?)
+}
+
+fn bind_std(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// Binds `addr` once per worker (`SO_REUSEPORT` when more than one: the kernel spreads new
+/// connections over the sockets). Port 0 is resolved by the first, and the others bind the
+/// port it got.
+pub fn bind_group(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let reuse = workers > 1;
+    let first = bind_std(addr, reuse)?;
+    let local = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..workers {
+        all.push(bind_std(local, true)?);
+    }
+    Ok(all)
 }
 
 /// What every accept loop shares.
@@ -107,12 +128,20 @@ async fn accept(
 /// rebuilt only when they changed), so a reload applies its timeouts and header limit to
 /// every new connection.
 pub async fn serve(
-    listener: Arc<TcpListener>,
+    listener: std::net::TcpListener,
     fe: Arc<Frontend>,
     protocol: Protocol,
     shared: Shared,
     close: CancellationToken,
 ) {
+    // Registered here, with the reactor of the worker this loop runs on.
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(frontend = %fe.name, "cannot listen: {e}");
+            return;
+        }
+    };
     let mut current = fe.settings_full();
     let mut builders = Builders::new(&current);
     while let Some((stream, peer, permit)) = accept(&listener, &shared, &close).await {
@@ -293,7 +322,13 @@ impl Conn {
     }
 
     /// Serves requests until the client leaves, a timeout passes or fulcrum stops.
-    async fn serve<S: ClientIo + 'static>(self, builders: &Builders, io: S, tls: bool, proto: Proto) {
+    async fn serve<S: ClientIo + 'static>(
+        self,
+        builders: &Builders,
+        io: S,
+        tls: bool,
+        proto: Proto,
+    ) {
         let Conn { fe, guard } = self;
         let peer = guard.peer;
         match proto {

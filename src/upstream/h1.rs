@@ -34,12 +34,35 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// The most idle connections kept per server; beyond that a finished connection is closed.
 const MAX_IDLE: usize = 512;
 
-/// Idle connections to one server, the most recently used at the back.
+/// Idle connections to one server, one list per worker (see [`crate::workers`]): a
+/// connection is used by the worker whose reactor it is registered with. In each list the
+/// most recently used is at the back.
 ///
-/// A std `Mutex` (never held across an `.await`): the critical section is a push or a pop.
-#[derive(Debug, Default)]
+/// A std `Mutex` (never held across an `.await`): the critical section is a push or a pop,
+/// and only the worker's own thread and the health checker ever take it.
+#[derive(Debug)]
 pub struct IdleConns {
-    idle: Mutex<VecDeque<(TcpStream, Instant)>>,
+    /// Worker 0's list (the only one with `threads = 1`).
+    first: Mutex<Idle>,
+    /// Workers 1 and up.
+    others: Box<[Mutex<Idle>]>,
+}
+
+impl Default for IdleConns {
+    fn default() -> Self {
+        IdleConns {
+            first: Mutex::default(),
+            others: (1..crate::workers::count())
+                .map(|_| Mutex::default())
+                .collect(),
+        }
+    }
+}
+
+type Idle = VecDeque<(TcpStream, Instant)>;
+
+fn lock(m: &Mutex<Idle>) -> std::sync::MutexGuard<'_, Idle> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether an idle socket is still open and silent: a server that closed it, or sent bytes
@@ -50,8 +73,17 @@ fn still_open(stream: &TcpStream) -> bool {
 }
 
 impl IdleConns {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(TcpStream, Instant)>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    fn all(&self) -> impl Iterator<Item = &Mutex<Idle>> {
+        std::iter::once(&self.first).chain(self.others.iter())
+    }
+
+    /// This worker's list.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        let i = crate::workers::current();
+        match i.checked_sub(1).and_then(|k| self.others.get(k)) {
+            Some(m) => lock(m),
+            None => lock(&self.first),
+        }
     }
 
     /// An idle connection still open, the most recently used first (the least likely to
@@ -92,18 +124,21 @@ impl IdleConns {
     /// long; the health checker calls it after each check, so a server's FIN is noticed
     /// before a request would use the connection.
     pub fn prune(&self) {
-        self.lock()
-            .retain(|(stream, since)| since.elapsed() < IDLE_TIMEOUT && still_open(stream));
+        for m in self.all() {
+            lock(m).retain(|(stream, since)| since.elapsed() < IDLE_TIMEOUT && still_open(stream));
+        }
     }
 
     /// Closes every idle connection (the server left or its address changed).
     pub fn clear(&self) {
-        self.lock().clear();
+        for m in self.all() {
+            lock(m).clear();
+        }
     }
 
-    /// Idle connections held now.
+    /// Idle connections held now, on every worker.
     pub fn idle_count(&self) -> usize {
-        self.lock().len()
+        self.all().map(|m| lock(m).len()).sum()
     }
 }
 

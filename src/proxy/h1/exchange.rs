@@ -307,8 +307,14 @@ impl<S: ClientIo> Exchange<'_, S> {
                 self.finish = Some(finish);
                 return self.refuse(Refusal::UpstreamBroken, true).await;
             }
-            let (relayed, end) =
-                relay::tunnel(self.client, self.head.head_len, conn, &resp, self.tunnel_idle).await;
+            let (relayed, end) = relay::tunnel(
+                self.client,
+                self.head.head_len,
+                conn,
+                &resp,
+                self.tunnel_idle,
+            )
+            .await;
             if let Some(end) = end {
                 tracing::debug!(client = %self.client.peer, "tunnel ended: {end}");
             }
@@ -398,7 +404,9 @@ impl Attempt<'_> {
                     Err(e) => return Outcome::NotSent(Unsent::Connect(e)),
                 },
             };
-            let r = self.exchange(&mut conn, client, upload, continue_owed).await;
+            let r = self
+                .exchange(&mut conn, client, upload, continue_owed)
+                .await;
             match r {
                 Ok(resp) => return Outcome::Answered(conn, resp),
                 // A pooled connection the server closed as we used it: the request goes
@@ -406,7 +414,9 @@ impl Attempt<'_> {
                 Err(Fail::Closed) if reused && upload.streamed == 0 && self.resend_ok => {
                     pooled = self.server.idle.checkout();
                 }
-                Err(Fail::Closed | Fail::Broken) => return Outcome::Failed(Refusal::UpstreamBroken),
+                Err(Fail::Closed | Fail::Broken) => {
+                    return Outcome::Failed(Refusal::UpstreamBroken);
+                }
                 Err(Fail::BadResponse(e)) => {
                     tracing::warn!(server = %self.server.full_name(), "malformed response: {e}");
                     return Outcome::Failed(Refusal::UpstreamBroken);
@@ -497,8 +507,15 @@ fn poll_response_head(
                 Err(e) => return Poll::Ready(Err(Fail::BadResponse(e))),
             }
         }
-        let ended = if *answered { Fail::Broken } else { Fail::Closed };
-        match conn.buf.poll_fill(&mut conn.stream, cx, RESPONSE_HEAD_LIMIT + 1) {
+        let ended = if *answered {
+            Fail::Broken
+        } else {
+            Fail::Closed
+        };
+        match conn
+            .buf
+            .poll_fill(&mut conn.stream, cx, RESPONSE_HEAD_LIMIT + 1)
+        {
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(ended)),
             Poll::Ready(Ok(_)) => {}
             Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {

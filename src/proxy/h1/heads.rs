@@ -9,7 +9,9 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::h1::{BodyFraming, Header, Headers, RequestHead, ResponseFraming, ResponseHead, Target, Version};
+use crate::h1::{
+    BodyFraming, Header, Headers, RequestHead, ResponseFraming, ResponseHead, Target, Version,
+};
 
 /// Names never copied from one hop to the next: hop-by-hop headers and those written anew.
 const DROPPED: [&str; 12] = [
@@ -29,7 +31,9 @@ const DROPPED: [&str; 12] = [
 
 /// Whether `name` is one of `names` (ASCII case-insensitive).
 fn one_of(name: &[u8], names: &[&str]) -> bool {
-    names.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+    names
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
 }
 
 /// Whether a `Connection` line of `headers` lists `name`.

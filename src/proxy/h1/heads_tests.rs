@@ -50,24 +50,37 @@ fn forwarded_for_keeps_every_hop_in_one_line() {
 fn the_absolute_target_authority_replaces_host() {
     let raw = b"GET http://a.example/x HTTP/1.1\r\nHost: evil.example\r\n\r\n";
     let out = forwarded(raw, &fwd());
-    assert!(out.starts_with("GET /x HTTP/1.1\r\nHost: a.example\r\n"), "{out}");
+    assert!(
+        out.starts_with("GET /x HTTP/1.1\r\nHost: a.example\r\n"),
+        "{out}"
+    );
     assert!(!out.contains("evil"));
 }
 
 #[test]
 fn an_http10_request_without_host_gets_the_server_address() {
     let out = forwarded(b"GET / HTTP/1.0\r\n\r\n", &fwd());
-    assert!(out.starts_with("GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"), "{out}");
+    assert!(
+        out.starts_with("GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"),
+        "{out}"
+    );
 }
 
 #[test]
 fn framing_is_written_from_the_decision_never_copied() {
-    let raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+    let raw =
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
     let out = forwarded(raw, &fwd());
     assert!(!out.contains("Content-Length"));
     assert_eq!(out.matches("Transfer-Encoding: chunked\r\n").count(), 1);
     let raw = b"POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 3\r\nExpect: 100-continue\r\n\r\n";
-    let out = forwarded(raw, &Forwarding { drop_expect: true, ..fwd() });
+    let out = forwarded(
+        raw,
+        &Forwarding {
+            drop_expect: true,
+            ..fwd()
+        },
+    );
     assert!(out.contains("Content-Length: 3\r\n"));
     assert!(!out.contains("Expect"));
 }
@@ -77,7 +90,10 @@ fn an_upgrade_keeps_its_upgrade_and_connection() {
     let raw = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
         Sec-WebSocket-Key: k\r\n\r\n";
     let out = forwarded(raw, &fwd());
-    assert!(out.contains("Upgrade: websocket\r\nConnection: upgrade\r\n"), "{out}");
+    assert!(
+        out.contains("Upgrade: websocket\r\nConnection: upgrade\r\n"),
+        "{out}"
+    );
     assert!(out.contains("Sec-WebSocket-Key: k\r\n"));
 }
 
@@ -106,19 +122,26 @@ fn relaying(framing: ClientFraming) -> Relaying<'static> {
 
 #[test]
 fn a_chunked_response_with_a_length_loses_the_length() {
-    let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n";
+    let raw =
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n";
     let head = resp(raw, false);
     let framing = client_framing(&head, Version::Http11);
     assert_eq!(framing, ClientFraming::Chunked);
     let out = relayed(raw, &head, &relaying(framing));
-    assert_eq!(out, "HTTP/1.1 200 OK\r\nX-A: b\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(
+        out,
+        "HTTP/1.1 200 OK\r\nX-A: b\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
 }
 
 #[test]
 fn an_unsized_body_goes_chunked_to_http11_and_by_close_to_http10() {
     let raw = b"HTTP/1.0 200 OK\r\nServer: s\r\n\r\n";
     let head = resp(raw, false);
-    assert_eq!(client_framing(&head, Version::Http11), ClientFraming::Chunked);
+    assert_eq!(
+        client_framing(&head, Version::Http11),
+        ClientFraming::Chunked
+    );
     assert_eq!(client_framing(&head, Version::Http10), ClientFraming::Close);
 }
 
@@ -128,7 +151,15 @@ fn a_head_response_keeps_its_length() {
     let head = resp(raw, true);
     let framing = client_framing(&head, Version::Http11);
     assert_eq!(framing, ClientFraming::None);
-    let out = relayed(raw, &head, &Relaying { close: true, set_cookie: Some("s=1"), ..relaying(framing) });
+    let out = relayed(
+        raw,
+        &head,
+        &Relaying {
+            close: true,
+            set_cookie: Some("s=1"),
+            ..relaying(framing)
+        },
+    );
     assert_eq!(
         out,
         "HTTP/1.1 200 OK\r\nContent-Length: 42\r\nSet-Cookie: s=1\r\nConnection: close\r\n\r\n"

@@ -106,7 +106,11 @@ async fn next_head<S: ClientIo>(
         }
         // One byte past the limit lets the codec tell a long head (431) from a long
         // request line (414).
-        match client.buf.fill(&mut client.io, limits.max_head_bytes + 1).await {
+        match client
+            .buf
+            .fill(&mut client.io, limits.max_head_bytes + 1)
+            .await
+        {
             Ok(0) => return Next::Closed,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {

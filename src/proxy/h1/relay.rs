@@ -119,7 +119,16 @@ pub async fn response<S: ClientIo>(
     let mut out = buffers::take_write();
     heads::response(&mut out, conn.buf.pending(), resp, relaying);
     conn.buf.consume(resp.head_len);
-    let r = body(client, conn, resp, relaying.framing, stall, finish, &mut out).await;
+    let r = body(
+        client,
+        conn,
+        resp,
+        relaying.framing,
+        stall,
+        finish,
+        &mut out,
+    )
+    .await;
     buffers::give_write(out);
     r
 }
@@ -153,14 +162,18 @@ async fn body<S: ClientIo>(
                     out.extend_from_slice(h1::body::CHUNK_END);
                 } else if out.is_empty() && data.len() >= buffers::SIZE / 4 {
                     // A large piece goes straight from the server's buffer.
-                    send(&mut client.io, data).await.map_err(RelayError::Client)?;
+                    send(&mut client.io, data)
+                        .await
+                        .map_err(RelayError::Client)?;
                 } else {
                     out.extend_from_slice(data);
                 }
             }
             conn.buf.consume(step.consumed);
             if out.len() >= buffers::SIZE {
-                send(&mut client.io, out).await.map_err(RelayError::Client)?;
+                send(&mut client.io, out)
+                    .await
+                    .map_err(RelayError::Client)?;
                 out.clear();
             }
         }
@@ -169,13 +182,17 @@ async fn body<S: ClientIo>(
                 out.extend_from_slice(h1::body::LAST_CHUNK);
             }
             if !out.is_empty() {
-                send(&mut client.io, out).await.map_err(RelayError::Client)?;
+                send(&mut client.io, out)
+                    .await
+                    .map_err(RelayError::Client)?;
                 out.clear();
             }
             return Ok(());
         }
         if !out.is_empty() {
-            send(&mut client.io, out).await.map_err(RelayError::Client)?;
+            send(&mut client.io, out)
+                .await
+                .map_err(RelayError::Client)?;
             out.clear();
         }
         if fill_within(&mut conn.buf, &mut conn.stream, stall, &mut timer).await? == 0 {
@@ -207,7 +224,11 @@ pub async fn tunnel<S: ClientIo>(
     heads::response(&mut out, conn.buf.pending(), resp, &relaying);
     out.extend_from_slice(conn.buf.pending().get(resp.head_len..).unwrap_or_default());
     conn.buf.release();
-    let early = client.buf.pending().get(request_head_len..).unwrap_or_default();
+    let early = client
+        .buf
+        .pending()
+        .get(request_head_len..)
+        .unwrap_or_default();
     let ready = async {
         send(&mut client.io, &out).await?;
         if !early.is_empty() {

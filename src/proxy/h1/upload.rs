@@ -111,7 +111,9 @@ impl Upload {
                 match Pin::new(&mut *server).poll_write(cx, rest) {
                     Poll::Ready(Ok(0)) => {
                         self.failed = true;
-                        return Poll::Ready(Err(UploadError::Server(io::ErrorKind::WriteZero.into())));
+                        return Poll::Ready(Err(UploadError::Server(
+                            io::ErrorKind::WriteZero.into(),
+                        )));
                     }
                     Poll::Ready(Ok(n)) => self.written += n,
                     Poll::Ready(Err(e)) => {
