@@ -214,9 +214,9 @@ mod tests {
     use tokio::runtime::RuntimeFlavor;
 
     #[test]
-    fn one_thread_gets_the_single_threaded_scheduler() {
+    fn every_worker_gets_the_single_threaded_scheduler() {
         let flavor = |n| super::build(n).unwrap().handle().runtime_flavor();
         assert_eq!(flavor(1), RuntimeFlavor::CurrentThread);
-        assert_eq!(flavor(2), RuntimeFlavor::MultiThread);
+        assert_eq!(flavor(2), RuntimeFlavor::CurrentThread);
     }
 }

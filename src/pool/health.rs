@@ -199,7 +199,6 @@ pub async fn run(
         }
         // Idle upstream connections are not watched between requests; this is when those
         // the server closed are let go.
-        server.conns.prune();
         server.idle.prune();
     }
 }

@@ -241,7 +241,6 @@ impl From<&ConnectError> for Outcome {
         match e {
             ConnectError::Failed(io) => Outcome::ConnectFailed(io.into()),
             ConnectError::TimedOut => Outcome::ConnectTimedOut,
-            ConnectError::Handshake(_) => Outcome::HandshakeFailed,
         }
     }
 }

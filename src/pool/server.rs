@@ -14,7 +14,6 @@ use super::{clock, slow_start};
 use crate::balance::{Ewma, LoadHook};
 use crate::config;
 use crate::metrics::ServerStats;
-use crate::upstream::ConnPool;
 use crate::upstream::h1::IdleConns;
 
 /// What the active health checks last concluded.
@@ -122,9 +121,7 @@ pub struct Server {
     /// Unix milliseconds of the last finished check, and whether it passed.
     last_check_ms: AtomicU64,
     last_check_ok: AtomicBool,
-    /// Idle keep-alive connections to this server, for requests that came over HTTP/2.
-    pub conns: Arc<ConnPool>,
-    /// Idle keep-alive connections of fulcrum's own HTTP/1 engine.
+    /// Idle keep-alive connections to this server, one list per worker.
     pub idle: IdleConns,
     /// Response-time estimate for `peak_ewma`, fed when a response head arrives.
     pub ewma: Ewma,
@@ -177,7 +174,6 @@ impl Server {
             checks_failed: AtomicU64::new(0),
             last_check_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
-            conns: Arc::default(),
             idle: IdleConns::default(),
             ewma: Ewma::default(),
             maintenance: Maintenance::default(),
@@ -209,7 +205,6 @@ impl Server {
     pub fn set_addr(&self, addr: SocketAddr) {
         if self.addr() != addr {
             self.resolved.store(Arc::new(addr));
-            self.conns.clear();
             self.idle.clear();
         }
     }

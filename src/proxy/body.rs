@@ -13,12 +13,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
+use super::bridge::ServerBody;
 use super::conn::Busy;
 use super::stall::Watch;
 use crate::pool::{Backend, Slot};
-use crate::upstream::Upstream;
 
 /// The response body type of the proxy.
 #[derive(Debug)]
@@ -40,10 +39,9 @@ enum Kind {
 /// The server's body, and how long it may go without sending anything.
 #[derive(Debug)]
 struct Streamed {
-    body: Incoming,
-    /// The connection the body arrives on: polling the body drives it, and it goes back to
-    /// its server's pool once the body has been read to the end.
-    conn: Option<Upstream>,
+    /// Read from its connection, which goes back to its server's pool once the body has
+    /// been read to the end.
+    body: ServerBody,
     /// `response_timeout`, applied again between frames: a server that sends its head and
     /// then stalls must not hold the client and its slot forever.
     limit: std::time::Duration,
@@ -54,10 +52,7 @@ struct Streamed {
 
 impl Streamed {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let polled = match self.conn.as_mut() {
-            Some(conn) => conn.poll_body(Pin::new(&mut self.body), cx),
-            None => Pin::new(&mut self.body).poll_frame(cx),
-        };
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
         match polled {
             Poll::Ready(r) => {
                 if let Some(stall) = self.stall.as_mut() {
@@ -65,7 +60,7 @@ impl Streamed {
                         .as_mut()
                         .reset(tokio::time::Instant::now() + self.limit);
                 }
-                Poll::Ready(r.map(|f| f.map_err(BodyError::from)))
+                Poll::Ready(r)
             }
             Poll::Pending => {
                 let limit = self.limit;
@@ -157,10 +152,7 @@ impl Finish {
         self.finish(complete);
     }
 
-    fn run(mut self, complete: bool, conn: Option<Upstream>) {
-        if let (Some(conn), Some(slot), true) = (conn, self.slot.as_ref(), complete) {
-            slot.server().conns.checkin(conn);
-        }
+    fn run(mut self, complete: bool) {
         self.finish(complete);
     }
 
@@ -219,11 +211,10 @@ impl ProxyBody {
     }
 
     /// The server's body, streamed from `conn`; `limit` is the longest the server may pause.
-    pub fn upstream(body: Incoming, conn: Upstream, limit: std::time::Duration) -> Self {
+    pub fn upstream(body: ServerBody, limit: std::time::Duration) -> Self {
         ProxyBody {
             kind: Kind::Upstream(Streamed {
                 body,
-                conn: Some(conn),
                 limit,
                 stall: None,
             }),
@@ -253,12 +244,8 @@ impl ProxyBody {
     }
 
     fn done(&mut self, complete: bool) {
-        let conn = match &mut self.kind {
-            Kind::Upstream(up) => up.conn.take(),
-            Kind::Full(_) => None,
-        };
         if let Some(f) = self.finish.take() {
-            f.run(complete, conn);
+            f.run(complete);
         }
     }
 }

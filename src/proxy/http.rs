@@ -10,6 +10,7 @@ use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use super::body::{AccessLog, Finish, ProxyBody};
+use super::bridge::{self, Sent, ServerBody, UpstreamBody};
 use super::conn::Busy;
 use super::error::Refusal;
 use super::frontend::Frontend;
@@ -18,12 +19,11 @@ use super::retry;
 use crate::balance;
 use crate::config;
 use crate::pool::{Backend, Server, ServerId, Slot, outlier};
-use crate::upstream::{self, ConnectError, Sent, Upstream, UpstreamBody};
+use crate::upstream::ConnectError;
 
-/// A response from a server, with what it holds until its body is done.
+/// A response from a server, with the slot it holds until its body is done.
 struct Forwarded {
-    resp: Response<Incoming>,
-    conn: Upstream,
+    resp: Response<ServerBody>,
     slot: Slot,
 }
 
@@ -64,7 +64,7 @@ pub async fn handle(
             }
             finish.slot = Some(fwd.slot);
             let limit = b.response_timeout.get();
-            Response::from_parts(parts, ProxyBody::upstream(body, fwd.conn, limit))
+            Response::from_parts(parts, ProxyBody::upstream(body, limit))
         }
         Err(refusal) => refusal.response(retry_after(&b, refusal)),
     };
@@ -128,7 +128,7 @@ async fn forward(
         let more = retried < retries && attempts < tried_buf.len();
         // Every attempt feeds passive health; a retry, when allowed, replaces the attempt.
         let again = match outcome {
-            Outcome::Answered(resp, conn) => {
+            Outcome::Answered(resp) => {
                 server.ewma.observe_since(sent_at);
                 let status = resp.status();
                 let seen = if status.is_server_error() {
@@ -147,7 +147,7 @@ async fn forward(
                     _ => None,
                 };
                 let Some(next) = next else {
-                    return Ok(Forwarded { resp, conn, slot });
+                    return Ok(Forwarded { resp, slot });
                 };
                 tracing::warn!(server = %server.full_name(), "answered {status}; retrying on another server");
                 (next, None)
@@ -258,7 +258,7 @@ fn prepare(
 /// What became of one attempt on one server.
 enum Outcome {
     /// The server answered (its body is still to be streamed).
-    Answered(Response<Incoming>, Upstream),
+    Answered(Response<ServerBody>),
     /// Nothing was sent: the request can go elsewhere, whatever its method.
     NotSent(Request<UpstreamBody>, Unsent),
     /// The request was sent and failed (broken or timed out).
@@ -269,8 +269,6 @@ enum Outcome {
 enum Unsent {
     /// No connection could be had.
     Connect(ConnectError),
-    /// The new connection closed before the request went out.
-    Closed,
 }
 
 impl Unsent {
@@ -278,7 +276,6 @@ impl Unsent {
     fn outcome(&self) -> outlier::Outcome {
         match self {
             Unsent::Connect(e) => e.into(),
-            Unsent::Closed => outlier::Outcome::ClosedBeforeSent,
         }
     }
 
@@ -286,36 +283,19 @@ impl Unsent {
     fn describe(&self, server: &Server) -> String {
         match self {
             Unsent::Connect(e) => format!("{} ({}): {e}", server.full_name(), server.addr()),
-            Unsent::Closed => self.outcome().to_string(),
         }
     }
 }
 
 async fn send(
-    server: &Server,
+    server: &Arc<Server>,
     connect_timeout: Duration,
     response_timeout: Duration,
-    mut req: Request<UpstreamBody>,
+    req: Request<UpstreamBody>,
 ) -> Outcome {
-    // A pooled connection first; if the server closed it under us the request comes back
-    // unsent and we open a fresh one.
-    while let Some(mut up) = server.conns.checkout() {
-        match up.send(req, response_timeout).await {
-            Sent::Answered(resp) => return Outcome::Answered(resp, up),
-            Sent::Returned(back) => req = back,
-            Sent::Failed => return Outcome::Failed(Refusal::UpstreamBroken),
-            Sent::TimedOut => return Outcome::Failed(Refusal::UpstreamTimeout),
-        }
-    }
-    // Boxed: with keep-alive a new connection is the rare path, and its futures would
-    // otherwise enlarge every request's (see `acquire_or_wait`).
-    let mut up = match Box::pin(upstream::connect(server.addr(), connect_timeout)).await {
-        Ok(up) => up,
-        Err(e) => return Outcome::NotSent(req, Unsent::Connect(e)),
-    };
-    match up.send(req, response_timeout).await {
-        Sent::Answered(resp) => Outcome::Answered(resp, up),
-        Sent::Returned(back) => Outcome::NotSent(back, Unsent::Closed),
+    match bridge::send(server, req, connect_timeout, response_timeout).await {
+        Sent::Answered(resp) => Outcome::Answered(resp),
+        Sent::NotSent(back, e) => Outcome::NotSent(back, Unsent::Connect(e)),
         Sent::Failed => Outcome::Failed(Refusal::UpstreamBroken),
         Sent::TimedOut => Outcome::Failed(Refusal::UpstreamTimeout),
     }

@@ -92,24 +92,34 @@ impl std::fmt::Debug for Protocol {
     }
 }
 
-/// Accepts a connection once a slot under the global limit is free; `None` when `close`
-/// (a child of the stop token) is cancelled.
+/// Accepts a connection and waits for a slot under the global limit before serving it;
+/// `None` when `close` (a child of the stop token) is cancelled.
+///
+/// The slot is taken after the accept, not before: with several workers, a loop waiting
+/// idle in `accept` with a slot in hand would keep it from a loop whose socket has a
+/// client. So past the limit each loop holds at most one accepted, unserved connection,
+/// and the rest wait in the kernel's queue.
 async fn accept(
     listener: &TcpListener,
     shared: &Shared,
     close: &CancellationToken,
 ) -> Option<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
     loop {
-        let permit = tokio::select! {
-            _ = close.cancelled() => return None,
-            p = Arc::clone(&shared.limit).acquire_owned() => p.ok()?,
-        };
         let accepted = tokio::select! {
             _ = close.cancelled() => return None,
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, peer)) => return Some((stream, peer, permit)),
+            Ok((stream, peer)) => {
+                let permit = match Arc::clone(&shared.limit).try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => tokio::select! {
+                        _ = close.cancelled() => return None,
+                        p = Arc::clone(&shared.limit).acquire_owned() => p.ok()?,
+                    },
+                };
+                return Some((stream, peer, permit));
+            }
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin; the listener stays.
                 tracing::warn!("accept failed: {e}");

@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod body;
+mod bridge;
 pub mod conn;
 pub mod error;
 mod frontend;

@@ -198,7 +198,7 @@ impl<S: ClientIo> Exchange<'_, S> {
         let mut tried_buf = [ServerId::NONE; config::MAX_RETRIES as usize + 1];
         let mut attempts = 0;
         let mut retried = 0;
-        let (server, mut conn, resp) = loop {
+        let (server, conn, resp) = loop {
             let server = Arc::clone(slot.server());
             tried_buf[attempts.min(tried_buf.len() - 1)] = server.id;
             attempts = (attempts + 1).min(tried_buf.len());
@@ -338,9 +338,13 @@ impl<S: ClientIo> Exchange<'_, S> {
             set_cookie: cookie.as_deref(),
             switching: false,
         };
+        // Reused only when the exchange ends cleanly on both sides: the whole body sent,
+        // the whole response read.
+        let reuse = (resp.reusable && upload.is_done()).then_some(&server.idle);
         let relayed = relay::response(
             self.client,
-            &mut conn,
+            conn,
+            reuse,
             &resp,
             &relaying,
             response_timeout,
@@ -348,18 +352,18 @@ impl<S: ClientIo> Exchange<'_, S> {
         )
         .await;
         match relayed {
-            Ok(()) => {
+            Ok(kept) => {
                 finish.complete(true);
-                if !upload.is_done() {
+                if let Some(mut conn) = kept.filter(|_| !upload.is_done()) {
                     let client = &mut *self.client;
                     let rest = std::future::poll_fn(|cx| upload.poll(cx, client, &mut conn.stream));
                     if let Err(e) = rest.await {
                         tracing::debug!(server = %server.full_name(), "the rest of the request body did not go: {e:?}");
                         return false;
                     }
-                }
-                if resp.reusable {
-                    server.idle.checkin(conn);
+                    if resp.reusable {
+                        server.idle.checkin(conn);
+                    }
                 }
                 !close
             }

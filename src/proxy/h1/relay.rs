@@ -19,7 +19,7 @@ use crate::h1::{self, BodyDecoder, BodyError, ChunkHead, ResponseFraming, Respon
 use crate::proxy::body::Finish;
 use crate::proxy::error::Refusal;
 use crate::proxy::tunnel::{self, Relayed};
-use crate::upstream::h1::ServerConn;
+use crate::upstream::h1::{IdleConns, ServerConn};
 
 /// Writes `bytes` to the client and flushes them (TLS holds records until a flush).
 async fn send<W: AsyncWrite + Unpin>(io: &mut W, bytes: &[u8]) -> std::io::Result<()> {
@@ -108,27 +108,43 @@ async fn fill_within(
 /// Relays the response whose head `resp` is at the front of `conn`'s buffer: its head as
 /// [`heads::response`] writes it, then its body, decoded and framed for the client.
 /// `Ok` once the whole body went out.
+///
+/// With `reuse`, the connection goes back to that pool as soon as the server's body has
+/// been read to its end, before the last bytes go to the client (another request may have
+/// it meanwhile); otherwise it is handed back.
 pub async fn response<S: ClientIo>(
     client: &mut Client<S>,
-    conn: &mut ServerConn,
+    mut conn: ServerConn,
+    reuse: Option<&IdleConns>,
     resp: &ResponseHead,
     relaying: &Relaying<'_>,
     stall: Duration,
     finish: &mut Finish,
-) -> Result<(), RelayError> {
+) -> Result<Option<ServerConn>, RelayError> {
     let mut out = buffers::take_write();
     heads::response(&mut out, conn.buf.pending(), resp, relaying);
     conn.buf.consume(resp.head_len);
-    let r = body(
-        client,
-        conn,
-        resp,
-        relaying.framing,
-        stall,
-        finish,
-        &mut out,
-    )
-    .await;
+    let framing = relaying.framing;
+    let r = match body(client, &mut conn, resp, framing, stall, finish, &mut out).await {
+        Ok(()) => {
+            let kept = match reuse {
+                Some(pool) => {
+                    pool.checkin(conn);
+                    None
+                }
+                None => Some(conn),
+            };
+            if out.is_empty() {
+                Ok(kept)
+            } else {
+                send(&mut client.io, &out)
+                    .await
+                    .map(|()| kept)
+                    .map_err(RelayError::Client)
+            }
+        }
+        Err(e) => Err(e),
+    };
     buffers::give_write(out);
     r
 }
@@ -178,14 +194,9 @@ async fn body<S: ClientIo>(
             }
         }
         if decoder.is_done() {
+            // The caller sends what is left, once the connection is back in its pool.
             if chunked {
                 out.extend_from_slice(h1::body::LAST_CHUNK);
-            }
-            if !out.is_empty() {
-                send(&mut client.io, out)
-                    .await
-                    .map_err(RelayError::Client)?;
-                out.clear();
             }
             return Ok(());
         }
