@@ -148,6 +148,8 @@ impl Finish {
 
     /// The exchange is over (`complete`: the whole answer went out): releases the slot,
     /// counts the request and writes its log line.
+    // Boxed for the request's whole life (see `http::handle`), and ended here.
+    #[allow(clippy::boxed_local)]
     pub fn complete(mut self: Box<Self>, complete: bool) {
         self.finish(complete);
     }

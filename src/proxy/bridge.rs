@@ -45,7 +45,7 @@ pub enum UpstreamBody {
 pub enum Sent {
     Answered(Response<ServerBody>),
     /// No connection could be had: nothing was sent, the request comes back.
-    NotSent(Request<UpstreamBody>, ConnectError),
+    NoConnection(Request<UpstreamBody>, ConnectError),
     /// Sent, and the connection failed before a response head (or sent a malformed one).
     Failed,
     /// No response head within the time allowed.
@@ -112,7 +112,7 @@ pub async fn send(
                 Ok(c) => c,
                 Err(e) => {
                     buffers::give_write(out);
-                    return Sent::NotSent(Request::from_parts(parts, body), e);
+                    return Sent::NoConnection(Request::from_parts(parts, body), e);
                 }
             },
         };
@@ -164,10 +164,11 @@ async fn exchange(
     };
     let mut answered = false;
     std::future::poll_fn(|cx| {
-        if !upload.done && !upload.failed {
-            if let UpstreamBody::Client(b) = body {
-                let _ = upload.poll(cx, b, &mut conn.stream, streamed);
-            }
+        if !upload.done
+            && !upload.failed
+            && let UpstreamBody::Client(b) = body
+        {
+            let _ = upload.poll(cx, b, &mut conn.stream, streamed);
         }
         poll_head(conn, cx, was_head, &mut answered).map(|r| r.map(|h| (h, upload.done)))
     })

@@ -295,7 +295,7 @@ async fn send(
 ) -> Outcome {
     match bridge::send(server, req, connect_timeout, response_timeout).await {
         Sent::Answered(resp) => Outcome::Answered(resp),
-        Sent::NotSent(back, e) => Outcome::NotSent(back, Unsent::Connect(e)),
+        Sent::NoConnection(back, e) => Outcome::NotSent(back, Unsent::Connect(e)),
         Sent::Failed => Outcome::Failed(Refusal::UpstreamBroken),
         Sent::TimedOut => Outcome::Failed(Refusal::UpstreamTimeout),
     }

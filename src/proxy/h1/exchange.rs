@@ -78,7 +78,9 @@ pub async fn run<S: ClientIo>(
     keep
 }
 
-/// What one attempt on one server gave.
+/// What one attempt on one server gave. Returned once per attempt and matched at once:
+/// moving the head costs less than boxing it per request.
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     /// A response head arrived; its body is still to be read from the connection.
     Answered(ServerConn, ResponseHead),
@@ -366,6 +368,12 @@ impl<S: ClientIo> Exchange<'_, S> {
                     }
                 }
                 !close
+            }
+            Err(relay::RelayError::Unsent(e)) => {
+                tracing::warn!(server = %server.full_name(), "broken response: {e}");
+                outlier::record(&self.backend, &server, outlier::Outcome::Broken);
+                self.finish = Some(finish);
+                self.refuse(Refusal::UpstreamBroken, true).await
             }
             Err(e) => {
                 tracing::debug!(server = %server.full_name(), client = %self.client.peer, "response cut short: {e}");

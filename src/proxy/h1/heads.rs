@@ -50,6 +50,42 @@ fn copied(buf: &[u8], headers: &Headers, h: &Header, more: &[&str]) -> bool {
     !one_of(name, &DROPPED) && !one_of(name, more) && !listed_in_connection(buf, headers, name)
 }
 
+/// Every `Transfer-Encoding` line's codings, in order, as one list (`gzip, chunked`).
+fn codings(out: &mut Vec<u8>, buf: &[u8], headers: &Headers) {
+    for v in headers.named(buf, "transfer-encoding") {
+        for c in v
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty())
+        {
+            if !out.is_empty() {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(c);
+        }
+    }
+}
+
+/// `Transfer-Encoding` for a body fulcrum frames as chunked: the codings the sender
+/// applied are kept (a `gzip` before `chunked` is part of the message), with `chunked`
+/// last, once.
+fn transfer_encoding(out: &mut Vec<u8>, buf: &[u8], headers: &Headers) {
+    let mut list = Vec::new();
+    codings(&mut list, buf, headers);
+    let last = list
+        .rsplit(|&b| b == b',')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if !last.eq_ignore_ascii_case(b"chunked") {
+        if !list.is_empty() {
+            list.extend_from_slice(b", ");
+        }
+        list.extend_from_slice(b"chunked");
+    }
+    line(out, b"Transfer-Encoding", &list);
+}
+
 fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -133,7 +169,7 @@ pub fn request(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, fwd: &Forwardi
         BodyFraming::Length(n) => {
             let _ = write!(out, "Content-Length: {n}\r\n");
         }
-        BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyFraming::Chunked => transfer_encoding(out, buf, &head.headers),
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -207,7 +243,7 @@ pub fn response(out: &mut Vec<u8>, buf: &[u8], resp: &ResponseHead, r: &Relaying
         ClientFraming::Length(n) => {
             let _ = write!(out, "Content-Length: {n}\r\n");
         }
-        ClientFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        ClientFraming::Chunked => transfer_encoding(out, buf, &resp.headers),
         ClientFraming::None | ClientFraming::Close => {}
     }
     if r.close && !r.switching {

@@ -165,3 +165,21 @@ fn a_head_response_keeps_its_length() {
         "HTTP/1.1 200 OK\r\nContent-Length: 42\r\nSet-Cookie: s=1\r\nConnection: close\r\n\r\n"
     );
 }
+
+#[test]
+fn codings_before_chunked_are_kept() {
+    let raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n";
+    let out = forwarded(raw, &fwd());
+    assert!(
+        out.contains("Transfer-Encoding: gzip, chunked\r\n"),
+        "{out}"
+    );
+    let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
+    let head = resp(raw, false);
+    let framing = client_framing(&head, Version::Http11);
+    let out = relayed(raw, &head, &relaying(framing));
+    assert!(
+        out.contains("Transfer-Encoding: gzip, chunked\r\n"),
+        "{out}"
+    );
+}

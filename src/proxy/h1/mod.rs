@@ -41,7 +41,8 @@ pub struct Client<S> {
     pub activity: Arc<Activity>,
 }
 
-/// What waiting for a request head gave.
+/// What waiting for a request head gave (the head is moved into its exchange at once).
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Head(RequestHead),
     /// The client closed, went silent for good, or fulcrum is stopping while it idles.

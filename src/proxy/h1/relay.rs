@@ -77,6 +77,10 @@ pub enum RelayError {
     Server(std::io::Error),
     #[error("writing to the client failed: {0}")]
     Client(std::io::Error),
+    /// The server's body failed before any byte of the response went to the client: the
+    /// client can still be told, with fulcrum's own 502.
+    #[error("{0} (before anything was sent)")]
+    Unsent(Box<RelayError>),
 }
 
 /// Reads once more from the server, failing when it stays silent for `limit`. The timer is
@@ -125,7 +129,18 @@ pub async fn response<S: ClientIo>(
     heads::response(&mut out, conn.buf.pending(), resp, relaying);
     conn.buf.consume(resp.head_len);
     let framing = relaying.framing;
-    let r = match body(client, &mut conn, resp, framing, stall, finish, &mut out).await {
+    let mut sent = false;
+    let r = match body(
+        client,
+        &mut conn,
+        (resp.body, framing),
+        stall,
+        finish,
+        &mut out,
+        &mut sent,
+    )
+    .await
+    {
         Ok(()) => {
             let kept = match reuse {
                 Some(pool) => {
@@ -143,7 +158,18 @@ pub async fn response<S: ClientIo>(
                     .map_err(RelayError::Client)
             }
         }
-        Err(e) => Err(e),
+        // The head is still in `out`: nothing went to the client yet.
+        Err(e) if !sent && !matches!(e, RelayError::Client(_)) => {
+            Err(RelayError::Unsent(Box::new(e)))
+        }
+        Err(e) => {
+            // What was validated before the failure still goes (the client then sees the
+            // body cut short: no last chunk, or fewer bytes than its length).
+            if !out.is_empty() {
+                let _ = send(&mut client.io, &out).await;
+            }
+            Err(e)
+        }
     };
     buffers::give_write(out);
     r
@@ -152,13 +178,13 @@ pub async fn response<S: ClientIo>(
 async fn body<S: ClientIo>(
     client: &mut Client<S>,
     conn: &mut ServerConn,
-    resp: &ResponseHead,
-    framing: ClientFraming,
+    (from, framing): (ResponseFraming, ClientFraming),
     stall: Duration,
     finish: &mut Finish,
     out: &mut Vec<u8>,
+    sent: &mut bool,
 ) -> Result<(), RelayError> {
-    let mut decoder = match resp.body {
+    let mut decoder = match from {
         ResponseFraming::NoBody | ResponseFraming::Length(0) => BodyDecoder::Done(None),
         ResponseFraming::Length(n) => BodyDecoder::length(n),
         ResponseFraming::Chunked => BodyDecoder::chunked(),
@@ -178,18 +204,24 @@ async fn body<S: ClientIo>(
                     out.extend_from_slice(h1::body::CHUNK_END);
                 } else if out.is_empty() && data.len() >= buffers::SIZE / 4 {
                     // A large piece goes straight from the server's buffer.
-                    send(&mut client.io, data)
-                        .await
-                        .map_err(RelayError::Client)?;
+                    {
+                        *sent = true;
+                        send(&mut client.io, data)
+                    }
+                    .await
+                    .map_err(RelayError::Client)?;
                 } else {
                     out.extend_from_slice(data);
                 }
             }
             conn.buf.consume(step.consumed);
             if out.len() >= buffers::SIZE {
-                send(&mut client.io, out)
-                    .await
-                    .map_err(RelayError::Client)?;
+                {
+                    *sent = true;
+                    send(&mut client.io, out)
+                }
+                .await
+                .map_err(RelayError::Client)?;
                 out.clear();
             }
         }
@@ -201,9 +233,12 @@ async fn body<S: ClientIo>(
             return Ok(());
         }
         if !out.is_empty() {
-            send(&mut client.io, out)
-                .await
-                .map_err(RelayError::Client)?;
+            {
+                *sent = true;
+                send(&mut client.io, out)
+            }
+            .await
+            .map_err(RelayError::Client)?;
             out.clear();
         }
         if fill_within(&mut conn.buf, &mut conn.stream, stall, &mut timer).await? == 0 {
