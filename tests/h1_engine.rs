@@ -1,0 +1,1214 @@
+//! fulcrum's own HTTP/1.1 engine over real sockets (issue 11): strict request framing (RFC
+//! 9112), heads forwarded verbatim, pipelining, `Expect: 100-continue`, keep-alive, and the
+//! responses of misbehaving servers. The client is raw bytes on a `TcpStream`; the server is
+//! a raw TCP server that records exactly the bytes it received, per connection.
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long any one read of a test may wait before the test fails.
+const WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------
+// Framing helpers shared by the test client and the recording server.
+
+/// Where the head ends (just past its empty line), once it is whole.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// Decodes a strict chunked body at the start of `buf` (no extensions, no trailers):
+/// `None` while incomplete, `Err` if malformed, else the data and the bytes it took.
+fn take_chunked(buf: &[u8]) -> Option<Result<(Vec<u8>, usize), String>> {
+    let mut at = 0;
+    let mut data = Vec::new();
+    loop {
+        let rest = buf.get(at..)?;
+        let line_len = rest.windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&rest[..line_len]).ok();
+        let Some(size) = line.and_then(|l| usize::from_str_radix(l, 16).ok()) else {
+            return Some(Err(format!(
+                "bad chunk size line {:?}",
+                String::from_utf8_lossy(&rest[..line_len])
+            )));
+        };
+        at += line_len + 2;
+        if size == 0 {
+            let end = buf.get(at..at + 2)?;
+            if end != b"\r\n" {
+                return Some(Err("trailers or no final CRLF".into()));
+            }
+            return Some(Ok((data, at + 2)));
+        }
+        let chunk = buf.get(at..at + size + 2)?;
+        if &chunk[size..] != b"\r\n" {
+            return Some(Err("chunk data not followed by CRLF".into()));
+        }
+        data.extend_from_slice(&chunk[..size]);
+        at += size + 2;
+    }
+}
+
+/// Header lines of a head (the first line skipped), names as sent.
+fn header_lines(head: &str) -> Vec<(String, String)> {
+    head.split("\r\n")
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn values(lines: &[(String, String)], name: &str) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// A pattern that a shifted or dropped byte cannot reproduce.
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8 ^ (i >> 12) as u8).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The recording server.
+
+/// One request as the recording server read it.
+#[derive(Debug, Clone)]
+struct Req {
+    /// Which connection (index into [`Upstream::conns`]) carried it.
+    conn: usize,
+    /// The head as received, final empty line included.
+    head: String,
+    /// The body, decoded.
+    body: Vec<u8>,
+}
+
+impl Req {
+    fn request_line(&self) -> &str {
+        self.head.split("\r\n").next().unwrap_or_default()
+    }
+
+    fn method(&self) -> &str {
+        self.request_line().split(' ').next().unwrap_or_default()
+    }
+
+    fn path(&self) -> &str {
+        self.request_line().split(' ').nth(1).unwrap_or_default()
+    }
+
+    fn lines(&self) -> Vec<(String, String)> {
+        header_lines(&self.head)
+    }
+
+    fn values(&self, name: &str) -> Vec<String> {
+        values(&self.lines(), name)
+    }
+}
+
+/// What the server sends back for a request.
+struct Reply {
+    bytes: Vec<u8>,
+    /// Close the connection once it is sent.
+    close: bool,
+}
+
+impl Reply {
+    fn raw(bytes: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            bytes: bytes.into(),
+            close: false,
+        }
+    }
+
+    fn closing(bytes: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            bytes: bytes.into(),
+            close: true,
+        }
+    }
+
+    /// `200` with `body`, sized by Content-Length.
+    fn ok(body: impl AsRef<[u8]>) -> Reply {
+        let body = body.as_ref();
+        let mut bytes =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        bytes.extend_from_slice(body);
+        Reply::raw(bytes)
+    }
+}
+
+#[derive(Default)]
+struct ConnLog {
+    bytes: Vec<u8>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct UpState {
+    conns: Mutex<Vec<ConnLog>>,
+    reqs: Mutex<Vec<Req>>,
+}
+
+/// A raw HTTP/1.1 server that records every byte it is sent and answers each whole request
+/// (Content-Length or strictly chunked body) with what `answer` says. A request whose body
+/// framing it cannot read is never answered: its bytes are recorded until the connection
+/// closes.
+struct Upstream {
+    addr: SocketAddr,
+    state: Arc<UpState>,
+}
+
+impl Upstream {
+    async fn start(answer: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Upstream {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let state = Arc::new(UpState::default());
+        let answer = Arc::new(answer);
+        let st = Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let (st, answer) = (Arc::clone(&st), Arc::clone(&answer));
+                tokio::spawn(async move { serve_conn(s, &st, &*answer).await });
+            }
+        });
+        Upstream { addr, state }
+    }
+
+    /// Answers every request with `200` and its path as the body.
+    async fn echo_path() -> Upstream {
+        Upstream::start(|r| Reply::ok(r.path())).await
+    }
+
+    fn reqs(&self) -> Vec<Req> {
+        self.state.reqs.lock().unwrap().clone()
+    }
+
+    /// Every byte received, connection after connection.
+    fn all_bytes(&self) -> Vec<u8> {
+        let conns = self.state.conns.lock().unwrap();
+        conns.iter().flat_map(|c| c.bytes.clone()).collect()
+    }
+
+    /// The bytes of each connection that carried any (health checks carry none).
+    fn conns_with_bytes(&self) -> Vec<Vec<u8>> {
+        let conns = self.state.conns.lock().unwrap();
+        conns
+            .iter()
+            .filter(|c| !c.bytes.is_empty())
+            .map(|c| c.bytes.clone())
+            .collect()
+    }
+
+    /// Whether every connection that carried bytes has been closed by fulcrum.
+    fn all_closed(&self) -> bool {
+        let conns = self.state.conns.lock().unwrap();
+        conns
+            .iter()
+            .filter(|c| !c.bytes.is_empty())
+            .all(|c| c.closed)
+    }
+}
+
+async fn serve_conn(
+    mut s: TcpStream,
+    st: &UpState,
+    answer: &(dyn Fn(&Req) -> Reply + Send + Sync),
+) {
+    let conn = {
+        let mut conns = st.conns.lock().unwrap();
+        conns.push(ConnLog::default());
+        conns.len() - 1
+    };
+    let mark_closed = || st.conns.lock().unwrap()[conn].closed = true;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut unreadable = false;
+    loop {
+        // Every whole request pending is answered, in order.
+        while !unreadable {
+            let Some(end) = head_end(&buf) else { break };
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let lines = header_lines(&head);
+            let chunked = values(&lines, "transfer-encoding")
+                .iter()
+                .any(|v| v.to_ascii_lowercase().contains("chunked"));
+            let length = values(&lines, "content-length")
+                .first()
+                .and_then(|v| v.parse::<usize>().ok());
+            let (body, used) = if chunked {
+                match take_chunked(&buf[end..]) {
+                    None => break,
+                    Some(Err(_)) => {
+                        unreadable = true;
+                        break;
+                    }
+                    Some(Ok((body, n))) => (body, n),
+                }
+            } else if let Some(n) = length {
+                if buf.len() < end + n {
+                    break;
+                }
+                (buf[end..end + n].to_vec(), n)
+            } else {
+                (Vec::new(), 0)
+            };
+            buf.drain(..end + used);
+            let req = Req { conn, head, body };
+            st.reqs.lock().unwrap().push(req.clone());
+            let reply = answer(&req);
+            if s.write_all(&reply.bytes).await.is_err() {
+                mark_closed();
+                return;
+            }
+            if reply.close {
+                let _ = s.shutdown().await;
+                mark_closed();
+                return;
+            }
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                mark_closed();
+                return;
+            }
+            Ok(n) => {
+                st.conns.lock().unwrap()[conn]
+                    .bytes
+                    .extend_from_slice(&chunk[..n]);
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
+/// fulcrum in front of `up` alone, checked by TCP connect once (so the recording server
+/// sees only the requests of the test).
+fn before(up: &Upstream) -> Setup {
+    Setup::new()
+        .backend("b", |b| b.health(|h| h.reset().tcp().interval("60s")))
+        .server_at("up", up.addr, |s| s)
+}
+
+// ---------------------------------------------------------------------------------------
+// The raw client.
+
+/// A response head as the client read it.
+#[derive(Debug)]
+struct Head {
+    status: u16,
+    raw: String,
+    lines: Vec<(String, String)>,
+}
+
+impl Head {
+    fn get(&self, name: &str) -> Option<String> {
+        values(&self.lines, name).into_iter().next()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    fn closes(&self) -> bool {
+        self.get("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+#[derive(Debug)]
+struct Resp {
+    head: Head,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn status(&self) -> u16 {
+        self.head.status
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+struct Client {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        Client {
+            s: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads more; false at end of stream or a reset. Fails the test after [`WAIT`].
+    async fn fill(&mut self) -> bool {
+        let mut chunk = vec![0u8; 64 * 1024];
+        match tokio::time::timeout(WAIT, self.s.read(&mut chunk)).await {
+            Err(_) => panic!(
+                "nothing from fulcrum for {WAIT:?}; pending: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
+            Ok(Ok(0)) | Ok(Err(_)) => false,
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// The next response head (an interim one too).
+    async fn head(&mut self) -> Head {
+        let end = loop {
+            if let Some(end) = head_end(&self.buf) {
+                break end;
+            }
+            assert!(
+                self.fill().await,
+                "connection closed before a response head; got {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        };
+        let raw = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end);
+        let status = raw
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {raw:?}"));
+        let lines = header_lines(&raw);
+        Head { status, raw, lines }
+    }
+
+    /// The next whole response, its body read as its head frames it.
+    async fn response(&mut self) -> Resp {
+        let head = self.head().await;
+        let body = self.body(&head).await;
+        Resp { head, body }
+    }
+
+    /// The next response, to a HEAD request: no body whatever the head says.
+    async fn response_to_head(&mut self) -> Resp {
+        Resp {
+            head: self.head().await,
+            body: Vec::new(),
+        }
+    }
+
+    async fn body(&mut self, head: &Head) -> Vec<u8> {
+        if head.status < 200 || head.status == 204 || head.status == 304 {
+            return Vec::new();
+        }
+        let chunked = head
+            .get("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        if chunked {
+            assert!(!head.has("content-length"), "both framings: {}", head.raw);
+            loop {
+                match take_chunked(&self.buf) {
+                    Some(Ok((body, n))) => {
+                        self.buf.drain(..n);
+                        return body;
+                    }
+                    Some(Err(e)) => panic!("fulcrum sent bad chunked framing: {e}"),
+                    None => assert!(self.fill().await, "closed inside a chunked body"),
+                }
+            }
+        }
+        if let Some(len) = head.get("content-length") {
+            let len: usize = len.parse().expect("a numeric content-length");
+            while self.buf.len() < len {
+                assert!(self.fill().await, "closed inside a sized body");
+            }
+            return self.buf.drain(..len).collect();
+        }
+        while self.fill().await {}
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Asserts that fulcrum closes the connection with nothing more sent.
+    async fn expect_closed(&mut self) {
+        while self.fill().await {}
+        assert!(
+            self.buf.is_empty(),
+            "bytes after the last response: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+    }
+}
+
+/// Sends `bytes` on a new connection and reads one response.
+async fn exchange(addr: SocketAddr, bytes: &[u8]) -> (Resp, Client) {
+    let mut c = Client::connect(addr).await;
+    c.send(bytes).await;
+    let r = c.response().await;
+    (r, c)
+}
+
+/// Asserts that fulcrum answered itself with `status` and `code`, a short one-line body and
+/// `Connection: close`, then closed.
+async fn expect_refusal(r: &Resp, c: &mut Client, status: u16, code: &str) {
+    assert_eq!(r.status(), status, "{}", r.head.raw);
+    assert_eq!(
+        r.head.get("x-fulcrum-error").as_deref(),
+        Some(code),
+        "{}",
+        r.head.raw
+    );
+    let body = r.text();
+    assert!(!body.is_empty() && body.len() < 120, "body: {body:?}");
+    assert!(r.head.closes(), "no connection: close in {}", r.head.raw);
+    c.expect_closed().await;
+}
+
+/// Sends a request that must be refused, then a good one on a new connection: the good
+/// one is the only request the server receives, and its bytes the only new bytes.
+async fn refused_before_the_server(
+    front: SocketAddr,
+    up: &Upstream,
+    bytes: &[u8],
+    status: u16,
+    code: &str,
+) {
+    let (reqs_before, bytes_before) = (up.reqs().len(), up.all_bytes().len());
+    let (r, mut c) = exchange(front, bytes).await;
+    expect_refusal(&r, &mut c, status, code).await;
+    let (r, _) = exchange(front, b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(r.text(), "/after");
+    let reqs = up.reqs();
+    assert_eq!(reqs.len(), reqs_before + 1, "{reqs:?}");
+    assert_eq!(
+        up.all_bytes().len(),
+        bytes_before + reqs[reqs_before].head.len(),
+        "the server received bytes of the refused request: {}",
+        up_text(up)
+    );
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+// ---------------------------------------------------------------------------------------
+// Request heads.
+
+#[tokio::test]
+async fn two_host_headers_are_400_and_never_reach_the_server() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let front = f.frontend("www");
+    let req = b"GET /two HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n";
+    let (r, mut c) = exchange(front, req).await;
+    expect_refusal(&r, &mut c, 400, "bad_request").await;
+    // Nothing at all reached the server, not even a connection with bytes.
+    let (r, _) = exchange(
+        front,
+        b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.text(), "/ok");
+    let reqs = up.reqs();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].path(), "/ok");
+    let all = String::from_utf8_lossy(&up.all_bytes()).into_owned();
+    assert!(!all.contains("/two"), "{all:?}");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn absolute_form_target_replaces_the_host_header() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let req = b"GET http://a.example/x?q=1 HTTP/1.1\r\nHost: evil.example\r\n\r\n";
+    let (r, _c) = exchange(f.frontend("www"), req).await;
+    assert_eq!(r.status(), 200);
+    let reqs = up.reqs();
+    assert_eq!(reqs.len(), 1);
+    let got = &reqs[0];
+    assert_eq!(got.request_line(), "GET /x?q=1 HTTP/1.1");
+    assert_eq!(got.values("host"), ["a.example"], "{}", got.head);
+    assert!(!got.head.contains("evil"), "{}", got.head);
+    assert_eq!(got.values("x-forwarded-host"), ["a.example"]);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn http10_request_without_host_goes_as_http11_with_the_servers_address() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let (r, mut c) = exchange(f.frontend("www"), b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert_eq!((r.status(), r.text().as_str()), (200, "/old"));
+    // HTTP/1.0 without keep-alive: closed after the answer.
+    c.expect_closed().await;
+    let got = &up.reqs()[0];
+    assert_eq!(got.request_line(), "GET /old HTTP/1.1");
+    assert_eq!(got.values("host"), [up.addr.to_string()], "{}", got.head);
+    f.shutdown().await;
+}
+
+/// Each is a head fulcrum must refuse with 400 `bad_request` and close.
+const MALFORMED_HEADS: &[(&str, &[u8])] = &[
+    (
+        "TE not ending in chunked",
+        b"POST /te1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    ),
+    (
+        "TE chunked then gzip",
+        b"POST /te2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ),
+    (
+        "TE in HTTP/1.0",
+        b"POST /te3 HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ),
+    (
+        "differing Content-Lengths",
+        b"POST /cl1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    ),
+    (
+        "differing Content-Lengths in one line",
+        b"POST /cl2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 4\r\n\r\nabcd",
+    ),
+    (
+        "non-digit Content-Length",
+        b"POST /cl3 HTTP/1.1\r\nHost: x\r\nContent-Length: 3a\r\n\r\nabc",
+    ),
+    (
+        "signed Content-Length",
+        b"POST /cl4 HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc",
+    ),
+    (
+        "whitespace before a colon",
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Thing : 1\r\n\r\n",
+    ),
+    (
+        "whitespace before the colon of Content-Length",
+        b"POST /ws2 HTTP/1.1\r\nHost: x\r\nContent-Length : 3\r\n\r\nabc",
+    ),
+    (
+        "obs-fold",
+        b"GET /fold HTTP/1.1\r\nHost: x\r\nX-Thing: 1\r\n  folded\r\n\r\n",
+    ),
+    (
+        "bare CR",
+        b"GET /cr HTTP/1.1\r\nHost: x\r\nX-Thing: 1\r2\r\n\r\n",
+    ),
+    (
+        "NUL in a value",
+        b"GET /nul HTTP/1.1\r\nHost: x\r\nX-Thing: 1\x002\r\n\r\n",
+    ),
+    (
+        "header line without colon",
+        b"GET /nocolon HTTP/1.1\r\nHost: x\r\nX-Thing\r\n\r\n",
+    ),
+    (
+        "HTTP/1.1 without Host",
+        b"GET /nohost HTTP/1.1\r\nX-Thing: 1\r\n\r\n",
+    ),
+    (
+        "two Host headers",
+        b"GET /twohost HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+    ),
+];
+
+#[tokio::test]
+async fn malformed_heads_are_400_bad_request_and_never_reach_the_server() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let front = f.frontend("www");
+    for (what, bytes) in MALFORMED_HEADS {
+        let (r, mut c) = exchange(front, bytes).await;
+        assert_eq!(r.status(), 400, "{what}: {}", r.head.raw);
+        assert_eq!(
+            r.head.get("x-fulcrum-error").as_deref(),
+            Some("bad_request"),
+            "{what}: {}",
+            r.head.raw
+        );
+        assert!(r.head.closes(), "{what}: {}", r.head.raw);
+        c.expect_closed().await;
+    }
+    // Then a good request: it is the only thing the server ever received.
+    let (r, _) = exchange(front, b"GET /good HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(r.text(), "/good");
+    let reqs = up.reqs();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(
+        up.all_bytes().len(),
+        reqs[0].head.len(),
+        "the server received bytes of a refused request: {:?}",
+        String::from_utf8_lossy(&up.all_bytes())
+    );
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_line_over_max_header_bytes_is_414_and_head_over_it_is_431() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up)
+        .frontend(|f| f.max_header_bytes(1024))
+        .start()
+        .await;
+    let front = f.frontend("www");
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(2000));
+    refused_before_the_server(front, &up, long_line.as_bytes(), 414, "uri_too_long").await;
+    let long_head = format!(
+        "GET /short HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "b".repeat(2000)
+    );
+    refused_before_the_server(front, &up, long_head.as_bytes(), 431, "header_too_large").await;
+    // Many small lines that add up past the limit: 431 too.
+    let many = format!(
+        "GET /many HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..60)
+            .map(|i| format!("X-H{i}: 0123456789\r\n"))
+            .collect::<String>()
+    );
+    refused_before_the_server(front, &up, many.as_bytes(), 431, "header_too_large").await;
+    // Just under the limit passes.
+    let fits = format!(
+        "GET /fits HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "c".repeat(900)
+    );
+    let (r, _) = exchange(front, fits.as_bytes()).await;
+    assert_eq!(r.text(), "/fits");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn header_lines_go_verbatim_without_hop_by_hop_ones_and_with_x_forwarded() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let req = b"GET /h?a=B HTTP/1.1\r\n\
+        Host: h.example:8443\r\n\
+        X-MiXeD-Case: v\r\n\
+        Connection: keep-alive, X-Drop-Me\r\n\
+        X-Drop-Me: 1\r\n\
+        Keep-Alive: timeout=5\r\n\
+        TE: trailers\r\n\
+        Trailer: X-T\r\n\
+        Proxy-Connection: keep-alive\r\n\
+        Proxy-Authorization: Basic Zm9vOmJhcg==\r\n\
+        Upgrade: h2c\r\n\
+        X-Forwarded-For: 10.0.0.1\r\n\
+        x-forwarded-for: 10.0.0.2, 10.0.0.3\r\n\
+        X-Forwarded-Proto: gopher\r\n\
+        X-Forwarded-Host: fake.example\r\n\
+        cOOkie: a=1\r\n\
+        X-Empty:\r\n\r\n";
+    let (r, _c) = exchange(f.frontend("www"), req).await;
+    assert_eq!(r.status(), 200);
+    let got = &up.reqs()[0];
+    let head = &got.head;
+    assert_eq!(got.request_line(), "GET /h?a=B HTTP/1.1");
+    assert!(head.contains("\r\nX-MiXeD-Case: v\r\n"), "{head}");
+    assert!(head.contains("\r\ncOOkie: a=1\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nX-Empty: \r\n") || head.contains("\r\nX-Empty:\r\n"),
+        "{head}"
+    );
+    for gone in [
+        "connection",
+        "x-drop-me",
+        "keep-alive",
+        "te",
+        "trailer",
+        "proxy-connection",
+        "proxy-authorization",
+        "upgrade",
+    ] {
+        assert!(got.values(gone).is_empty(), "{gone} forwarded: {head}");
+    }
+    assert_eq!(
+        got.values("x-forwarded-for"),
+        ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"],
+        "{head}"
+    );
+    assert_eq!(got.values("x-forwarded-proto"), ["http"], "{head}");
+    assert_eq!(got.values("x-forwarded-host"), ["h.example:8443"], "{head}");
+    assert_eq!(got.values("host"), ["h.example:8443"], "{head}");
+    f.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Request bodies.
+
+/// The head of a chunked POST whose body is `chunks`.
+fn chunked_post(path: &str, chunks: &[u8]) -> Vec<u8> {
+    let mut v = format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .into_bytes();
+    v.extend_from_slice(chunks);
+    v
+}
+
+#[tokio::test]
+async fn malformed_chunked_bodies_are_400_and_the_bad_chunk_never_reaches_the_server() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let front = f.frontend("www");
+    // (what, the body after one valid chunk, bytes the server must never see)
+    type Case<'a> = (&'a str, &'a [u8], &'a [&'a [u8]]);
+    let cases: &[Case<'_>] = &[
+        (
+            "size overflow",
+            b"ffffffffffffffffff\r\nEVIL\r\n0\r\n\r\n",
+            &[b"ffffffff", b"EVIL", b"0\r\n\r\n"],
+        ),
+        (
+            "negative size",
+            b"-1\r\nEVIL\r\n0\r\n\r\n",
+            &[b"-1", b"EVIL", b"0\r\n\r\n"],
+        ),
+        (
+            "non-hex size",
+            b"zz\r\nEVIL\r\n0\r\n\r\n",
+            &[b"zz", b"EVIL", b"0\r\n\r\n"],
+        ),
+        (
+            "data longer than its size",
+            b"3\r\nabcEVIL\r\n0\r\n\r\n",
+            &[b"EVIL", b"0\r\n\r\n"],
+        ),
+        (
+            "smuggled request after the data",
+            b"3\r\nabcGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n0\r\n\r\n",
+            &[b"smuggled", b"0\r\n\r\n"],
+        ),
+    ];
+    for (i, (what, bad, never)) in cases.iter().enumerate() {
+        let mut body = b"5\r\nhello\r\n".to_vec();
+        body.extend_from_slice(bad);
+        let path = format!("/chunked-{i}");
+        let (r, mut c) = exchange(front, &chunked_post(&path, &body)).await;
+        assert_eq!(r.status(), 400, "{what}: {}", r.head.raw);
+        assert_eq!(
+            r.head.get("x-fulcrum-error").as_deref(),
+            Some("bad_request"),
+            "{what}"
+        );
+        assert!(r.head.closes(), "{what}: {}", r.head.raw);
+        c.expect_closed().await;
+        // fulcrum drops the server connection of the broken upload.
+        // The engine streams: the head went to the server before the body was read, and
+        // fulcrum drops that server connection when the body turns out malformed.
+        eventually(what, WAIT, || {
+            up.conns_with_bytes().len() == i + 1 && up.all_closed()
+        })
+        .await;
+        let got = up.conns_with_bytes().pop().unwrap_or_default();
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let end = head_end(&got).expect("a whole head");
+        assert!(
+            text.starts_with(&format!("POST {path} HTTP/1.1\r\n")),
+            "{what}: {text:?}"
+        );
+        // What follows the head is valid chunks re-encoded, never a last chunk.
+        let rest = &got[end..];
+        assert!(
+            take_chunked(rest).is_none(),
+            "{what}: the server got a finished or malformed body: {text:?}"
+        );
+        let allowed: &[&[u8]] = &[b"5\r\nhello\r\n", b"5\r\nhello\r\n3\r\nabc\r\n"];
+        assert!(
+            allowed.iter().any(|a| a.starts_with(rest)),
+            "{what}: unexpected body bytes at the server: {text:?}"
+        );
+        for n in *never {
+            assert!(
+                !rest.windows(n.len()).any(|w| w == *n),
+                "{what}: the server received {:?}: {text:?}",
+                String::from_utf8_lossy(n)
+            );
+        }
+    }
+    // The server never answered any of them: not one request was whole.
+    assert!(up.reqs().is_empty(), "{:?}", up.reqs());
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn chunked_body_is_decoded_and_re_encoded_whole() {
+    let up = Upstream::start(|r| Reply::ok(format!("{}", r.body.len()))).await;
+    let f = before(&up).start().await;
+    // Extensions and trailers are the client's framing: the server sees neither.
+    let body = b"5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n";
+    let mut req = chunked_post("/c", body);
+    req.extend_from_slice(GET);
+    let mut c = Client::connect(f.frontend("www")).await;
+    c.send(&req).await;
+    let r = c.response().await;
+    assert_eq!((r.status(), r.text().as_str()), (200, "11"));
+    // The pipelined GET after the body is a request of its own.
+    let r = c.response().await;
+    assert_eq!(r.status(), 200);
+    let reqs = up.reqs();
+    assert_eq!(reqs[0].body, b"hello world");
+    assert_eq!(reqs[0].values("transfer-encoding"), ["chunked"]);
+    assert!(!reqs[0].head.contains("ext=1") && !up_text(&up).contains("X-Trailer"));
+    assert_eq!(reqs[1].request_line(), "GET / HTTP/1.1");
+    f.shutdown().await;
+}
+
+fn up_text(up: &Upstream) -> String {
+    String::from_utf8_lossy(&up.all_bytes()).into_owned()
+}
+
+#[tokio::test]
+async fn transfer_encoding_with_content_length_is_framed_by_chunked_and_closes() {
+    let up = Upstream::start(|r| Reply::ok(&r.body)).await;
+    let f = before(&up).start().await;
+    // A Content-Length of 3 would end the body after "5\r\n" and make the rest a request.
+    let req = b"POST /both HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let (r, mut c) = exchange(f.frontend("www"), req).await;
+    assert_eq!((r.status(), r.text().as_str()), (200, "hello"));
+    assert!(r.head.closes(), "{}", r.head.raw);
+    c.expect_closed().await;
+    let got = &up.reqs()[0];
+    assert!(got.values("content-length").is_empty(), "{}", got.head);
+    assert_eq!(got.values("transfer-encoding"), ["chunked"]);
+    assert_eq!(got.body, b"hello");
+    assert_eq!(up.reqs().len(), 1);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn expect_100_continue_gets_100_before_the_body_then_the_answer() {
+    let up =
+        Upstream::start(|r| Reply::ok(format!("got {}", String::from_utf8_lossy(&r.body)))).await;
+    let f = before(&up).start().await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    c.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await;
+    // The body is sent only once 100 arrived.
+    let interim = c.head().await;
+    assert_eq!(interim.status, 100, "{}", interim.raw);
+    c.send(b"hello").await;
+    let r = c.response().await;
+    assert_eq!((r.status(), r.text().as_str()), (200, "got hello"));
+    assert_eq!(up.reqs()[0].body, b"hello");
+    // The connection goes on.
+    c.send(GET).await;
+    assert_eq!(c.response().await.status(), 200);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_mib_chunked_upload_arrives_intact() {
+    let up = Upstream::start(|r| Reply::ok(format!("{}", r.body.len()))).await;
+    let f = before(&up).start().await;
+    let data = pattern(1 << 20);
+    let mut c = Client::connect(f.frontend("www")).await;
+    c.send(b"POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await;
+    // Chunks of uneven sizes, each in its own write.
+    let mut at = 0;
+    let mut size = 1;
+    while at < data.len() {
+        let n = size.min(data.len() - at);
+        let mut chunk = format!("{n:x}\r\n").into_bytes();
+        chunk.extend_from_slice(&data[at..at + n]);
+        chunk.extend_from_slice(b"\r\n");
+        c.send(&chunk).await;
+        at += n;
+        size = size * 3 + 7;
+    }
+    c.send(b"0\r\n\r\n").await;
+    let r = c.response().await;
+    assert_eq!(r.text(), (1 << 20).to_string());
+    assert!(up.reqs()[0].body == data, "the upload arrived altered");
+    f.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections.
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    c.send(
+        b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\
+          GET /three HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    for path in ["/one", "/two", "/three"] {
+        let r = c.response().await;
+        assert_eq!((r.status(), r.text().as_str()), (200, path));
+    }
+    let paths: Vec<String> = up.reqs().iter().map(|r| r.path().to_string()).collect();
+    assert_eq!(paths, ["/one", "/two", "/three"]);
+    assert_eq!(up.reqs()[1].body, b"abc");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn keep_alive_follows_version_and_connection() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let front = f.frontend("www");
+    // HTTP/1.1: kept by default.
+    let mut c = Client::connect(front).await;
+    for path in ["/a", "/b", "/c"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await;
+        let r = c.response().await;
+        assert_eq!(r.text(), path);
+        assert!(!r.head.closes(), "{}", r.head.raw);
+    }
+    // Connection: close: closed after the answer.
+    c.send(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let r = c.response().await;
+    assert_eq!(r.text(), "/last");
+    assert!(r.head.closes(), "{}", r.head.raw);
+    c.expect_closed().await;
+    // HTTP/1.0 with keep-alive: told so, and kept.
+    let mut c = Client::connect(front).await;
+    for path in ["/k1", "/k2"] {
+        c.send(
+            format!("GET {path} HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let r = c.response().await;
+        assert_eq!(r.text(), path);
+        assert_eq!(
+            r.head.get("connection").as_deref(),
+            Some("keep-alive"),
+            "{}",
+            r.head.raw
+        );
+    }
+    // HTTP/1.0 without it: closed.
+    c.send(b"GET /k3 HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    let r = c.response().await;
+    assert_eq!(r.text(), "/k3");
+    c.expect_closed().await;
+    f.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Server responses.
+
+#[tokio::test]
+async fn response_with_length_and_chunked_is_decoded_and_its_connection_not_reused() {
+    let up = Upstream::start(|r| match r.path() {
+        "/ambiguous" => Reply::raw(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        p => Reply::ok(p),
+    })
+    .await;
+    let f = before(&up).start().await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    c.send(b"GET /ambiguous HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let r = c.response().await;
+    assert_eq!((r.status(), r.text().as_str()), (200, "hello"));
+    assert!(!r.head.has("content-length"), "{}", r.head.raw);
+    c.send(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response().await.text(), "/next");
+    let reqs = up.reqs();
+    assert_ne!(
+        reqs[0].conn, reqs[1].conn,
+        "the connection of an ambiguous response was reused"
+    );
+    // Whereas a clean response's connection is.
+    c.send(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response().await.text(), "/again");
+    assert_eq!(up.reqs()[2].conn, reqs[1].conn);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn broken_response_heads_are_502_upstream_broken() {
+    let big_head = format!(
+        "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+        "a".repeat(70 * 1024)
+    );
+    let many = format!(
+        "HTTP/1.1 200 OK\r\n{}Content-Length: 2\r\n\r\nok",
+        (0..101)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let up = Upstream::start(move |r| match r.path() {
+        "/status" => Reply::closing("HTTP/1.1 2000 Huge\r\nContent-Length: 2\r\n\r\nok"),
+        "/garbage" => Reply::closing("HTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        "/noline" => Reply::closing("HTTP/1.1\r\nContent-Length: 2\r\n\r\nok"),
+        "/many" => Reply::closing(many.clone()),
+        "/big" => Reply::closing(big_head.clone()),
+        "/cl" => {
+            Reply::closing("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nokk")
+        }
+        "/101" => Reply::closing(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        ),
+        p => Reply::ok(p),
+    })
+    .await;
+    let f = before(&up).start().await;
+    let front = f.frontend("www");
+    for path in [
+        "/status", "/garbage", "/noline", "/many", "/big", "/cl", "/101",
+    ] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (r, _c) = exchange(front, req.as_bytes()).await;
+        assert_eq!(r.status(), 502, "{path}: {}", r.head.raw);
+        assert_eq!(
+            r.head.get("x-fulcrum-error").as_deref(),
+            Some("upstream_broken"),
+            "{path}: {}",
+            r.head.raw
+        );
+    }
+    // 100 header lines are fine.
+    let (r, _c) = exchange(front, GET).await;
+    assert_eq!(r.status(), 200);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_101_without_upgrade_asked_is_502_and_closes() {
+    let up = Upstream::start(|_| {
+        Reply::raw("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nSECRET")
+    })
+    .await;
+    let f = before(&up).start().await;
+    let (r, mut c) = exchange(f.frontend("www"), GET).await;
+    assert_eq!(r.status(), 502, "{}", r.head.raw);
+    assert_eq!(
+        r.head.get("x-fulcrum-error").as_deref(),
+        Some("upstream_broken")
+    );
+    assert!(r.head.closes(), "{}", r.head.raw);
+    c.expect_closed().await;
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn head_204_and_304_responses_have_no_body() {
+    let up = Upstream::start(|r| match (r.method(), r.path()) {
+        ("HEAD", _) => Reply::raw("HTTP/1.1 200 OK\r\nContent-Length: 42\r\nETag: \"e\"\r\n\r\n"),
+        (_, "/204") => Reply::raw("HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n"),
+        (_, "/304") => Reply::raw("HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n"),
+        (_, p) => Reply::ok(p),
+    })
+    .await;
+    let f = before(&up).start().await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    c.send(b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let r = c.response_to_head().await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.head.get("content-length").as_deref(),
+        Some("42"),
+        "{}",
+        r.head.raw
+    );
+    assert!(!r.head.has("transfer-encoding"), "{}", r.head.raw);
+    for path in ["/204", "/304"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await;
+        let r = c.response().await;
+        assert_eq!(r.status().to_string(), &path[1..], "{}", r.head.raw);
+        assert!(!r.head.has("transfer-encoding"), "{}", r.head.raw);
+        if path == "/204" {
+            assert!(!r.head.has("content-length"), "{}", r.head.raw);
+        }
+    }
+    // Had any of them a body, it would stand before this answer's status line.
+    c.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let r = c.response().await;
+    assert_eq!((r.status(), r.text().as_str()), (200, "/after"));
+    // All on one server connection: nothing was left unread on it.
+    let reqs = up.reqs();
+    assert!(reqs.iter().all(|r| r.conn == reqs[0].conn), "{reqs:?}");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn close_delimited_response_reaches_an_http11_client_chunked_on_a_kept_connection() {
+    let up = Upstream::start(|r| match r.path() {
+        "/until-close" => {
+            Reply::closing("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+        }
+        p => Reply::ok(p),
+    })
+    .await;
+    let f = before(&up).start().await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    c.send(b"GET /until-close HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let r = c.response().await;
+    assert_eq!((r.status(), r.text().as_str()), (200, "until the end"));
+    assert_eq!(
+        r.head.get("transfer-encoding").as_deref(),
+        Some("chunked"),
+        "{}",
+        r.head.raw
+    );
+    assert!(!r.head.closes(), "{}", r.head.raw);
+    c.send(b"GET /more HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response().await.text(), "/more");
+    // An HTTP/1.0 client gets it delimited by close.
+    let (r, mut c) = exchange(
+        f.frontend("www"),
+        b"GET /until-close HTTP/1.0\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.text(), "until the end");
+    assert!(!r.head.has("transfer-encoding"), "{}", r.head.raw);
+    c.expect_closed().await;
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_mib_response_bodies_arrive_intact() {
+    let data = Arc::new(pattern(1 << 20));
+    let d = Arc::clone(&data);
+    let up = Upstream::start(move |r| match r.path() {
+        "/sized" => Reply::ok(&*d),
+        "/chunked" => {
+            let mut v = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for piece in d.chunks(100_000) {
+                v.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                v.extend_from_slice(piece);
+                v.extend_from_slice(b"\r\n");
+            }
+            v.extend_from_slice(b"0\r\n\r\n");
+            Reply::raw(v)
+        }
+        "/close" => {
+            let mut v = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+            v.extend_from_slice(&d);
+            Reply::closing(v)
+        }
+        p => Reply::ok(p),
+    })
+    .await;
+    let f = before(&up).start().await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    for path in ["/sized", "/chunked", "/close", "/sized"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await;
+        let r = c.response().await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.body.len(), data.len(), "{path}");
+        assert!(r.body == *data, "{path}: the body arrived altered");
+    }
+    f.shutdown().await;
+}
