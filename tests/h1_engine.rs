@@ -1212,3 +1212,311 @@ async fn one_mib_response_bodies_arrive_intact() {
     }
     f.shutdown().await;
 }
+
+#[tokio::test]
+async fn response_head_lines_and_reason_go_verbatim_without_hop_by_hop_ones() {
+    let up = Upstream::start(|_| {
+        Reply::raw(
+            "HTTP/1.1 200 Fine Thanks\r\nX-Resp-MiXeD: v\r\nConnection: X-Secret\r\nX-Secret: 1\r\n\
+             Keep-Alive: timeout=5\r\nset-COOKIE: a=1\r\nContent-Length: 2\r\n\r\nok",
+        )
+    })
+    .await;
+    let f = before(&up).start().await;
+    let (r, _c) = exchange(f.frontend("www"), GET).await;
+    let raw = &r.head.raw;
+    assert!(raw.starts_with("HTTP/1.1 200 Fine Thanks\r\n"), "{raw}");
+    assert!(raw.contains("\r\nX-Resp-MiXeD: v\r\n"), "{raw}");
+    assert!(raw.contains("\r\nset-COOKIE: a=1\r\n"), "{raw}");
+    for gone in ["x-secret", "keep-alive", "connection"] {
+        assert!(!r.head.has(gone), "{gone} relayed: {raw}");
+    }
+    assert_eq!(r.text(), "ok");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn interim_responses_are_not_taken_for_the_answer() {
+    let up = Upstream::start(|_| {
+        Reply::raw(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
+             HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+        )
+    })
+    .await;
+    let f = before(&up).start().await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    c.send(GET).await;
+    // A 103 may be relayed before the final answer (RFC 9110 §15.2); a 100 for a request
+    // that did not ask for it must not be.
+    let mut r = c.response().await;
+    if r.status() == 103 {
+        r = c.response().await;
+    }
+    assert_eq!((r.status(), r.text().as_str()), (200, "final"));
+    c.send(GET).await;
+    assert_eq!(c.response().await.text(), "final");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn bytes_after_a_response_never_answer_the_next_request() {
+    // Each answer is followed by what a confused (or hostile) server might add: a second
+    // response nobody asked for, a body after a bodiless answer.
+    let up = Upstream::start(|r| match (r.method(), r.path()) {
+        ("HEAD", _) => Reply::raw("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"),
+        (_, "/204") => Reply::raw("HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\nevil"),
+        (_, "/extra") => Reply::raw(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+        ),
+        (_, p) => Reply::ok(p),
+    })
+    .await;
+    let f = before(&up).start().await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    for (req, path) in [
+        ("GET /extra", "/n1"),
+        ("HEAD /h", "/n2"),
+        ("GET /204", "/n3"),
+    ] {
+        c.send(format!("{req} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await;
+        let r = if req.starts_with("HEAD") {
+            c.response_to_head().await
+        } else {
+            c.response().await
+        };
+        assert!(
+            r.status() == 200 || r.status() == 204,
+            "{req}: {}",
+            r.head.raw
+        );
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await;
+        let next = c.response().await;
+        assert_eq!(
+            (next.status(), next.text().as_str()),
+            (200, path),
+            "after {req}: {}",
+            next.head.raw
+        );
+    }
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_server_closed_is_not_a_502() {
+    // The server answers with keep-alive, then closes without saying so.
+    let up = Upstream::start(|r| Reply::closing(Reply::ok(r.path()).bytes)).await;
+    let f = before(&up).start().await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    for path in ["/1", "/2", "/3", "/4"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await;
+        let r = c.response().await;
+        assert_eq!(
+            (r.status(), r.text().as_str()),
+            (200, path),
+            "{}",
+            r.head.raw
+        );
+    }
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_closing_the_connection_keeps_the_clients() {
+    let up = Upstream::start(|r| {
+        let body = r.path();
+        Reply::closing(format!(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    })
+    .await;
+    let f = before(&up).start().await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    for path in ["/a", "/b"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await;
+        let r = c.response().await;
+        assert_eq!(r.text(), path);
+        assert!(
+            !r.head.closes(),
+            "the server's close is not the client's: {}",
+            r.head.raw
+        );
+    }
+    let reqs = up.reqs();
+    assert_ne!(reqs[0].conn, reqs[1].conn);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn nothing_after_a_closing_or_refused_request_reaches_the_server() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let front = f.frontend("www");
+    let mut c = Client::connect(front).await;
+    c.send(
+        b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n\
+          GET /never1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(c.response().await.text(), "/a");
+    c.expect_closed().await;
+    let mut c = Client::connect(front).await;
+    c.send(
+        b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /bad HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n\
+          GET /never2 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(c.response().await.text(), "/b");
+    let r = c.response().await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.head.get("x-fulcrum-error").as_deref(),
+        Some("bad_request")
+    );
+    c.expect_closed().await;
+    let paths: Vec<String> = up.reqs().iter().map(|r| r.path().to_string()).collect();
+    assert_eq!(paths, ["/a", "/b"]);
+    assert!(!up_text(&up).contains("never"), "{}", up_text(&up));
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn absolute_form_targets_of_every_shape() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let front = f.frontend("www");
+    for (target, path, host) in [
+        ("http://a.example", "/", "a.example"),
+        ("http://a.example?x=1", "/?x=1", "a.example"),
+        ("HTTP://A.example:8080/p", "/p", "A.example:8080"),
+        ("https://b.example/s?q", "/s?q", "b.example"),
+    ] {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: other.example\r\n\r\n");
+        let (r, _c) = exchange(front, req.as_bytes()).await;
+        assert_eq!((r.status(), r.text().as_str()), (200, path), "{target}");
+        let got = up.reqs().pop().unwrap();
+        assert_eq!(got.values("host"), [host], "{target}: {}", got.head);
+    }
+    // HTTP/1.0 absolute-form without Host: the authority is the Host.
+    let (r, _c) = exchange(front, b"GET http://c.example/z HTTP/1.0\r\n\r\n").await;
+    assert_eq!(r.text(), "/z");
+    assert_eq!(up.reqs().pop().unwrap().values("host"), ["c.example"]);
+    // Userinfo in the authority: refused.
+    let (r, _c) = exchange(
+        front,
+        b"GET http://u@d.example/ HTTP/1.1\r\nHost: d.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "bug: a response body found malformed in the first read is dropped with its head (relay::body returns before sending `out`): the client gets a closed connection and no answer, not a 502"]
+async fn a_malformed_chunked_response_is_cut_without_a_last_chunk() {
+    let up = Upstream::start(|r| match r.path() {
+        "/bad" => Reply::raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nEVIL\r\n0\r\n\r\n"),
+        "/short" => Reply::closing("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello"),
+        p => Reply::ok(p),
+    })
+    .await;
+    let f = before(&up).start().await;
+    for path in ["/bad", "/short"] {
+        let mut c = Client::connect(f.frontend("www")).await;
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await;
+        let mut chunk = vec![0u8; 4096];
+        while let Ok(Ok(n @ 1..)) = tokio::time::timeout(WAIT, c.s.read(&mut chunk)).await {
+            c.buf.extend_from_slice(&chunk[..n]);
+        }
+        // fulcrum must answer something: a 502 when nothing went to the client yet, or the
+        // head and the valid part of the body, then the end of the connection, so that the
+        // client can tell the body is cut.
+        let got = String::from_utf8_lossy(&c.buf).into_owned();
+        assert!(
+            !got.is_empty(),
+            "{path}: the client got no answer at all, only a closed connection"
+        );
+        assert!(!got.contains("EVIL"), "{path}: {got:?}");
+        let head = c.head().await;
+        if head.status == 502 {
+            assert_eq!(
+                head.get("x-fulcrum-error").as_deref(),
+                Some("upstream_broken")
+            );
+            continue;
+        }
+        assert_eq!(head.status, 200, "{path}: {got:?}");
+        if let Some(len) = head.get("content-length") {
+            assert!(
+                c.buf.len() < len.parse::<usize>().unwrap(),
+                "{path}: {got:?}"
+            );
+        } else {
+            assert!(
+                take_chunked(&c.buf).is_none(),
+                "{path}: a whole body: {got:?}"
+            );
+        }
+    }
+    f.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "bug: `Transfer-Encoding: gzip, chunked` is forwarded as `Transfer-Encoding: chunked` (heads::request writes its own framing line): the server takes gzip bytes for the content"]
+async fn a_transfer_coding_before_chunked_is_never_lost_on_a_request() {
+    // `gzip, chunked`: the body is gzip data in chunks. Forwarded as plain `chunked`, the
+    // server would take the gzip bytes for the content. Refusing (nginx answers 501) or
+    // keeping the coding are both right.
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let req = b"POST /gz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\n\x1f\x8b\x08\x00\r\n0\r\n\r\n";
+    let (r, _c) = exchange(f.frontend("www"), req).await;
+    if r.status() == 200 {
+        let got = up.reqs().pop().unwrap();
+        let te = got
+            .values("transfer-encoding")
+            .join(", ")
+            .to_ascii_lowercase();
+        assert!(
+            te.contains("gzip"),
+            "the server got the gzip body as plain content: {}",
+            got.head
+        );
+    } else {
+        assert!(matches!(r.status(), 400 | 501), "{}", r.head.raw);
+        assert!(r.head.has("x-fulcrum-error"), "{}", r.head.raw);
+        assert!(up.reqs().is_empty());
+    }
+    f.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "bug: a response's `Transfer-Encoding: gzip, chunked` reaches the client as `Transfer-Encoding: chunked` (heads::response drops the framing fields): the client takes gzip bytes for the content"]
+async fn a_transfer_coding_before_chunked_is_never_lost_on_a_response() {
+    let up = Upstream::start(|_| {
+        Reply::raw(
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\n\x1f\x8b\x08\x00\r\n0\r\n\r\n"[..],
+        )
+    })
+    .await;
+    let f = before(&up).start().await;
+    let (r, _c) = exchange(f.frontend("www"), GET).await;
+    if r.status() == 200 {
+        let te = r.head.get("transfer-encoding").unwrap_or_default();
+        assert!(
+            te.to_ascii_lowercase().contains("gzip"),
+            "the client got gzip bytes as plain content: {}",
+            r.head.raw
+        );
+    } else {
+        assert_eq!(r.status(), 502, "{}", r.head.raw);
+    }
+    f.shutdown().await;
+}
