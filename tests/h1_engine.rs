@@ -1520,3 +1520,178 @@ async fn a_transfer_coding_before_chunked_is_never_lost_on_a_response() {
     }
     f.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_sent_byte_by_byte_is_read_whole() {
+    let up = Upstream::start(|r| Reply::ok(&r.body)).await;
+    let f = before(&up).start().await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    let req = chunked_post("/slow", b"3;a=b\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n");
+    for b in &req {
+        c.send(std::slice::from_ref(b)).await;
+        c.s.flush().await.unwrap();
+    }
+    let r = c.response().await;
+    assert_eq!((r.status(), r.text().as_str()), (200, "abcde"));
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_mib_sized_upload_arrives_intact() {
+    let up = Upstream::start(|r| Reply::ok(format!("{}", r.body.len()))).await;
+    let f = before(&up).start().await;
+    let data = pattern(1 << 20);
+    let mut c = Client::connect(f.frontend("www")).await;
+    let mut req = format!(
+        "PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&data);
+    req.extend_from_slice(GET);
+    c.send(&req).await;
+    assert_eq!(c.response().await.text(), (1 << 20).to_string());
+    assert_eq!(c.response().await.status(), 200);
+    assert!(up.reqs()[0].body == data, "the upload arrived altered");
+    assert_eq!(
+        up.reqs()[0].values("content-length"),
+        [data.len().to_string()]
+    );
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn more_than_100_request_header_lines_are_431() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let many = format!(
+        "GET /many HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..101)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    refused_before_the_server(
+        f.frontend("www"),
+        &up,
+        many.as_bytes(),
+        431,
+        "header_too_large",
+    )
+    .await;
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_empty_line_before_a_request_line_is_ignored() {
+    // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before a request line
+    // (clients that end a POST body with an extra CRLF).
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    c.send(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(c.response().await.text(), "/p");
+    let r = c.response().await;
+    assert_eq!(
+        (r.status(), r.text().as_str()),
+        (200, "/next"),
+        "{}",
+        r.head.raw
+    );
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn options_asterisk_is_forwarded_as_it_is() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    let (r, _c) = exchange(f.frontend("www"), b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.reqs()[0].request_line(), "OPTIONS * HTTP/1.1");
+    let (r, _c) = exchange(f.frontend("www"), b"GET * HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(r.status(), 400);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_declined_upgrade_leaves_an_ordinary_connection() {
+    let up = Upstream::start(|r| match r.path() {
+        "/ws" => Reply::raw("HTTP/1.1 426 Upgrade Required\r\nContent-Length: 4\r\n\r\nnope"),
+        p => Reply::ok(p),
+    })
+    .await;
+    let f = before(&up).start().await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    c.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .await;
+    let r = c.response().await;
+    assert_eq!((r.status(), r.text().as_str()), (426, "nope"));
+    let got = &up.reqs()[0];
+    assert_eq!(got.values("upgrade"), ["websocket"], "{}", got.head);
+    assert!(
+        got.values("connection")
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case("upgrade")),
+        "{}",
+        got.head
+    );
+    c.send(GET).await;
+    assert_eq!(c.response().await.text(), "/");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upgrade_relays_early_bytes_both_ways() {
+    // The server switches, sends bytes at once, then echoes what it gets, upper-cased.
+    let server = raw_server(|mut s| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: shout\r\nConnection: Upgrade\r\nX-Up: 1\r\n\r\nserver-first;")
+            .await;
+        let mut chunk = [0u8; 1024];
+        while let Ok(n @ 1..) = s.read(&mut chunk).await {
+            if s.write_all(&chunk[..n].to_ascii_uppercase()).await.is_err() {
+                return;
+            }
+        }
+        let _ = s.shutdown().await;
+    })
+    .await;
+    let f = fulcrum_before_raw("up", server).await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    // Bytes for the new protocol right behind the request, before any answer.
+    c.send(
+        b"GET /shout HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\r\nearly;",
+    )
+    .await;
+    let head = c.head().await;
+    assert_eq!(head.status, 101, "{}", head.raw);
+    assert_eq!(
+        head.get("upgrade").as_deref(),
+        Some("shout"),
+        "{}",
+        head.raw
+    );
+    assert!(head.has("x-up"), "{}", head.raw);
+    let want = b"server-first;EARLY;".as_slice();
+    while c.buf.len() < want.len() {
+        assert!(
+            c.fill().await,
+            "closed: {:?}",
+            String::from_utf8_lossy(&c.buf)
+        );
+    }
+    assert_eq!(c.buf, want);
+    c.buf.clear();
+    c.send(b"later").await;
+    while c.buf.len() < 5 {
+        assert!(c.fill().await);
+    }
+    assert_eq!(c.buf, b"LATER");
+    // The client's half-close reaches the server, whose close ends the tunnel.
+    c.s.shutdown().await.unwrap();
+    c.buf.clear();
+    c.expect_closed().await;
+    let s = live_server(&f, "up");
+    eventually("the tunnel's slot is freed", WAIT, || s.active() == 0).await;
+    f.shutdown().await;
+}
