@@ -198,12 +198,15 @@ async fn an_idle_tunnel_is_closed_after_tunnel_idle_timeout() {
     // Traffic keeps it open past the limit: a message every 100 ms for 1.2 s.
     let start = tokio::time::Instant::now();
     for i in 0..12 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         ws.send(Message::text(format!("beat {i}"))).await.unwrap();
         assert_eq!(next(&mut ws).await, Message::text(format!("beat {i}")));
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(start.elapsed() > Duration::from_millis(1000));
-    // Then silence: fulcrum closes the tunnel, without a close handshake.
+    // Then silence from the last echo on: fulcrum closes the tunnel, without a close
+    // handshake.
     let quiet = tokio::time::Instant::now();
     let end = tokio::time::timeout(WAIT, ws.next())
         .await
