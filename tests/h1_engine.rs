@@ -1695,3 +1695,48 @@ async fn an_upgrade_relays_early_bytes_both_ways() {
     eventually("the tunnel's slot is freed", WAIT, || s.active() == 0).await;
     f.shutdown().await;
 }
+
+#[tokio::test]
+async fn expect_100_continue_gets_no_100_when_fulcrum_refuses() {
+    // The only server is gone: fulcrum answers itself, and must not invite the body first.
+    let gone = closed_port();
+    let f = Setup::new()
+        .backend("b", |b| b.health(|h| h.reset().tcp().interval("60s")))
+        .server_at("gone", gone, |s| s)
+        .start()
+        .await;
+    let mut c = Client::connect(f.frontend("www")).await;
+    c.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await;
+    let r = c.response().await;
+    assert!(matches!(r.status(), 502 | 503), "{}", r.head.raw);
+    assert!(r.head.has("x-fulcrum-error"), "{}", r.head.raw);
+    // The body was never invited: the connection cannot go on.
+    assert!(r.head.closes(), "{}", r.head.raw);
+    c.expect_closed().await;
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_chunked_response_reaches_an_http10_client_decoded_until_close() {
+    let up = Upstream::start(|_| {
+        Reply::raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    })
+    .await;
+    let f = before(&up).start().await;
+    let (r, mut c) = exchange(
+        f.frontend("www"),
+        b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.text(), "hello world");
+    assert!(!r.head.has("transfer-encoding"), "{}", r.head.raw);
+    assert!(r.head.closes(), "{}", r.head.raw);
+    c.expect_closed().await;
+    // The server's connection was read to its end: it serves the next request.
+    let (r, _c) = exchange(f.frontend("www"), GET).await;
+    assert_eq!(r.text(), "hello world");
+    let reqs = up.reqs();
+    assert_eq!(reqs[0].conn, reqs[1].conn);
+    f.shutdown().await;
+}
