@@ -1723,7 +1723,9 @@ async fn a_chunked_response_reaches_an_http10_client_decoded_until_close() {
         Reply::raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
     })
     .await;
-    let f = before(&up).start().await;
+    // One worker: the second client's request must find the first's server connection in
+    // the same idle pool.
+    let f = before(&up).global("threads", 1).start().await;
     let (r, mut c) = exchange(
         f.frontend("www"),
         b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
