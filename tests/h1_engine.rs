@@ -622,6 +622,17 @@ const MALFORMED_HEADS: &[(&str, &[u8])] = &[
         "two Host headers",
         b"GET /twohost HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
     ),
+    ("no request line at all", b"GARBAGE\r\nHost: x\r\n\r\n"),
+    ("an unknown version", b"GET /v HTTP/9.9\r\nHost: x\r\n\r\n"),
+    ("two spaces in the request line", b"GET  /sp HTTP/1.1\r\nHost: x\r\n\r\n"),
+    (
+        "a space in the Host",
+        b"GET /hs HTTP/1.1\r\nHost: a b\r\n\r\n",
+    ),
+    (
+        "a chunked request with two chunked codings",
+        b"POST /cc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ),
 ];
 
 #[tokio::test]
@@ -1740,5 +1751,82 @@ async fn a_chunked_response_reaches_an_http10_client_decoded_until_close() {
     assert_eq!(r.text(), "hello world");
     let reqs = up.reqs();
     assert_eq!(reqs[0].conn, reqs[1].conn);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn unusual_but_valid_bytes_go_verbatim() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).start().await;
+    // obs-text in a value (RFC 9110 §5.5), every tchar in a name, a percent-encoded target.
+    let req = b"GET /caf%C3%A9/a;b=c?q=a%20b&r=%2F HTTP/1.1\r\nHost: x\r\nX-Latin: caf\xe9 \xff\r\nX-!#$%&'*+-.^_`|~: t\r\nX-Tab: a\tb\r\n\r\n";
+    let (r, _c) = exchange(f.frontend("www"), req).await;
+    assert_eq!(r.status(), 200, "{}", r.head.raw);
+    let got = up.all_bytes();
+    let has = |needle: &[u8]| got.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"GET /caf%C3%A9/a;b=c?q=a%20b&r=%2F HTTP/1.1\r\n"));
+    assert!(has(b"\r\nX-Latin: caf\xe9 \xff\r\n"), "{}", up_text(&up));
+    assert!(has(b"\r\nX-!#$%&'*+-.^_`|~: t\r\n"), "{}", up_text(&up));
+    assert!(has(b"\r\nX-Tab: a\tb\r\n"), "{}", up_text(&up));
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_response_the_client_left_unread_never_serves_the_next_request() {
+    let big = Arc::new(pattern(4 << 20));
+    let b = Arc::clone(&big);
+    let up = Upstream::start(move |r| match r.path() {
+        "/big" => Reply::ok(&*b),
+        p => Reply::ok(p),
+    })
+    .await;
+    let f = before(&up).global("threads", 1).start().await;
+    let front = f.frontend("www");
+    {
+        let mut c = Client::connect(front).await;
+        c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let head = c.head().await;
+        assert_eq!(head.status, 200);
+        // Gone after the head, the rest of the 4 MiB unread.
+    }
+    // fulcrum lets go of that server connection rather than keeping it for reuse.
+    eventually("the half-read server connection is closed", WAIT, || {
+        up.all_closed()
+    })
+    .await;
+    let (r, _c) = exchange(front, b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!((r.status(), r.text().as_str()), (200, "/next"));
+    let reqs = up.reqs();
+    assert_ne!(reqs[0].conn, reqs[1].conn);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_body_the_client_left_unfinished_never_reuses_its_connection() {
+    let up = Upstream::echo_path().await;
+    let f = before(&up).global("threads", 1).start().await;
+    let front = f.frontend("www");
+    {
+        let mut c = Client::connect(front).await;
+        c.send(b"POST /cut HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
+            .await;
+        // The head and the first bytes reach the server before the client leaves.
+        eventually("the body's start reached the server", WAIT, || {
+            up_text(&up).contains("only ten b")
+        })
+        .await;
+    }
+    eventually(
+        "the unfinished upload's server connection is closed",
+        WAIT,
+        || up.all_closed(),
+    )
+    .await;
+    let (r, _c) = exchange(front, b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!((r.status(), r.text().as_str()), (200, "/next"));
+    // The server never completed the cut request: the only whole one is /next.
+    let reqs = up.reqs();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].path(), "/next");
     f.shutdown().await;
 }
