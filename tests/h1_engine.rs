@@ -417,7 +417,11 @@ impl Client {
         }
         let chunked = head
             .get("transfer-encoding")
-            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+            .is_some_and(|v| {
+                // The last coding frames the body (RFC 9112 §6.1): `gzip, chunked` is chunked.
+                let last = v.rsplit(',').next().unwrap_or_default();
+                last.trim().eq_ignore_ascii_case("chunked")
+            });
         if chunked {
             assert!(!head.has("content-length"), "both framings: {}", head.raw);
             loop {
@@ -1429,7 +1433,6 @@ async fn absolute_form_targets_of_every_shape() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a response body found malformed in the first read is dropped with its head (relay::body returns before sending `out`): the client gets a closed connection and no answer, not a 502"]
 async fn a_malformed_chunked_response_is_cut_without_a_last_chunk() {
     let up = Upstream::start(|r| match r.path() {
         "/bad" => Reply::raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nEVIL\r\n0\r\n\r\n"),
@@ -1480,7 +1483,6 @@ async fn a_malformed_chunked_response_is_cut_without_a_last_chunk() {
 }
 
 #[tokio::test]
-#[ignore = "bug: `Transfer-Encoding: gzip, chunked` is forwarded as `Transfer-Encoding: chunked` (heads::request writes its own framing line): the server takes gzip bytes for the content"]
 async fn a_transfer_coding_before_chunked_is_never_lost_on_a_request() {
     // `gzip, chunked`: the body is gzip data in chunks. Forwarded as plain `chunked`, the
     // server would take the gzip bytes for the content. Refusing (nginx answers 501) or
@@ -1509,7 +1511,6 @@ async fn a_transfer_coding_before_chunked_is_never_lost_on_a_request() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a response's `Transfer-Encoding: gzip, chunked` reaches the client as `Transfer-Encoding: chunked` (heads::response drops the framing fields): the client takes gzip bytes for the content"]
 async fn a_transfer_coding_before_chunked_is_never_lost_on_a_response() {
     // `gzip, chunked`, and `gzip` alone (then delimited by close, RFC 9112 §6.3).
     let up = Upstream::start(|r| match r.path() {
