@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod discovery;
 pub mod events;
 /// fulcrum's own HTTP/1.1 framing codec (sans-IO: heads, body decoders, chunked encoder).
 pub mod h1;

@@ -224,6 +224,7 @@ pub(crate) mod test_support {
             weight,
             max_connections: 0,
             backup: false,
+            discovered: false,
         };
         Candidate {
             server: Arc::new(Server::new(

@@ -311,11 +311,20 @@ fn backends(config: &Config, out: &mut Problems) {
 
 fn servers(p: &KeyPath, b: &super::Backend, out: &mut Problems) {
     let sp = p.key("servers");
+    if let Some(d) = &b.discovery {
+        super::discovery::validate(&p.key("discovery"), d, out);
+    }
+    // With `[discovery]` the servers may all come from DNS (discovered ones are primaries).
     if b.servers.is_empty() {
-        out.push((sp.clone(), "a backend needs at least one server".into()));
+        if b.discovery.is_none() {
+            out.push((
+                sp.clone(),
+                "a backend needs at least one server (or a [discovery] table)".into(),
+            ));
+        }
         return;
     }
-    if b.servers.iter().all(|s| s.backup) {
+    if b.discovery.is_none() && b.servers.iter().all(|s| s.backup) {
         out.push((
             sp.clone(),
             "a backend needs at least one server that is not a backup".into(),
