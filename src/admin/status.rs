@@ -64,6 +64,9 @@ pub struct ServerStatus {
     /// a client takes the difference of two readings for a window's p50/p99.
     #[serde(default)]
     pub duration_counts: Vec<u64>,
+    /// Found through the backend's `[discovery]` (DNS), not written in the file.
+    #[serde(default)]
+    pub discovered: bool,
 }
 
 impl Status {
@@ -123,6 +126,7 @@ impl ServerStatus {
             responses_total,
             errors_total,
             duration_counts: buckets.into_iter().map(|(_, n)| n).collect(),
+            discovered: s.discovered,
         }
     }
 }

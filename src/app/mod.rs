@@ -12,6 +12,7 @@
 //! - `maintenance`: windows started, ended, expired, reminded and saved.
 
 mod checkers;
+mod discovery;
 mod frontends;
 mod maintenance;
 mod reload;
@@ -60,6 +61,8 @@ pub struct App {
     clients: Mutex<BTreeMap<String, Arc<ClientCount>>>,
     /// The webhooks of the current `[alerts]`.
     webhooks: Mutex<Webhooks>,
+    /// One DNS discovery task per backend with `[discovery]`.
+    discovery: discovery::Discovering,
 }
 
 /// One generation of webhook tasks: its counters and what stops it.

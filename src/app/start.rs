@@ -72,6 +72,7 @@ impl App {
             maintenance: Default::default(),
             clients: Mutex::new(BTreeMap::new()),
             webhooks: Mutex::new(Default::default()),
+            discovery: Default::default(),
         }))
     }
 }
@@ -80,6 +81,8 @@ impl App {
 /// frontend. The admin plane is started by the caller (it sits above this module); the
 /// returned map gives the address each frontend listens on (useful when binding port 0).
 pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketAddr>), StartError> {
+    // Discovered servers are built and checked with the file's.
+    let config = super::discovery::first_round(config).await;
     let app = App::build(config.clone()).await?;
     app.start_webhooks(&config.alerts);
     let backends = app.backends();
@@ -88,6 +91,7 @@ pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketA
     app.restore_maintenance().await;
     app.tasks
         .spawn_background(maintenance::run(Arc::clone(&app)));
+    app.sync_discovery(false);
 
     let mut running = app.frontends.lock().await;
     running.set_limit(config.global.max_connections);

@@ -8,7 +8,7 @@ use super::locate::KeyPath;
 use super::{Config, MAX_RETRIES, MAX_WEIGHT};
 
 /// The event names webhooks may ask for (the README's "Alerts" reference), plus `all`.
-pub const EVENT_NAMES: [&str; 13] = [
+pub const EVENT_NAMES: [&str; 14] = [
     "server_down",
     "server_up",
     "server_ejected",
@@ -22,6 +22,7 @@ pub const EVENT_NAMES: [&str; 13] = [
     "backend_unavailable",
     "config_reloaded",
     "config_rejected",
+    "discovery_changed",
 ];
 
 type Problems = Vec<(KeyPath, String)>;

@@ -1,0 +1,291 @@
+//! DNS discovery at run time: one task per backend with `[discovery]`, resolving its name
+//! every `interval` and applying a change as a diff through the reload machinery
+//! ([`App::apply_servers`]): new servers are health-checked before they take traffic and
+//! then slow-started, removed ones leave rotation and finish their in-flight requests.
+//!
+//! The discovered servers live in the configuration in effect (marked `discovered`), after
+//! the file's: a reload keeps them (see [`carry_over`]) and a lookup that fails, or answers
+//! no records, leaves them as they are. A reload that changes a backend's `[discovery]`
+//! restarts its task; shutdown ends every task.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::App;
+use crate::config::{self, Config};
+use crate::discovery::{Answer, Discoverer, describe, merge};
+use crate::events::{Event, EventKind};
+
+/// The running discovery tasks by backend, with the settings each was started with.
+#[derive(Debug, Default)]
+pub(super) struct Discovering {
+    running: Mutex<HashMap<String, (config::Discovery, CancellationToken)>>,
+}
+
+impl Discovering {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (config::Discovery, CancellationToken)>> {
+        // Plain data: valid even if a holder panicked.
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `new` (a file just read) with the servers discovered so far carried over from `old`, for
+/// every backend that has `[discovery]` in both: a reload never drops what DNS found (a
+/// restarted task's first round applies its own answer as a diff).
+pub(super) fn carry_over(old: &Config, mut new: Config) -> Config {
+    for (name, b) in new.backends.iter_mut() {
+        let Some(before) = old.backends.get(name) else {
+            continue;
+        };
+        if b.discovery.is_none() || before.discovery.is_none() {
+            continue;
+        }
+        let found: Vec<config::Server> = before
+            .servers
+            .iter()
+            .filter(|s| s.discovered)
+            .cloned()
+            .collect();
+        let (all, _) = merge(&b.servers, &found);
+        b.servers = all;
+    }
+    new
+}
+
+/// The servers of `b` that discovery found.
+fn discovered(b: &config::Backend) -> Vec<config::Server> {
+    b.servers.iter().filter(|s| s.discovered).cloned().collect()
+}
+
+impl App {
+    /// Starts, restarts or stops discovery tasks so that each backend with `[discovery]` in
+    /// the configuration in effect has one task with its settings. `first_now`: the first
+    /// round runs at once (after a reload); else after one interval (start-up has just run
+    /// a first round itself).
+    pub(super) fn sync_discovery(self: &Arc<Self>, first_now: bool) {
+        let config = self.config.load_full();
+        let mut running = self.discovery.lock();
+        running.retain(|name, (cfg, cancel)| {
+            let same = config
+                .backends
+                .get(name)
+                .and_then(|b| b.discovery.as_ref())
+                .is_some_and(|d| d == cfg);
+            if !same {
+                cancel.cancel();
+            }
+            same
+        });
+        for (name, b) in &config.backends {
+            let Some(d) = &b.discovery else { continue };
+            if running.contains_key(name) {
+                continue;
+            }
+            let cancel = self.tasks.child_token();
+            running.insert(name.clone(), (d.clone(), cancel.clone()));
+            let task = run(Arc::clone(self), name.clone(), d.clone(), cancel, first_now);
+            self.tasks.spawn_background(task);
+        }
+    }
+
+    /// Applies `found` as backend `name`'s discovered servers, under the reload lock.
+    /// Nothing happens when they are the servers it has already, or when the task that
+    /// looked them up (`cfg`, `cancel`) has been replaced meanwhile.
+    async fn apply_discovered(
+        self: &Arc<Self>,
+        name: &str,
+        cfg: &config::Discovery,
+        cancel: &CancellationToken,
+        found: Vec<config::Server>,
+    ) {
+        let _reload = self.frontends.lock().await;
+        if self.tasks.stopping().is_cancelled() || cancel.is_cancelled() {
+            return;
+        }
+        let old = self.config.load_full();
+        // A reload may have changed the backend's discovery since the lookup began.
+        let Some(b) = old
+            .backends
+            .get(name)
+            .filter(|b| b.discovery.as_ref() == Some(cfg))
+        else {
+            return;
+        };
+        let file: Vec<config::Server> = b
+            .servers
+            .iter()
+            .filter(|s| !s.discovered)
+            .cloned()
+            .collect();
+        let (all, skipped) = merge(&file, &found);
+        for s in &skipped {
+            tracing::warn!(
+                backend = name,
+                "discovered server {s} has the name of a server in the file; the file's is kept"
+            );
+        }
+        let before = discovered(b);
+        let after: Vec<config::Server> = all.iter().filter(|s| s.discovered).cloned().collect();
+        let Some(detail) = describe(&before, &after) else {
+            return;
+        };
+        let mut new = (*old).clone();
+        if let Some(nb) = new.backends.get_mut(name) {
+            nb.servers = all;
+        }
+        match self.apply_servers(new).await {
+            Ok(_) => {
+                self.events.publish(Event::new(
+                    EventKind::DiscoveryChanged,
+                    Some(name),
+                    None,
+                    detail,
+                ));
+                // Maintenance windows of removed servers are no longer saved.
+                self.persist_logged().await;
+            }
+            Err(e) => {
+                tracing::warn!(backend = name, "discovered servers not applied: {e}")
+            }
+        }
+    }
+}
+
+/// Resolves every backend's `[discovery]` once, at start-up, so that the first client finds
+/// the discovered servers (checked with the others before any frontend accepts). A backend
+/// whose name does not resolve starts with its file servers and is retried every interval.
+pub(super) async fn first_round(mut config: Config) -> Config {
+    let rounds = config.backends.iter().filter_map(|(name, b)| {
+        let d = b.discovery.clone()?;
+        let name = name.clone();
+        Some(async move {
+            let answer = match Discoverer::new(&d).await {
+                Ok(discoverer) => discoverer.lookup(&[]).await,
+                Err(e) => Answer::Failed(e.to_string()),
+            };
+            (name, d, answer)
+        })
+    });
+    for (name, d, answer) in futures_util::future::join_all(rounds).await {
+        let Some(b) = config.backends.get_mut(&name) else {
+            continue;
+        };
+        match answer {
+            Answer::Servers(found) => {
+                let found: Vec<config::Server> = found.iter().map(|f| f.to_server()).collect();
+                tracing::info!(
+                    backend = name,
+                    "discovery: `{}` gives {} server(s)",
+                    d.dns,
+                    found.len()
+                );
+                let (all, _) = merge(&b.servers, &found);
+                b.servers = all;
+            }
+            Answer::Empty => tracing::warn!(
+                backend = name,
+                "discovery: `{}` has no records yet; retrying every {}",
+                d.dns,
+                d.interval
+            ),
+            Answer::Failed(why) => tracing::warn!(
+                backend = name,
+                "discovery: `{}` did not resolve ({why}); retrying every {}",
+                d.dns,
+                d.interval
+            ),
+        }
+    }
+    config
+}
+
+/// What the last round did, so that a DNS server that stays down is reported when it goes
+/// down and when it comes back, not at every interval.
+#[derive(PartialEq)]
+enum Last {
+    Ok,
+    Empty,
+    Failed,
+}
+
+/// One backend's discovery loop, until `cancel` (a reload changed or removed its
+/// `[discovery]`) or shutdown.
+async fn run(
+    app: Arc<App>,
+    name: String,
+    cfg: config::Discovery,
+    cancel: CancellationToken,
+    first_now: bool,
+) {
+    let discoverer = match Discoverer::new(&cfg).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(backend = name, "discovery cannot start: {e}");
+            return;
+        }
+    };
+    let interval = cfg.interval.get();
+    let mut last = Last::Ok;
+    let mut wait = if first_now { Duration::ZERO } else { interval };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = interval;
+        let previous = app
+            .config()
+            .backends
+            .get(&name)
+            .map(discovered)
+            .unwrap_or_default();
+        let answer = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = discoverer.lookup(&previous) => a,
+        };
+        let kept = previous.len();
+        match answer {
+            Answer::Servers(found) => {
+                if last != Last::Ok {
+                    tracing::info!(backend = name, "discovery: `{}` answers again", cfg.dns);
+                }
+                last = Last::Ok;
+                let found = found.iter().map(|f| f.to_server()).collect();
+                // A task of its own, like a reload: stopping this loop (shutdown, a reload
+                // restarting it) never leaves a change half applied.
+                let (a, n, c, k) = (Arc::clone(&app), name.clone(), cfg.clone(), cancel.clone());
+                let applying = app
+                    .tasks
+                    .spawn(async move { a.apply_discovered(&n, &c, &k, found).await });
+                if let Err(e) = applying.await {
+                    tracing::error!(backend = name, "applying discovered servers failed: {e}");
+                }
+            }
+            Answer::Empty => {
+                if last != Last::Empty {
+                    tracing::warn!(
+                        backend = name,
+                        "discovery: `{}` answered no records; keeping the last {kept} server(s)",
+                        cfg.dns
+                    );
+                }
+                last = Last::Empty;
+            }
+            Answer::Failed(why) => {
+                if last != Last::Failed {
+                    tracing::warn!(
+                        backend = name,
+                        "discovery: `{}` did not resolve ({why}); keeping the last {kept} server(s)",
+                        cfg.dns
+                    );
+                }
+                last = Last::Failed;
+            }
+        }
+    }
+}
