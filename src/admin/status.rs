@@ -32,6 +32,9 @@ pub struct BackendStatus {
     #[serde(default)]
     pub using_backups: bool,
     pub servers: Vec<ServerStatus>,
+    /// With `[discovery]`: the name asked, rounds done and how the last one went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<crate::app::DiscoveryRound>,
 }
 
 /// One server.
@@ -76,7 +79,7 @@ impl Status {
             backends: app
                 .backends()
                 .values()
-                .map(|b| BackendStatus::of(b))
+                .map(|b| BackendStatus::of(b, app.discovery_round(&b.name)))
                 .collect(),
             now: Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
             duration_buckets: DURATION_BUCKETS.to_vec(),
@@ -85,7 +88,7 @@ impl Status {
 }
 
 impl BackendStatus {
-    fn of(b: &Backend) -> BackendStatus {
+    fn of(b: &Backend, discovery: Option<crate::app::DiscoveryRound>) -> BackendStatus {
         let snap = b.snapshot();
         let settings = b.settings();
         BackendStatus {
@@ -95,6 +98,7 @@ impl BackendStatus {
             min_healthy: settings.min_healthy,
             using_backups: snap.using_backups,
             servers: snap.servers.iter().map(|s| ServerStatus::of(s)).collect(),
+            discovery,
         }
     }
 }

@@ -19,10 +19,24 @@ use crate::config::{self, Config};
 use crate::discovery::{Answer, Discoverer, describe, merge};
 use crate::events::{Event, EventKind};
 
-/// The running discovery tasks by backend, with the settings each was started with.
+/// The running discovery tasks by backend, with the settings each was started with, and
+/// what each task's rounds found.
 #[derive(Debug, Default)]
 pub(super) struct Discovering {
     running: Mutex<HashMap<String, (config::Discovery, CancellationToken)>>,
+    rounds: Mutex<HashMap<String, Round>>,
+}
+
+/// How a backend's discovery is doing, for status: an operator sees a DNS server that
+/// stopped answering before the servers it found go stale.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Round {
+    /// The name asked.
+    pub dns: String,
+    /// Rounds finished since the task started.
+    pub rounds: u64,
+    /// `ok`, `empty` (no records: the last set is kept) or `failed: WHY` (kept too).
+    pub last: String,
 }
 
 impl Discovering {
@@ -31,6 +45,21 @@ impl Discovering {
     ) -> std::sync::MutexGuard<'_, HashMap<String, (config::Discovery, CancellationToken)>> {
         // Plain data: valid even if a holder panicked.
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, backend: &str, dns: &str, last: String) {
+        let mut rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        let r = rounds.entry(backend.to_string()).or_insert_with(|| Round {
+            dns: dns.to_string(),
+            rounds: 0,
+            last: String::new(),
+        });
+        if r.dns != dns {
+            r.dns = dns.to_string();
+            r.rounds = 0;
+        }
+        r.rounds += 1;
+        r.last = last;
     }
 }
 
@@ -91,6 +120,17 @@ impl App {
             let task = run(Arc::clone(self), name.clone(), d.clone(), cancel, first_now);
             self.tasks.spawn_background(task);
         }
+    }
+
+    /// How backend `name`'s discovery is doing; `None` without `[discovery]`.
+    pub fn discovery_round(&self, name: &str) -> Option<Round> {
+        self.config().backends.get(name)?.discovery.as_ref()?;
+        let rounds = self
+            .discovery
+            .rounds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        rounds.get(name).cloned()
     }
 
     /// Applies `found` as backend `name`'s discovered servers, under the reload lock.
@@ -249,6 +289,11 @@ async fn run(
             a = discoverer.lookup(&previous) => a,
         };
         let kept = previous.len();
+        let summary = match &answer {
+            Answer::Servers(_) => "ok".to_string(),
+            Answer::Empty => "empty".to_string(),
+            Answer::Failed(why) => format!("failed: {why}"),
+        };
         match answer {
             Answer::Servers(found) => {
                 if last != Last::Ok {
@@ -287,5 +332,6 @@ async fn run(
                 last = Last::Failed;
             }
         }
+        app.discovery.record(&name, &cfg.dns, summary);
     }
 }

@@ -33,6 +33,7 @@ use crate::metrics::ClientCount;
 use crate::pool::{Backend, Server, ServerId};
 use crate::tasks::Tasks;
 
+pub use discovery::Round as DiscoveryRound;
 pub use frontends::{BindError, FrontendTlsError, bind};
 pub use maintenance::StateError;
 pub use reload::{
