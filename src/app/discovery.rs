@@ -47,7 +47,13 @@ impl Discovering {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn record(&self, backend: &str, dns: &str, last: String) {
+    /// Counts a round of `backend`'s discovery of `dns` and what it gave.
+    pub(super) fn record(&self, backend: &str, dns: &str, answer: &Answer) {
+        let last = match answer {
+            Answer::Servers(_) => "ok".to_string(),
+            Answer::Empty => "empty".to_string(),
+            Answer::Failed(why) => format!("failed: {why}"),
+        };
         let mut rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
         let r = rounds.entry(backend.to_string()).or_insert_with(|| Round {
             dns: dns.to_string(),
@@ -199,7 +205,7 @@ impl App {
 /// Resolves every backend's `[discovery]` once, at start-up, so that the first client finds
 /// the discovered servers (checked with the others before any frontend accepts). A backend
 /// whose name does not resolve starts with its file servers and is retried every interval.
-pub(super) async fn first_round(mut config: Config) -> Config {
+pub(super) async fn first_round(mut config: Config) -> (Config, Vec<(String, String, Answer)>) {
     let rounds = config.backends.iter().filter_map(|(name, b)| {
         let d = b.discovery.clone()?;
         let name = name.clone();
@@ -211,11 +217,12 @@ pub(super) async fn first_round(mut config: Config) -> Config {
             (name, d, answer)
         })
     });
+    let mut done = Vec::new();
     for (name, d, answer) in futures_util::future::join_all(rounds).await {
         let Some(b) = config.backends.get_mut(&name) else {
             continue;
         };
-        match answer {
+        match &answer {
             Answer::Servers(found) => {
                 let found: Vec<config::Server> = found.iter().map(|f| f.to_server()).collect();
                 tracing::info!(
@@ -240,8 +247,9 @@ pub(super) async fn first_round(mut config: Config) -> Config {
                 d.interval
             ),
         }
+        done.push((name, d.dns, answer));
     }
-    config
+    (config, done)
 }
 
 /// What the last round did, so that a DNS server that stays down is reported when it goes
@@ -289,11 +297,7 @@ async fn run(
             a = discoverer.lookup(&previous) => a,
         };
         let kept = previous.len();
-        let summary = match &answer {
-            Answer::Servers(_) => "ok".to_string(),
-            Answer::Empty => "empty".to_string(),
-            Answer::Failed(why) => format!("failed: {why}"),
-        };
+        app.discovery.record(&name, &cfg.dns, &answer);
         match answer {
             Answer::Servers(found) => {
                 if last != Last::Ok {
@@ -332,6 +336,5 @@ async fn run(
                 last = Last::Failed;
             }
         }
-        app.discovery.record(&name, &cfg.dns, summary);
     }
 }

@@ -82,8 +82,11 @@ impl App {
 /// returned map gives the address each frontend listens on (useful when binding port 0).
 pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketAddr>), StartError> {
     // Discovered servers are built and checked with the file's.
-    let config = super::discovery::first_round(config).await;
+    let (config, found) = super::discovery::first_round(config).await;
     let app = App::build(config.clone()).await?;
+    for (backend, dns, answer) in &found {
+        app.discovery.record(backend, dns, answer);
+    }
     app.start_webhooks(&config.alerts);
     let backends = app.backends();
     app.checkers.start_missing(&backends, &app.tasks).await;
