@@ -386,8 +386,8 @@ async fn srv_records_give_target_port_and_weight_and_skip_targets_without_addres
             srv(name, "ghost.test", 9, 5),
         ]
     };
-    let text = format!("127.0.0.1 s1.test\n127.0.0.1 s2.test\n");
-    let mut dns = Dnsmasq::start(&text, &records(3));
+    let text = "127.0.0.1 s1.test\n127.0.0.1 s2.test\n";
+    let mut dns = Dnsmasq::start(text, &records(3));
     let f = Setup::new()
         .backend("b", |be| {
             be.discovery(name, |d| d.interval("200ms").nameserver(dns.nameserver()))
