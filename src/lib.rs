@@ -21,6 +21,7 @@ pub mod http_client;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod resolve;
 pub mod runtime;
 pub mod simulate;
 pub mod systemd;
