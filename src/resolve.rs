@@ -17,8 +17,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Mutex;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 
 /// How long one name may take to resolve when servers are built (start, reload), a file is
 /// validated, or a webhook is called.
@@ -80,11 +83,59 @@ pub async fn resolve(address: &str) -> Result<SocketAddr, ResolveError> {
 
 /// Resolves `host:port` to its first address, giving up after `within`.
 pub async fn resolve_within(address: &str, within: Duration) -> Result<SocketAddr, ResolveError> {
-    bounded(address, within, tokio::net::lookup_host(address)).await
+    bounded(address, within, shared_lookup(address)).await
+}
+
+/// A system lookup in flight, which every caller asking for the same name waits on.
+type InFlight = Shared<BoxFuture<'static, Result<Vec<SocketAddr>, Arc<std::io::Error>>>>;
+
+/// The system lookups running now, by name.
+static IN_FLIGHT: LazyLock<Mutex<HashMap<String, InFlight>>> = LazyLock::new(Default::default);
+
+/// The system resolver's answer for `address`, through one lookup per name at a time: a
+/// caller that gives up (its time limit) leaves the lookup running on the blocking pool, so
+/// while a DNS server hangs, asking again joins that lookup instead of tying up one more
+/// blocking thread at every health check.
+async fn shared_lookup(address: &str) -> std::io::Result<std::vec::IntoIter<SocketAddr>> {
+    let lookup = {
+        // Plain data: valid even if a holder panicked.
+        let mut running = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .entry(address.to_string())
+            .or_insert_with(|| {
+                let owned = address.to_string();
+                // A task of its own: the lookup ends (and leaves the map) even if every
+                // caller has stopped waiting.
+                let task = tokio::spawn(async move {
+                    let found = tokio::net::lookup_host(owned.as_str())
+                        .await
+                        .map(|a| a.collect::<Vec<_>>())
+                        .map_err(Arc::new);
+                    let mut running = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+                    running.remove(&owned);
+                    found
+                });
+                async move {
+                    task.await
+                        .unwrap_or_else(|e| Err(Arc::new(std::io::Error::other(e))))
+                }
+                .boxed()
+                .shared()
+            })
+            .clone()
+    };
+    lookup
+        .await
+        .map(Vec::into_iter)
+        .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
 }
 
 /// `lookup` for `address`, bounded by `within` (the seam the tests use).
-async fn bounded<F, I>(address: &str, within: Duration, lookup: F) -> Result<SocketAddr, ResolveError>
+async fn bounded<F, I>(
+    address: &str,
+    within: Duration,
+    lookup: F,
+) -> Result<SocketAddr, ResolveError>
 where
     F: Future<Output = std::io::Result<I>>,
     I: Iterator<Item = SocketAddr>,
@@ -180,7 +231,11 @@ pub struct LastGood {
 
 impl LastGood {
     /// Resolves `address` within `within`; on failure, the address it had last time, if any.
-    pub async fn resolve(&self, address: &str, within: Duration) -> Result<SocketAddr, ResolveError> {
+    pub async fn resolve(
+        &self,
+        address: &str,
+        within: Duration,
+    ) -> Result<SocketAddr, ResolveError> {
         self.remember(address, resolve_within(address, within).await)
     }
 
@@ -212,7 +267,6 @@ impl LastGood {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     #[tokio::test]
@@ -273,7 +327,10 @@ mod tests {
         // Two hanging names cost one deadline, not two.
         assert!(started.elapsed() < Duration::from_secs(1));
         assert!(matches!(out[0], Err(ResolveError::TimedOut { .. })));
-        assert_eq!(out[1].as_ref().unwrap(), &SocketAddr::from(([10, 0, 0, 1], 2)));
+        assert_eq!(
+            out[1].as_ref().unwrap(),
+            &SocketAddr::from(([10, 0, 0, 1], 2))
+        );
         assert!(matches!(out[2], Err(ResolveError::TimedOut { .. })));
         assert!(matches!(out[3], Err(ResolveError::NoPort { .. })));
     }
@@ -289,10 +346,19 @@ mod tests {
         // Never resolved: the failure stands.
         assert!(cache.remember("hooks.example:443", Err(fail())).is_err());
         assert_eq!(cache.remember("hooks.example:443", Ok(addr)).unwrap(), addr);
-        assert_eq!(cache.remember("hooks.example:443", Err(fail())).unwrap(), addr);
+        assert_eq!(
+            cache.remember("hooks.example:443", Err(fail())).unwrap(),
+            addr
+        );
         // A newer answer replaces it.
         let moved = SocketAddr::from(([192, 0, 2, 8], 443));
-        assert_eq!(cache.remember("hooks.example:443", Ok(moved)).unwrap(), moved);
-        assert_eq!(cache.remember("hooks.example:443", Err(fail())).unwrap(), moved);
+        assert_eq!(
+            cache.remember("hooks.example:443", Ok(moved)).unwrap(),
+            moved
+        );
+        assert_eq!(
+            cache.remember("hooks.example:443", Err(fail())).unwrap(),
+            moved
+        );
     }
 }
