@@ -622,6 +622,20 @@ async fn a_reload_keeps_discovered_servers_and_restarts_a_changed_discovery() {
     )
     .await;
     send_ok(&url(&f).await, 10).await;
+
+    // No `[discovery]` any more: what it found leaves with it; the file's server serves.
+    let plain = Setup::new().state_dir(f.state_dir()).servers(&[a]).toml();
+    let (code, body) = reload(plain).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(names(&api).await, [a.name.clone()]);
+    assert!(backend(&api).await["discovery"].is_null());
+    let before = c.hits();
+    send_ok(&url(&f).await, 10).await;
+    assert_eq!(
+        c.hits(),
+        before,
+        "a server found by the old discovery still got traffic"
+    );
 }
 
 #[test]

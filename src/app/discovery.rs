@@ -338,3 +338,68 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(discovery: bool, servers: &[(&str, bool)]) -> Config {
+        let mut text = String::from(
+            "[[frontends]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"b\"\n[backends.b]\n",
+        );
+        if discovery {
+            text +=
+                "[backends.b.discovery]\ndns = \"api.test:80\"\nnameserver = \"127.0.0.1:53\"\n";
+        }
+        for (i, _) in servers.iter().enumerate() {
+            text += &format!(
+                "[[backends.b.servers]]\nname = \"f{i}\"\naddress = \"127.0.0.1:{}\"\n",
+                i + 1
+            );
+        }
+        let mut c = crate::config::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
+        for ((name, discovered), s) in servers
+            .iter()
+            .zip(&mut c.backends.get_mut("b").unwrap().servers)
+        {
+            s.name = name.to_string();
+            s.discovered = *discovered;
+        }
+        c
+    }
+
+    fn names(c: &Config) -> Vec<(String, bool)> {
+        c.backends["b"]
+            .servers
+            .iter()
+            .map(|s| (s.name.clone(), s.discovered))
+            .collect()
+    }
+
+    #[test]
+    fn a_reload_carries_discovered_servers_while_discovery_stays() {
+        let running = cfg(true, &[("web", false), ("10.0.0.1:80", true)]);
+        let file = cfg(true, &[("web", false), ("new", false)]);
+        let kept = carry_over(&running, file);
+        assert_eq!(
+            names(&kept),
+            [
+                ("web".to_string(), false),
+                ("new".to_string(), false),
+                ("10.0.0.1:80".to_string(), true)
+            ]
+        );
+        // Discovery removed from the file: what it found goes too.
+        let file = cfg(false, &[("web", false)]);
+        assert_eq!(
+            names(&carry_over(&running, file)),
+            [("web".to_string(), false)]
+        );
+        // A file server of the same name wins.
+        let file = cfg(true, &[("10.0.0.1:80", false)]);
+        assert_eq!(
+            names(&carry_over(&running, file)),
+            [("10.0.0.1:80".to_string(), false)]
+        );
+    }
+}
