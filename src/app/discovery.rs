@@ -270,14 +270,25 @@ async fn run(
     cancel: CancellationToken,
     first_now: bool,
 ) {
-    let discoverer = match Discoverer::new(&cfg).await {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(backend = name, "discovery cannot start: {e}");
-            return;
+    let interval = cfg.interval.get();
+    // The system resolver's files may be missing for a while (a container starting up):
+    // try again every interval rather than give up on the backend.
+    let discoverer = loop {
+        match Discoverer::new(&cfg).await {
+            Ok(d) => break d,
+            Err(e) => {
+                tracing::error!(
+                    backend = name,
+                    "discovery cannot start: {e}; retrying every {}",
+                    cfg.interval
+                );
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+            }
         }
     };
-    let interval = cfg.interval.get();
     let mut last = Last::Ok;
     let mut wait = if first_now { Duration::ZERO } else { interval };
     loop {
