@@ -627,7 +627,7 @@ async fn a_reload_keeps_discovered_servers_and_restarts_a_changed_discovery() {
     let plain = Setup::new().state_dir(f.state_dir()).servers(&[a]).toml();
     let (code, body) = reload(plain).await;
     assert_eq!(code, 200, "{body}");
-    assert_eq!(names(&api).await, [a.name.clone()]);
+    assert_eq!(names(&api).await, std::slice::from_ref(&a.name));
     assert!(backend(&api).await["discovery"].is_null());
     let before = c.hits();
     send_ok(&url(&f).await, 10).await;
