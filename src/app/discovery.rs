@@ -92,6 +92,16 @@ pub(super) fn carry_over(old: &Config, mut new: Config) -> Config {
     new
 }
 
+/// Discovered names that a file server of backend `name` has already.
+fn warn_skipped(name: &str, skipped: &[String]) {
+    for s in skipped {
+        tracing::warn!(
+            backend = name,
+            "discovered server {s} has the name of a server in the file; the file's is kept"
+        );
+    }
+}
+
 /// The servers of `b` that discovery found.
 fn discovered(b: &config::Backend) -> Vec<config::Server> {
     b.servers.iter().filter(|s| s.discovered).cloned().collect()
@@ -169,17 +179,13 @@ impl App {
             .cloned()
             .collect();
         let (all, skipped) = merge(&file, &found);
-        for s in &skipped {
-            tracing::warn!(
-                backend = name,
-                "discovered server {s} has the name of a server in the file; the file's is kept"
-            );
-        }
         let before = discovered(b);
         let after: Vec<config::Server> = all.iter().filter(|s| s.discovered).cloned().collect();
         let Some(detail) = describe(&before, &after) else {
             return;
         };
+        // Said when the set changes, not at every round.
+        warn_skipped(name, &skipped);
         let mut new = (*old).clone();
         if let Some(nb) = new.backends.get_mut(name) {
             nb.servers = all;
@@ -231,7 +237,8 @@ pub(super) async fn first_round(mut config: Config) -> (Config, Vec<(String, Str
                     d.dns,
                     found.len()
                 );
-                let (all, _) = merge(&b.servers, &found);
+                let (all, skipped) = merge(&b.servers, &found);
+                warn_skipped(&name, &skipped);
                 b.servers = all;
             }
             Answer::Empty => tracing::warn!(
