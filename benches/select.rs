@@ -25,6 +25,7 @@ fn candidates(n: usize) -> Vec<Candidate> {
                 weight: 1 + (i % 3) as u32,
                 max_connections: 0,
                 backup: false,
+                discovered: false,
             };
             let addr = ([10, 0, (i / 256) as u8, (i % 256) as u8], 80).into();
             let server = Arc::new(Server::new("bench", &cfg, addr));

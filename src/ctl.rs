@@ -283,10 +283,10 @@ pub fn table(status: &Status) -> String {
     ];
     for b in &status.backends {
         for s in &b.servers {
-            let name = if s.backup {
-                format!("{} (backup)", s.name)
-            } else {
-                s.name.clone()
+            let name = match (s.backup, s.discovered) {
+                (true, _) => format!("{} (backup)", s.name),
+                (false, true) => format!("{} (dns)", s.name),
+                (false, false) => s.name.clone(),
             };
             let maintenance = match (&s.maintenance_until, &s.maintenance_reason) {
                 (Some(u), Some(r)) if !r.is_empty() => format!("until {u}: {r}"),

@@ -25,11 +25,13 @@ pub enum EventKind {
     BackendUnavailable,
     ConfigReloaded,
     ConfigRejected,
+    /// DNS discovery added or removed servers (the detail says which).
+    DiscoveryChanged,
 }
 
 impl EventKind {
     /// Every kind, in the order the README lists them.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::ServerDown,
         EventKind::ServerUp,
         EventKind::ServerEjected,
@@ -43,6 +45,7 @@ impl EventKind {
         EventKind::BackendUnavailable,
         EventKind::ConfigReloaded,
         EventKind::ConfigRejected,
+        EventKind::DiscoveryChanged,
     ];
 
     /// The wire name.
@@ -61,6 +64,7 @@ impl EventKind {
             EventKind::BackendUnavailable => "backend_unavailable",
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::ConfigRejected => "config_rejected",
+            EventKind::DiscoveryChanged => "discovery_changed",
         }
     }
 

@@ -40,9 +40,17 @@ pub enum CallError {
         #[source]
         source: TlsConnectError,
     },
+    /// The URL's host name did not resolve in time, and had no earlier address.
+    #[error(transparent)]
+    Resolve(#[from] crate::resolve::ResolveError),
     #[error("{0}")]
     Other(String),
 }
+
+/// The last address of every host name called, so a DNS server that stops answering does not
+/// stop webhooks to a receiver that has not moved.
+static NAMES: std::sync::LazyLock<crate::resolve::LastGood> =
+    std::sync::LazyLock::new(crate::resolve::LastGood::default);
 
 /// Why `tls_connect` found no session: the client configuration, the host name, or the
 /// handshake (certificate not trusted, protocol mismatch). Its text is rustls's own.
@@ -83,7 +91,11 @@ pub async fn call(
         None => format!("{authority}:80"),
     };
     let exchange = async {
-        let stream = TcpStream::connect(&target).await.map_err(|source| {
+        // Resolved apart from connecting: bounded, and the last good address when it fails.
+        let addr = NAMES
+            .resolve(&target, crate::resolve::RESOLVE_TIMEOUT.min(timeout))
+            .await?;
+        let stream = TcpStream::connect(addr).await.map_err(|source| {
             if source.kind() == std::io::ErrorKind::ConnectionRefused {
                 CallError::Refused(target.clone())
             } else {

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod discovery;
 pub mod events;
 /// fulcrum's own HTTP/1.1 framing codec (sans-IO: heads, body decoders, chunked encoder).
 pub mod h1;
@@ -21,6 +22,7 @@ pub mod http_client;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod resolve;
 pub mod runtime;
 pub mod simulate;
 pub mod systemd;

@@ -32,6 +32,9 @@ pub struct BackendStatus {
     #[serde(default)]
     pub using_backups: bool,
     pub servers: Vec<ServerStatus>,
+    /// With `[discovery]`: the name asked, rounds done and how the last one went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<crate::app::DiscoveryRound>,
 }
 
 /// One server.
@@ -64,6 +67,9 @@ pub struct ServerStatus {
     /// a client takes the difference of two readings for a window's p50/p99.
     #[serde(default)]
     pub duration_counts: Vec<u64>,
+    /// Found through the backend's `[discovery]` (DNS), not written in the file.
+    #[serde(default)]
+    pub discovered: bool,
 }
 
 impl Status {
@@ -73,7 +79,7 @@ impl Status {
             backends: app
                 .backends()
                 .values()
-                .map(|b| BackendStatus::of(b))
+                .map(|b| BackendStatus::of(b, app.discovery_round(&b.name)))
                 .collect(),
             now: Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
             duration_buckets: DURATION_BUCKETS.to_vec(),
@@ -82,7 +88,7 @@ impl Status {
 }
 
 impl BackendStatus {
-    fn of(b: &Backend) -> BackendStatus {
+    fn of(b: &Backend, discovery: Option<crate::app::DiscoveryRound>) -> BackendStatus {
         let snap = b.snapshot();
         let settings = b.settings();
         BackendStatus {
@@ -92,6 +98,7 @@ impl BackendStatus {
             min_healthy: settings.min_healthy,
             using_backups: snap.using_backups,
             servers: snap.servers.iter().map(|s| ServerStatus::of(s)).collect(),
+            discovery,
         }
     }
 }
@@ -123,6 +130,7 @@ impl ServerStatus {
             responses_total,
             errors_total,
             duration_counts: buckets.into_iter().map(|(_, n)| n).collect(),
+            discovered: s.discovered,
         }
     }
 }

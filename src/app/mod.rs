@@ -12,6 +12,7 @@
 //! - `maintenance`: windows started, ended, expired, reminded and saved.
 
 mod checkers;
+mod discovery;
 mod frontends;
 mod maintenance;
 mod reload;
@@ -32,6 +33,7 @@ use crate::metrics::ClientCount;
 use crate::pool::{Backend, Server, ServerId};
 use crate::tasks::Tasks;
 
+pub use discovery::Round as DiscoveryRound;
 pub use frontends::{BindError, FrontendTlsError, bind};
 pub use maintenance::StateError;
 pub use reload::{
@@ -62,6 +64,8 @@ pub struct App {
     webhooks: Mutex<Webhooks>,
     /// The runtimes client connections are served on (`[global] threads`).
     workers: crate::workers::Workers,
+    /// One DNS discovery task per backend with `[discovery]`.
+    discovery: discovery::Discovering,
 }
 
 /// One generation of webhook tasks: its counters and what stops it.

@@ -75,6 +75,7 @@ impl App {
             clients: Mutex::new(BTreeMap::new()),
             webhooks: Mutex::new(Default::default()),
             workers,
+            discovery: Default::default(),
         }))
     }
 }
@@ -83,7 +84,12 @@ impl App {
 /// frontend. The admin plane is started by the caller (it sits above this module); the
 /// returned map gives the address each frontend listens on (useful when binding port 0).
 pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketAddr>), StartError> {
+    // Discovered servers are built and checked with the file's.
+    let (config, found) = super::discovery::first_round(config).await;
     let app = App::build(config.clone()).await?;
+    for (backend, dns, answer) in &found {
+        app.discovery.record(backend, dns, answer);
+    }
     app.start_webhooks(&config.alerts);
     let backends = app.backends();
     app.checkers.start_missing(&backends, &app.tasks).await;
@@ -91,6 +97,7 @@ pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketA
     app.restore_maintenance().await;
     app.tasks
         .spawn_background(maintenance::run(Arc::clone(&app)));
+    app.sync_discovery(false);
 
     let mut running = app.frontends.lock().await;
     running.set_limit(config.global.max_connections);

@@ -278,6 +278,7 @@ pub(crate) mod test_support {
             weight,
             max_connections: 0,
             backup: false,
+            discovered: false,
         };
         Candidate {
             server: Arc::new(Server::new(

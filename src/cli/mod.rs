@@ -192,6 +192,18 @@ pub fn summary(cfg: &Config) -> String {
             b.health.interval,
             b.min_healthy
         );
+        if let Some(d) = &b.discovery {
+            let ns = if d.nameserver.is_empty() {
+                "the system resolver"
+            } else {
+                d.nameserver.as_str()
+            };
+            let _ = writeln!(
+                out,
+                "  discovery {} every {} (asking {ns})",
+                d.dns, d.interval
+            );
+        }
         for s in &b.servers {
             let role = if s.backup { " backup" } else { "" };
             let limit = match s.max_connections {

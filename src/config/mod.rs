@@ -4,6 +4,7 @@
 //! Every default here is the one the README's "Configuration reference" names; `deny_unknown_fields` everywhere so a
 //! typo is an error rather than a silently ignored knob.
 
+mod discovery;
 mod duration;
 mod load;
 mod locate;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
+pub use discovery::{Discovery, DnsQuery};
 pub use duration::{Dur, DurError};
 pub use load::{ConfigError, ConfigErrors, load_file, parse_str};
 pub use validate::{EVENT_NAMES, ResolveError, resolve};
@@ -342,7 +344,13 @@ pub struct Backend {
     pub health: Health,
     #[serde(default)]
     pub outlier: Outlier,
+    /// The file's servers (then, at run time, the discovered ones after them); may be
+    /// empty when `discovery` finds them.
+    #[serde(default)]
     pub servers: Vec<Server>,
+    /// Servers found through DNS, besides or instead of `servers`.
+    #[serde(default)]
+    pub discovery: Option<Discovery>,
 }
 
 /// How a health check talks to a server.
@@ -412,6 +420,10 @@ pub struct Server {
     pub max_connections: u32,
     #[serde(default)]
     pub backup: bool,
+    /// Found through `[discovery]`, not written in the file (never read from it): a reload
+    /// keeps such servers, and status marks them.
+    #[serde(skip)]
+    pub discovered: bool,
 }
 
 /// Where events are sent.

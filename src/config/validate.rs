@@ -2,13 +2,13 @@
 //! other, addresses that must resolve, ranges that must make sense).
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 use super::locate::KeyPath;
 use super::{Config, MAX_RETRIES, MAX_WEIGHT};
 
 /// The event names webhooks may ask for (the README's "Alerts" reference), plus `all`.
-pub const EVENT_NAMES: [&str; 13] = [
+pub const EVENT_NAMES: [&str; 14] = [
     "server_down",
     "server_up",
     "server_ejected",
@@ -22,6 +22,7 @@ pub const EVENT_NAMES: [&str; 13] = [
     "backend_unavailable",
     "config_reloaded",
     "config_rejected",
+    "discovery_changed",
 ];
 
 type Problems = Vec<(KeyPath, String)>;
@@ -73,6 +74,7 @@ pub fn validate(config: &Config) -> Problems {
     admin(config, &mut out);
     frontends(config, &mut out);
     backends(config, &mut out);
+    addresses(config, &mut out);
     alerts(config, &mut out);
     out
 }
@@ -311,11 +313,20 @@ fn backends(config: &Config, out: &mut Problems) {
 
 fn servers(p: &KeyPath, b: &super::Backend, out: &mut Problems) {
     let sp = p.key("servers");
+    if let Some(d) = &b.discovery {
+        super::discovery::validate(&p.key("discovery"), d, out);
+    }
+    // With `[discovery]` the servers may all come from DNS (discovered ones are primaries).
     if b.servers.is_empty() {
-        out.push((sp.clone(), "a backend needs at least one server".into()));
+        if b.discovery.is_none() {
+            out.push((
+                sp.clone(),
+                "a backend needs at least one server (or a [discovery] table)".into(),
+            ));
+        }
         return;
     }
-    if b.servers.iter().all(|s| s.backup) {
+    if b.discovery.is_none() && b.servers.iter().all(|s| s.backup) {
         out.push((
             sp.clone(),
             "a backend needs at least one server that is not a backup".into(),
@@ -332,9 +343,6 @@ fn servers(p: &KeyPath, b: &super::Backend, out: &mut Problems) {
                 format!("server `{}` is defined twice in this backend", s.name),
             ));
         }
-        if let Err(e) = resolve(&s.address) {
-            out.push((p.key("address"), e.to_string()));
-        }
         if !(1..=MAX_WEIGHT).contains(&s.weight) {
             out.push((
                 p.key("weight"),
@@ -344,47 +352,43 @@ fn servers(p: &KeyPath, b: &super::Backend, out: &mut Problems) {
     }
 }
 
-/// Why a server's `address` gave no socket address. Validation shows it beside the key;
-/// start-up and reload refuse the configuration with it.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    #[error("`{address}` needs a port (host:port)")]
-    NoPort { address: String },
-    /// The lookup succeeded with an empty answer.
-    #[error("`{address}` resolves to no address")]
-    NoAddress { address: String },
-    #[error("`{address}` does not resolve: {source}")]
-    Lookup {
-        address: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The resolver did not answer in time (only the asynchronous resolution that start-up
-    /// and reload use has a time limit; see `pool::resolve`).
-    #[error("`{address}` did not resolve within {within:?}")]
-    TimedOut {
-        address: String,
-        within: std::time::Duration,
-    },
+pub use crate::resolve::ResolveError;
+
+/// Resolves `host:port` (an IP or a name) to its first address, within
+/// [`RESOLVE_TIMEOUT`](crate::resolve::RESOLVE_TIMEOUT). Blocks the calling thread: callers
+/// are off the runtime (see `crate::resolve`).
+pub fn resolve(address: &str) -> Result<SocketAddr, ResolveError> {
+    crate::resolve::resolve_all_blocking(&[address], crate::resolve::RESOLVE_TIMEOUT)
+        .pop()
+        .unwrap_or_else(|| {
+            Err(ResolveError::NoAddress {
+                address: address.to_string(),
+            })
+        })
 }
 
-/// Resolves `host:port` (an IP or a name) to its first address.
-pub fn resolve(address: &str) -> Result<SocketAddr, ResolveError> {
-    if let Ok(addr) = address.parse::<SocketAddr>() {
-        return Ok(addr);
+/// Every server address must resolve: all looked up at once, so names that hang cost one
+/// time limit ([`RESOLVE_TIMEOUT`](crate::resolve::RESOLVE_TIMEOUT)) in all, never one each.
+fn addresses(config: &Config, out: &mut Problems) {
+    let mut keys = Vec::new();
+    let mut addrs = Vec::new();
+    for (name, b) in &config.backends {
+        for (i, s) in b.servers.iter().enumerate() {
+            keys.push(
+                KeyPath::root("backends")
+                    .key(name)
+                    .key("servers")
+                    .index(i)
+                    .key("address"),
+            );
+            addrs.push(s.address.as_str());
+        }
     }
-    let owned = || address.to_string();
-    if !address.contains(':') {
-        return Err(ResolveError::NoPort { address: owned() });
-    }
-    match address.to_socket_addrs() {
-        Ok(mut addrs) => addrs
-            .next()
-            .ok_or_else(|| ResolveError::NoAddress { address: owned() }),
-        Err(source) => Err(ResolveError::Lookup {
-            address: owned(),
-            source,
-        }),
+    let results = crate::resolve::resolve_all_blocking(&addrs, crate::resolve::RESOLVE_TIMEOUT);
+    for (key, result) in keys.into_iter().zip(results) {
+        if let Err(e) = result {
+            out.push((key, e.to_string()));
+        }
     }
 }
 

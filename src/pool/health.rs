@@ -120,9 +120,7 @@ pub async fn check_once(backend: &Backend, server: &Arc<Server>, streak: &mut St
     let settings = backend.settings().health.clone();
     // A resolver that hangs must not freeze this server's checks: the lookup shares the
     // probe's time limit.
-    if let Ok(Some(addr)) =
-        tokio::time::timeout(settings.timeout.get(), reresolve(&server.address)).await
-    {
+    if let Some(addr) = reresolve(&server.address, settings.timeout.get()).await {
         server.set_addr(addr);
     }
     let result = probe(server, &settings).await;
@@ -165,15 +163,16 @@ fn announce(backend: &Backend, server: &Server, from: Health, to: Health, result
     ));
 }
 
-/// A host name is resolved again at every check; an IP literal never is.
-async fn reresolve(address: &str) -> Option<std::net::SocketAddr> {
+/// A host name is resolved again at every check, within `within`; an IP literal never is.
+/// `None` (the server keeps its last good address) when the name does not resolve in time.
+async fn reresolve(address: &str, within: Duration) -> Option<std::net::SocketAddr> {
     if address.parse::<std::net::SocketAddr>().is_ok() {
         return None;
     }
-    match tokio::net::lookup_host(address).await {
-        Ok(mut addrs) => addrs.next(),
+    match super::resolve::resolve_within(address, within).await {
+        Ok(addr) => Some(addr),
         Err(e) => {
-            tracing::warn!(address, "cannot resolve server address: {e}");
+            tracing::warn!(address, "{e}; the server keeps its last address");
             None
         }
     }

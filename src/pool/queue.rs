@@ -207,6 +207,7 @@ mod tests {
             weight: 1,
             max_connections: max,
             backup: false,
+            discovered: false,
         };
         Arc::new(Server::new("b", &cfg, ([127, 0, 0, 1], 1).into()))
     }

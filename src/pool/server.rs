@@ -106,6 +106,8 @@ pub struct Server {
     /// The address as written (`host:port`); re-resolved by the health checker.
     pub address: String,
     pub backup: bool,
+    /// Found through DNS discovery rather than written in the file (status shows it).
+    pub discovered: bool,
     /// The resolved address that new connections go to.
     resolved: ArcSwap<SocketAddr>,
     /// Weight as configured or set at run time.
@@ -164,6 +166,7 @@ impl Server {
             name: cfg.name.as_str().into(),
             address: cfg.address.clone(),
             backup: cfg.backup,
+            discovered: cfg.discovered,
             resolved: ArcSwap::from_pointee(resolved),
             weight: AtomicU32::new(cfg.weight),
             max_connections: AtomicU32::new(cfg.max_connections),

@@ -159,6 +159,7 @@ pub fn run(sc: &Scenario, settings: &config::Backend, algorithm: Algorithm, limi
                 weight: m.weight,
                 max_connections: if limits { m.max_connections } else { 0 },
                 backup: m.backup,
+                discovered: false,
             };
             let s = Server::new("simulated", &cfg, ([192, 0, 2, 1], 80).into());
             s.set_health(Health::Up);

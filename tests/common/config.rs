@@ -321,6 +321,7 @@ pub struct Backend {
     keys: Table,
     health: Health,
     servers: Vec<Table>,
+    discovery: Option<Discovery>,
 }
 
 impl Backend {
@@ -329,6 +330,7 @@ impl Backend {
             keys: Table::new(),
             health: Health(Table::new()),
             servers: Vec::new(),
+            discovery: None,
         }
         .health_fast()
     }
@@ -340,7 +342,21 @@ impl Backend {
         }
         let servers: Vec<Value> = self.servers.iter().cloned().map(Value::Table).collect();
         t.insert("servers".into(), servers.into());
+        if let Some(d) = &self.discovery {
+            t.insert("discovery".into(), d.0.clone().into());
+        }
         t.into()
+    }
+
+    /// Adds (or changes) the `discovery` table: servers from DNS name `dns` (an SRV name or
+    /// `name:port`), with the keys `edit` sets.
+    pub fn discovery(mut self, dns: &str, edit: impl FnOnce(Discovery) -> Discovery) -> Self {
+        let d = self
+            .discovery
+            .take()
+            .unwrap_or_else(|| Discovery(Table::new()));
+        self.discovery = Some(edit(d.set("dns", dns)));
+        self
     }
 
     pub fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -445,6 +461,25 @@ impl Backend {
             .set("address", addr.to_string());
         self.servers.push(edit(s).0);
         self
+    }
+}
+
+/// The `discovery` table of a backend.
+pub struct Discovery(Table);
+
+impl Discovery {
+    pub fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.0.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn interval(self, d: &str) -> Self {
+        self.set("interval", d)
+    }
+
+    /// The DNS server to ask (`IP:port`).
+    pub fn nameserver(self, addr: impl Into<String>) -> Self {
+        self.set("nameserver", addr.into())
     }
 }
 

@@ -7,7 +7,7 @@ use futures_util::future::try_join_all;
 use tokio_rustls::TlsAcceptor;
 
 use super::ReloadError;
-use super::plan::{FrontendAction, Plan, ServerPlan, plan};
+use super::plan::{BackendPlan, Changes, FrontendAction, Plan, ServerPlan, plan};
 use crate::app::frontends::{self, Bound, Frontends};
 use crate::app::{App, Backends};
 use crate::config::Config;
@@ -19,10 +19,13 @@ struct Prepared {
     /// Each backend's servers, in the plan's order.
     servers: Vec<Built>,
     /// Kept servers whose weight (when the file's changed) and limit follow the file.
-    settle: Vec<(Arc<Server>, Option<u32>, u32)>,
+    settle: Vec<Settle>,
     /// How each frontend of the plan is brought up, with what phase 1 made for it.
     frontends: Vec<Prepared1>,
 }
+
+/// A kept server, the weight to set (when the file's changed) and its limit.
+type Settle = (Arc<Server>, Option<u32>, u32);
 
 /// One backend's servers in file order (kept ones are the running objects), and which of
 /// them are new.
@@ -48,10 +51,14 @@ impl App {
         new: Config,
     ) -> Result<String, ReloadError> {
         let old = self.config.load_full();
+        // What DNS discovery found stays: the file does not list it.
+        let new = crate::app::discovery::carry_over(&old, new);
         let plan = plan(&old, &new);
         let prepared = self.prepare(&plan, &new, frontends).await?;
         let summary = plan.changes.summary();
         self.commit(frontends, plan, prepared, new).await;
+        // A changed `[discovery]` restarts its task, which looks again at once.
+        self.sync_discovery(true);
         Ok(summary)
     }
 
@@ -63,6 +70,44 @@ impl App {
         new: &Config,
         frontends: &Frontends,
     ) -> Result<Prepared, ReloadError> {
+        let (servers, settle) = self.prepare_backends(plan).await?;
+        let mut prepared = Vec::new();
+        for fp in &plan.frontends {
+            let fe = &fp.cfg;
+            // Swap and Restart are planned for frontends the old file had; one that is
+            // not running (it could not be) is bound like a new one.
+            let action = match frontends.running.contains_key(&fe.name) {
+                true => fp.action,
+                false => FrontendAction::Bind,
+            };
+            let socket = match action {
+                FrontendAction::Bind => Some(frontends::bind_frontend(fe)?),
+                _ => None,
+            };
+            let tls = match action {
+                FrontendAction::Swap => None,
+                _ => frontends::tls_for(new, fe).await?,
+            };
+            prepared.push(Prepared1 {
+                action,
+                socket,
+                tls,
+            });
+        }
+        Ok(Prepared {
+            servers,
+            settle,
+            frontends: prepared,
+        })
+    }
+
+    /// Phase 1 for the backends alone: builds each new server (resolving its name, within
+    /// a time limit) and collects the kept ones; nothing serving is touched. Shared by a
+    /// reload and by DNS discovery, so there is one way to change a backend's servers.
+    async fn prepare_backends(
+        &self,
+        plan: &Plan,
+    ) -> Result<(Vec<Built>, Vec<Settle>), ReloadError> {
         let running = self.backends.load_full();
         let mut servers = Vec::new();
         let mut settle = Vec::new();
@@ -124,34 +169,7 @@ impl App {
                 fresh,
             });
         }
-        let mut prepared = Vec::new();
-        for fp in &plan.frontends {
-            let fe = &fp.cfg;
-            // Swap and Restart are planned for frontends the old file had; one that is
-            // not running (it could not be) is bound like a new one.
-            let action = match frontends.running.contains_key(&fe.name) {
-                true => fp.action,
-                false => FrontendAction::Bind,
-            };
-            let socket = match action {
-                FrontendAction::Bind => Some(frontends::bind_frontend(fe)?),
-                _ => None,
-            };
-            let tls = match action {
-                FrontendAction::Swap => None,
-                _ => frontends::tls_for(new, fe).await?,
-            };
-            prepared.push(Prepared1 {
-                action,
-                socket,
-                tls,
-            });
-        }
-        Ok(Prepared {
-            servers,
-            settle,
-            frontends: prepared,
-        })
+        Ok((servers, settle))
     }
 
     /// Phase 2: swaps in what phase 1 prepared. It has no error to report: what could fail
@@ -164,37 +182,9 @@ impl App {
         new: Config,
     ) {
         let old = self.config.load_full();
-        for (server, weight, max) in prepared.settle {
-            if let Some(w) = weight {
-                server.set_weight(w);
-            }
-            server.set_max_connections(max);
-        }
-        let running = self.backends.load_full();
-        let mut backends = Backends::new();
-        for (b, Built { all, fresh }) in plan.backends.into_iter().zip(prepared.servers) {
-            let backend = match running.get(&b.name) {
-                Some(live) => {
-                    // A server joining a running pool ramps up like one coming back.
-                    let ramp = b.cfg.slow_start.get();
-                    for s in &fresh {
-                        s.start_ramp(ramp);
-                    }
-                    live.replace(b.cfg, all);
-                    Arc::clone(live)
-                }
-                None => Backend::new(&b.name, b.cfg, all, self.events.clone(), self.tasks.clone()),
-            };
-            backends.insert(b.name, backend);
-        }
-        let backends = Arc::new(backends);
-        self.backends.store(Arc::clone(&backends));
-        // Servers no longer in any snapshot: their checkers stop; in-flight requests hold them.
-        self.checkers.retain(&self.server_ids());
-        // First checks of new servers before any frontend points at a new backend: a frontend
-        // moved to a new backend then never answers 503 while its servers are still unchecked.
-        self.checkers.start_missing(&backends, &self.tasks).await;
-
+        let backends = self
+            .commit_backends(plan.backends, prepared.servers, prepared.settle)
+            .await;
         for (fp, ready) in plan.frontends.into_iter().zip(prepared.frontends) {
             self.bring_up(frontends, &backends, fp.cfg, ready).await;
         }
@@ -219,6 +209,64 @@ impl App {
         self.config.store(Arc::new(new));
         // Windows of removed servers are no longer saved.
         self.persist_logged().await;
+    }
+
+    /// Phase 2 for the backends alone: settles kept servers, swaps the new server lists in
+    /// (new servers ramp up), stops the checkers of servers no snapshot holds and runs the
+    /// first checks of new ones. Returns the backends now serving.
+    async fn commit_backends(
+        self: &Arc<Self>,
+        plans: Vec<BackendPlan>,
+        servers: Vec<Built>,
+        settle: Vec<Settle>,
+    ) -> Arc<Backends> {
+        for (server, weight, max) in settle {
+            if let Some(w) = weight {
+                server.set_weight(w);
+            }
+            server.set_max_connections(max);
+        }
+        let running = self.backends.load_full();
+        let mut backends = Backends::new();
+        for (b, Built { all, fresh }) in plans.into_iter().zip(servers) {
+            let backend = match running.get(&b.name) {
+                Some(live) => {
+                    // A server joining a running pool ramps up like one coming back.
+                    let ramp = b.cfg.slow_start.get();
+                    for s in &fresh {
+                        s.start_ramp(ramp);
+                    }
+                    live.replace(b.cfg, all);
+                    Arc::clone(live)
+                }
+                None => Backend::new(&b.name, b.cfg, all, self.events.clone(), self.tasks.clone()),
+            };
+            backends.insert(b.name, backend);
+        }
+        let backends = Arc::new(backends);
+        self.backends.store(Arc::clone(&backends));
+        // Servers no longer in any snapshot: their checkers stop; in-flight requests hold them.
+        self.checkers.retain(&self.server_ids());
+        // First checks of new servers before any frontend points at a new backend: a frontend
+        // moved to a new backend then never answers 503 while its servers are still unchecked.
+        self.checkers.start_missing(&backends, &self.tasks).await;
+
+        backends
+    }
+
+    /// Applies `new`, a configuration that differs from the running one only in backend
+    /// server lists (DNS discovery): the backend half of a reload, under the same lock.
+    /// Returns what changed.
+    pub(in crate::app) async fn apply_servers(
+        self: &Arc<Self>,
+        new: Config,
+    ) -> Result<Changes, ReloadError> {
+        let old = self.config.load_full();
+        let plan = plan(&old, &new);
+        let (servers, settle) = self.prepare_backends(&plan).await?;
+        self.commit_backends(plan.backends, servers, settle).await;
+        self.config.store(Arc::new(new));
+        Ok(plan.changes)
     }
 
     /// Swaps, restarts or starts one frontend as phase 1 prepared it.
