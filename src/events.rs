@@ -25,11 +25,13 @@ pub enum EventKind {
     BackendUnavailable,
     ConfigReloaded,
     ConfigRejected,
+    /// fulcrum's own memory crossed a `max_memory` threshold (either way).
+    Overloaded,
 }
 
 impl EventKind {
     /// Every kind, in the order the README lists them.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::ServerDown,
         EventKind::ServerUp,
         EventKind::ServerEjected,
@@ -43,6 +45,7 @@ impl EventKind {
         EventKind::BackendUnavailable,
         EventKind::ConfigReloaded,
         EventKind::ConfigRejected,
+        EventKind::Overloaded,
     ];
 
     /// The wire name.
@@ -61,6 +64,7 @@ impl EventKind {
             EventKind::BackendUnavailable => "backend_unavailable",
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::ConfigRejected => "config_rejected",
+            EventKind::Overloaded => "overloaded",
         }
     }
 
@@ -76,6 +80,7 @@ impl EventKind {
                 | EventKind::BackupActive
                 | EventKind::BackendUnavailable
                 | EventKind::ConfigRejected
+                | EventKind::Overloaded
         )
     }
 }

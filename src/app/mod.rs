@@ -20,7 +20,7 @@ mod state_file;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 use crate::alerts::WebhookStats;
 use crate::config::Config;
 use crate::events::Bus;
+use crate::fds::FdBudget;
 use crate::metrics::ClientCount;
+use crate::overload::Overload;
 use crate::pool::{Backend, Server, ServerId};
 use crate::tasks::Tasks;
 
@@ -60,6 +62,10 @@ pub struct App {
     clients: Mutex<BTreeMap<String, Arc<ClientCount>>>,
     /// The webhooks of the current `[alerts]`.
     webhooks: Mutex<Webhooks>,
+    /// Memory and fd pressure, read by every request and accept loop (`overload`).
+    overload: Arc<Overload>,
+    /// The fd limit and the client limit it allows, planned once at start (`fds`).
+    fds: OnceLock<FdBudget>,
 }
 
 /// One generation of webhook tasks: its counters and what stops it.
@@ -91,6 +97,16 @@ impl App {
     /// The event bus every state change is published on.
     pub fn events(&self) -> &Bus {
         &self.events
+    }
+
+    /// Memory and fd pressure (the `max_memory` thresholds, the fd reserve).
+    pub fn overload(&self) -> &Arc<Overload> {
+        &self.overload
+    }
+
+    /// The fd budget planned at start; `None` before [`start`] planned it.
+    pub fn fd_budget(&self) -> Option<&FdBudget> {
+        self.fds.get()
     }
 
     /// Every task of this instance.

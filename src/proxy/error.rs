@@ -18,6 +18,8 @@ pub enum Refusal {
     QueueFull,
     QueueTimeout,
     UpstreamTimeout,
+    /// fulcrum itself is above 95 % of `[global] max_memory`.
+    Overloaded,
 }
 
 impl Refusal {
@@ -27,9 +29,10 @@ impl Refusal {
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::ConnectFailed | Refusal::UpstreamBroken => StatusCode::BAD_GATEWAY,
-            Refusal::NoServer | Refusal::QueueFull | Refusal::QueueTimeout => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Refusal::NoServer
+            | Refusal::QueueFull
+            | Refusal::QueueTimeout
+            | Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -46,6 +49,7 @@ impl Refusal {
             Refusal::QueueFull => "queue_full",
             Refusal::QueueTimeout => "queue_timeout",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::Overloaded => "overloaded",
         }
     }
 
@@ -63,6 +67,7 @@ impl Refusal {
             }
             Refusal::QueueTimeout => "service unavailable: every server stayed busy\n",
             Refusal::UpstreamTimeout => "gateway timeout: the server did not answer in time\n",
+            Refusal::Overloaded => "service unavailable: the load balancer is overloaded\n",
         }
     }
 

@@ -49,6 +49,8 @@ pub struct Shared {
     pub tasks: Tasks,
     /// Open client connections of this frontend (for `fulcrum_client_connections`).
     pub clients: Arc<crate::metrics::ClientCount>,
+    /// Memory and fd pressure: `accept` waits while it pauses.
+    pub overload: Arc<crate::overload::Overload>,
 }
 
 /// How an accept loop serves what it accepts.
@@ -82,14 +84,17 @@ async fn accept(
             _ = close.cancelled() => return None,
             p = Arc::clone(&shared.limit).acquire_owned() => p.ok()?,
         };
+        // Above 98 % of max_memory, or with free fds under the reserve, wait for room.
+        let room = shared.overload.room();
         let accepted = tokio::select! {
             _ = close.cancelled() => return None,
-            a = listener.accept() => a,
+            a = async { room.await; listener.accept().await } => a,
         };
         match accepted {
             Ok((stream, peer)) => return Some((stream, peer, permit)),
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin; the listener stays.
+                shared.overload.accept_failed(&e);
                 tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
