@@ -252,7 +252,7 @@ impl Overload {
 
     /// One `overloaded` event per threshold crossed, in the order they were crossed.
     fn announce(&self, prev: Level, next: Level, rss: u64, ceiling: u64) {
-        let (rss, max) = (mib(rss), mib(ceiling));
+        let (rss, max) = (mib(rss), ByteSize(ceiling));
         let say = |detail: String| {
             self.events
                 .publish(Event::new(EventKind::Overloaded, None, None, detail));

@@ -84,11 +84,16 @@ async fn accept(
             _ = close.cancelled() => return None,
             p = Arc::clone(&shared.limit).acquire_owned() => p.ok()?,
         };
-        // Above 98 % of max_memory, or with free fds under the reserve, wait for room.
-        let room = shared.overload.room();
         let accepted = tokio::select! {
             _ = close.cancelled() => return None,
-            a = async { room.await; listener.accept().await } => a,
+            // Above 98 % of max_memory, or with free fds under the reserve, wait for room:
+            // before accepting, and after (the loop may have been waiting when it began).
+            a = async {
+                shared.overload.room().await;
+                let a = listener.accept().await;
+                shared.overload.room().await;
+                a
+            } => a,
         };
         match accepted {
             Ok((stream, peer)) => return Some((stream, peer, permit)),
