@@ -9,21 +9,29 @@
 # Environment (all optional):
 #   CONNS=10000       slowloris connections
 #   INTERVAL=3        seconds between two header bytes of one connection
-#   HOLD=12           seconds the driver holds the connections after its ramp
+#   HOLD=             seconds the driver holds the connections after its ramp
+#                     (default: long enough for ROUNDS wrk runs)
 #   WRK_DURATION=5    seconds of normal traffic (wrk --latency) with and without them
 #   WRK_CONNS=32      wrk connections
+#   ROUNDS=3          wrk runs with and without the connections; the median p99 is shown
 #   TARGETS="fulcrum haproxy"
 #   FULCRUM_BIN=      use this binary instead of `cargo build --release`
+#   HEADER_TIMEOUT=60s  how long a request head may take (fulcrum client_header_timeout,
+#                     HAProxy `timeout http-request`): long enough that every connection
+#                     is held at once; with 10s (fulcrum's default) both proxies close them
+#                     and the driver reconnects, so fewer are held at any moment
 #   PROXY_CPUS=0      CPU list for the proxies; LOAD_CPUS=1 for wrk, the driver, nginx
 set -euo pipefail
 
 CONNS=${CONNS:-10000}
 INTERVAL=${INTERVAL:-3}
-HOLD=${HOLD:-12}
 WRK_DURATION=${WRK_DURATION:-5}
 WRK_CONNS=${WRK_CONNS:-32}
+ROUNDS=${ROUNDS:-3}
+HOLD=${HOLD:-$((ROUNDS * (WRK_DURATION + 2) + 8))}
 TARGETS=${TARGETS:-"fulcrum haproxy"}
 FULCRUM_BIN=${FULCRUM_BIN:-}
+HEADER_TIMEOUT=${HEADER_TIMEOUT:-60s}
 PROXY_CPUS=${PROXY_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
 
@@ -73,8 +81,8 @@ if ((${#missing[@]})); then
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then   # the packages must not start services
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
     ((made_policy)) && rm -f /usr/sbin/policy-rc.d
 fi
 # 10,000 connections need 10,000 fds in the driver and as many in the proxy (each is
@@ -107,19 +115,36 @@ wait_ready() {  # wait_ready PORT PID
     die "nothing answered 200 on :$1 within ${READY_DEADLINE}s"
 }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-held() {  # established connections whose local port is $1 (the proxy's side)
-    ss -Htn state established "( sport = :$1 )" | wc -l
+held() {  # connections the proxy on port $1 accepted: established ones minus its accept queue
+    local est queued
+    est=$(ss -Htn state established "( sport = :$1 )" | wc -l)
+    queued=$(ss -Htln "( sport = :$1 )" | awk '{ q += $2 } END { print q + 0 }')
+    echo $((est - queued))
 }
 p99_ms() {  # p99_ms PORT: wrk --latency, the 99th percentile in ms
     local out
     out=$(taskset -c "$LOAD_CPUS" timeout $((WRK_DURATION + 20)) \
         wrk -t1 -c"$WRK_CONNS" -d"${WRK_DURATION}s" --latency --timeout 5s "http://127.0.0.1:$1/" 2>&1) \
         || { echo "$out" >&2; echo "nan"; return 0; }
+    if echo "$out" | grep -q "^ *0 requests in"; then
+        echo "none served"; echo "$out" | sed 's/^/[slowloris]   wrk: /' >&2; return 0
+    fi
     echo "$out" | awk '
         $1 == "99%" { v = $2; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v)
                       f = (u == "us") ? 0.001 : (u == "s") ? 1000 : (u == "m") ? 60000 : 1
                       printf "%.2f", v * f }'
     echo "$out" | awk '/requests in|Non-2xx|Socket errors/' | sed 's/^/[slowloris]   wrk: /' >&2
+}
+
+p99_median() {  # p99_median PORT: ROUNDS runs of p99_ms, the median (or "none served")
+    local i v all=()
+    for ((i = 0; i < ROUNDS; i++)); do
+        v=$(p99_ms "$1")
+        all+=("$v")
+    done
+    log "  p99 of each run: ${all[*]}"
+    printf '%s\n' "${all[@]}" | { grep -v none || true; } | sort -g | awk -v n="$ROUNDS" '
+        { v[NR] = $1 } END { if (NR < n) print "none served"; else print v[int((NR + 1) / 2)] }'
 }
 
 # ------------------------------------------------------------------ backend
@@ -146,9 +171,10 @@ start_bg "$LOAD_CPUS" "$TMP/nginx/out.log" nginx -p "$TMP/nginx" -e "$TMP/nginx/
 wait_ready "$BACKEND_PORT" "$LAST_PID"
 
 # ------------------------------------------------------------------ proxies
-# Both with one thread and the slowloris defence they ship or document: a request head
-# must arrive within 10 s (fulcrum's default client_header_timeout; HAProxy's
-# `timeout http-request 10s`, which its documentation recommends).
+# Both with one thread and the same request-head deadline, HEADER_TIMEOUT (fulcrum's
+# client_header_timeout; HAProxy's `timeout http-request`), and as many connections as the
+# fd limit holds at two fds each (fulcrum derives its limit so; HAProxy refuses to start
+# with a maxconn the limit cannot hold).
 start_fulcrum() {
     mkdir -p "$TMP/fulcrum-state"
     cat >"$TMP/fulcrum.toml" <<EOF
@@ -165,6 +191,7 @@ name = "bench"
 bind = "127.0.0.1:$FULCRUM_PORT"
 backend = "b"
 access_log = false
+client_header_timeout = "$HEADER_TIMEOUT"
 
 [backends.b]
 min_healthy = 1
@@ -184,13 +211,13 @@ start_haproxy() {
     cat >"$TMP/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn $((CONNS * 2))
+    maxconn $(( ($(ulimit -n) - 200) / 2 ))
 defaults
     mode http
     timeout connect 2s
     timeout client 60s
     timeout server 30s
-    timeout http-request 10s
+    timeout http-request $HEADER_TIMEOUT
     option http-keep-alive
 frontend fe
     bind 127.0.0.1:$HAPROXY_PORT
@@ -207,7 +234,7 @@ EOF
 RESULTS=()
 measure() {  # measure NAME PORT PID
     local name=$1 port=$2 pid=$3 base0 rss0 rss1 n p99 st driver deadline
-    base0=$(p99_ms "$port")
+    base0=$(p99_median "$port")
     sleep 1
     rss0=$(rss_kib "$pid")
     st=$TMP/$name-driver.json
@@ -224,8 +251,9 @@ measure() {  # measure NAME PORT PID
     sleep 1
     rss1=$(rss_kib "$pid")
     n=$(held "$port")
-    log "$name: $n connections held, RSS ${rss0} KiB -> ${rss1} KiB; driver $(cat "$st")"
-    p99=$(p99_ms "$port")
+    log "$name: $n connections accepted ($(ss -Htln "( sport = :$port )" | awk '{ print $2 }') waiting in its accept queue), RSS ${rss0} KiB -> ${rss1} KiB; driver $(cat "$st")"
+    p99=$(p99_median "$port")
+    log "$name: p99 ${base0} ms without, ${p99} ms with the slowloris connections"
     wait "$driver" 2>/dev/null || true
     log "$name: driver done: $(tail -n 1 "$TMP/$name-driver.log")"
     RESULTS+=("$(awk -v n="$name" -v c="$n" -v a="$rss0" -v b="$rss1" -v p0="$base0" -v p1="$p99" 'BEGIN {
@@ -244,7 +272,7 @@ for target in $TARGETS; do
 done
 
 echo
-echo "CONNS=$CONNS INTERVAL=${INTERVAL}s WRK_CONNS=$WRK_CONNS WRK_DURATION=${WRK_DURATION}s, $(nproc) CPUs; proxies on CPU $PROXY_CPUS, load on CPU $LOAD_CPUS"
+echo "CONNS=$CONNS HEADER_TIMEOUT=$HEADER_TIMEOUT INTERVAL=${INTERVAL}s WRK_CONNS=$WRK_CONNS WRK_DURATION=${WRK_DURATION}s ROUNDS=$ROUNDS (median p99), $(nproc) CPUs; proxies on CPU $PROXY_CPUS, load on CPU $LOAD_CPUS"
 echo
 echo "| target | slowloris connections held | RSS before (MiB) | RSS with them (MiB) | bytes per connection | p99 without (ms) | p99 with them (ms) |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
