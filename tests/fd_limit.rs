@@ -181,9 +181,19 @@ async fn a_full_fd_table_is_not_taken_for_dead_servers() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&ctl.stdout);
-    assert!(ctl.status.success(), "{table}{}", String::from_utf8_lossy(&ctl.stderr));
-    assert!(table.contains("of 256 fds open, up to 94 client connections"), "{table}");
-    assert!(table.contains("WARNING: the open files limit (256)"), "{table}");
+    assert!(
+        ctl.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&ctl.stderr)
+    );
+    assert!(
+        table.contains("of 256 fds open, up to 94 client connections"),
+        "{table}"
+    );
+    assert!(
+        table.contains("WARNING: the open files limit (256)"),
+        "{table}"
+    );
 
     // `check` says the same under the same limit.
     let check = Command::new("sh")
