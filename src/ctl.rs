@@ -340,5 +340,33 @@ pub fn table(status: &Status) -> String {
             b.name, b.algorithm, b.healthy_primaries, b.min_healthy
         );
     }
+    if let Some(p) = &status.process {
+        process_line(&mut out, p);
+    }
     out
+}
+
+/// fulcrum's own limits, under the table: memory against `max_memory`, fds, the client limit.
+fn process_line(out: &mut String, p: &crate::admin::status::ProcessStatus) {
+    let mib = |b: u64| format!("{:.1}MiB", b as f64 / f64::from(1 << 20));
+    let memory = match p.max_memory_bytes {
+        Some(max) => format!(
+            "memory {} of max_memory {} ({})",
+            mib(p.resident_memory_bytes),
+            mib(max),
+            p.memory_state
+        ),
+        None => format!("memory {}", mib(p.resident_memory_bytes)),
+    };
+    let fds = match &p.fds {
+        Some(f) => format!(
+            ", {} of {} fds open, up to {} client connections",
+            p.open_fds, f.fd_limit, f.effective_max_connections
+        ),
+        None => String::new(),
+    };
+    let _ = writeln!(out, "fulcrum: {memory}{fds}");
+    if let Some(w) = &p.fd_warning {
+        let _ = writeln!(out, "WARNING: {w}");
+    }
 }

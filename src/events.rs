@@ -27,11 +27,13 @@ pub enum EventKind {
     ConfigRejected,
     /// DNS discovery added or removed servers (the detail says which).
     DiscoveryChanged,
+    /// fulcrum's own memory crossed a `max_memory` threshold (either way).
+    Overloaded,
 }
 
 impl EventKind {
     /// Every kind, in the order the README lists them.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::ServerDown,
         EventKind::ServerUp,
         EventKind::ServerEjected,
@@ -46,6 +48,7 @@ impl EventKind {
         EventKind::ConfigReloaded,
         EventKind::ConfigRejected,
         EventKind::DiscoveryChanged,
+        EventKind::Overloaded,
     ];
 
     /// The wire name.
@@ -65,6 +68,7 @@ impl EventKind {
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::ConfigRejected => "config_rejected",
             EventKind::DiscoveryChanged => "discovery_changed",
+            EventKind::Overloaded => "overloaded",
         }
     }
 
@@ -80,6 +84,7 @@ impl EventKind {
                 | EventKind::BackupActive
                 | EventKind::BackendUnavailable
                 | EventKind::ConfigRejected
+                | EventKind::Overloaded
         )
     }
 }

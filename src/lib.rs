@@ -16,10 +16,14 @@ pub mod ctl;
 pub mod demo;
 pub mod discovery;
 pub mod events;
+/// File descriptors: the soft limit raised at start, the client limit it allows, the reserve.
+pub mod fds;
 /// fulcrum's own HTTP/1.1 framing codec (sans-IO: heads, body decoders, chunked encoder).
 pub mod h1;
 pub mod http_client;
 pub mod metrics;
+/// fulcrum's own pressure (memory against `max_memory`, free fds): shed, then pause.
+pub mod overload;
 pub mod pool;
 pub mod proxy;
 pub mod resolve;

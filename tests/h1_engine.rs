@@ -415,13 +415,11 @@ impl Client {
         if head.status < 200 || head.status == 204 || head.status == 304 {
             return Vec::new();
         }
-        let chunked = head
-            .get("transfer-encoding")
-            .is_some_and(|v| {
-                // The last coding frames the body (RFC 9112 §6.1): `gzip, chunked` is chunked.
-                let last = v.rsplit(',').next().unwrap_or_default();
-                last.trim().eq_ignore_ascii_case("chunked")
-            });
+        let chunked = head.get("transfer-encoding").is_some_and(|v| {
+            // The last coding frames the body (RFC 9112 §6.1): `gzip, chunked` is chunked.
+            let last = v.rsplit(',').next().unwrap_or_default();
+            last.trim().eq_ignore_ascii_case("chunked")
+        });
         if chunked {
             assert!(!head.has("content-length"), "both framings: {}", head.raw);
             loop {

@@ -61,6 +61,16 @@ impl Collector for FulcrumCollector {
                     .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
             }
         }
+        {
+            let rss = self.app.overload().resident_bytes() as i64;
+            enc.encode_descriptor(
+                "fulcrum_process_resident_memory_bytes",
+                "fulcrum's resident memory, as its max_memory monitor last measured it",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&rss)?;
+        }
         alerts(&mut enc, &self.app)
     }
 }
@@ -183,13 +193,14 @@ fn backend_gauges(enc: &mut DescriptorEncoder<'_>, backends: &[Arc<Backend>]) ->
 fn health_checks(enc: &mut DescriptorEncoder<'_>, servers: &[Pair]) -> fmt::Result {
     let mut m = enc.encode_descriptor(
         "fulcrum_health_checks",
-        "Active health checks finished, by result (ok or failed)",
+        "Active health checks finished, by result (ok, failed, or unknown: not run because fulcrum was out of file descriptors)",
         None,
         MetricType::Counter,
     )?;
     for (b, s) in servers {
         let (ok, failed) = s.check_counts();
-        for (result, n) in [("ok", ok), ("failed", failed)] {
+        let unknown = s.unknown_checks();
+        for (result, n) in [("ok", ok), ("failed", failed), ("unknown", unknown)] {
             m.encode_family(&[
                 ("backend", &*b.name),
                 ("server", &*s.name),

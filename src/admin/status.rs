@@ -19,6 +19,44 @@ pub struct Status {
     /// `duration_counts` follows (the last count, one past these, is `+Inf`).
     #[serde(default)]
     pub duration_buckets: Vec<f64>,
+    /// The process's own limits and pressure (fds, memory); absent from older fulcrums.
+    #[serde(default)]
+    pub process: Option<ProcessStatus>,
+}
+
+/// fulcrum's own limits: what the fd limit allows, and where memory stands against
+/// `max_memory`, so an operator sees why clients wait or get 503 `overloaded`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    /// The fd limit and the client limit it allows (planned at start).
+    pub fds: Option<crate::fds::FdBudget>,
+    /// Set when the fd limit lowered the client limit: what to change.
+    pub fd_warning: Option<String>,
+    /// Open fds at the monitor's last count.
+    pub open_fds: u64,
+    /// Whether client accept loops wait because free fds are under the reserve.
+    pub fds_low: bool,
+    pub resident_memory_bytes: u64,
+    /// `[global] max_memory` in bytes; null when unset.
+    pub max_memory_bytes: Option<u64>,
+    /// normal | shedding (new requests get 503 overloaded) | pausing (accepting waits too)
+    pub memory_state: String,
+}
+
+impl ProcessStatus {
+    fn of(app: &App) -> ProcessStatus {
+        let o = app.overload();
+        let fds = app.fd_budget().cloned();
+        ProcessStatus {
+            fd_warning: fds.as_ref().and_then(|f| f.warning()),
+            fds,
+            open_fds: o.open_fds(),
+            fds_low: o.fds_low(),
+            resident_memory_bytes: o.resident_bytes(),
+            max_memory_bytes: o.ceiling(),
+            memory_state: o.level().name().to_string(),
+        }
+    }
 }
 
 /// One backend.
@@ -83,6 +121,7 @@ impl Status {
                 .collect(),
             now: Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
             duration_buckets: DURATION_BUCKETS.to_vec(),
+            process: Some(ProcessStatus::of(app)),
         }
     }
 }

@@ -174,13 +174,20 @@ impl Frontends {
             tracing::info!(frontend = %cfg.name, "shutting down: not listening again");
             return;
         }
+        let max = app
+            .fds
+            .get()
+            .map_or(app.config().global.max_connections, |f| {
+                f.effective_max_connections
+            });
         let limit = self
             .limit
-            .get_or_insert_with(|| Arc::new(Semaphore::new(app.config().global.max_connections)));
+            .get_or_insert_with(|| Arc::new(Semaphore::new(max)));
         let shared = Shared {
             limit: Arc::clone(limit),
             tasks: app.tasks.clone(),
             clients: app.clients(&cfg.name),
+            overload: Arc::clone(&app.overload),
         };
         let close = app.tasks.child_token();
         tracing::info!(frontend = %cfg.name, addr = %socket.addr, backend = %cfg.backend, mode = ?protocol, "listening");

@@ -21,7 +21,7 @@ mod state_file;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::alerts::WebhookStats;
 use crate::config::Config;
 use crate::events::Bus;
+use crate::fds::FdBudget;
 use crate::metrics::ClientCount;
+use crate::overload::Overload;
 use crate::pool::{Backend, Server, ServerId};
 use crate::tasks::Tasks;
 
@@ -66,6 +68,10 @@ pub struct App {
     workers: crate::workers::Workers,
     /// One DNS discovery task per backend with `[discovery]`.
     discovery: discovery::Discovering,
+    /// Memory and fd pressure, read by every request and accept loop (`overload`).
+    overload: Arc<Overload>,
+    /// The fd limit and the client limit it allows, planned once at start (`fds`).
+    fds: OnceLock<FdBudget>,
 }
 
 /// One generation of webhook tasks: its counters and what stops it.
@@ -97,6 +103,16 @@ impl App {
     /// The event bus every state change is published on.
     pub fn events(&self) -> &Bus {
         &self.events
+    }
+
+    /// Memory and fd pressure (the `max_memory` thresholds, the fd reserve).
+    pub fn overload(&self) -> &Arc<Overload> {
+        &self.overload
+    }
+
+    /// The fd budget planned at start; `None` before [`start`] planned it.
+    pub fn fd_budget(&self) -> Option<&FdBudget> {
+        self.fds.get()
     }
 
     /// Every task of this instance.

@@ -13,6 +13,7 @@ use super::frontends::{self, BindError, FrontendTlsError};
 use super::{App, Backends, maintenance};
 use crate::config::{self, Config};
 use crate::events::Bus;
+use crate::overload::Overload;
 use crate::pool::resolve::{self, ResolveError};
 use crate::pool::{Backend, Server};
 use crate::proxy::Frontend;
@@ -58,6 +59,8 @@ impl App {
         let workers = crate::workers::Workers::start(config.global.threads);
         let events = Bus::new();
         let tasks = Tasks::new();
+        let overload = Overload::new(events.clone());
+        overload.set_ceiling(config.global.max_memory);
         let mut backends = Backends::new();
         for (name, cfg) in &config.backends {
             let servers = build_servers(name, cfg).await?;
@@ -76,6 +79,8 @@ impl App {
             webhooks: Mutex::new(Default::default()),
             workers,
             discovery: Default::default(),
+            overload,
+            fds: Default::default(),
         }))
     }
 }
@@ -99,8 +104,18 @@ pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketA
         .spawn_background(maintenance::run(Arc::clone(&app)));
     app.sync_discovery(false);
 
+    // The soft fd limit raised, and the client limit lowered if the fds cannot hold it.
+    let fds = crate::fds::raise_and_plan(&config);
+    if let Some(w) = fds.warning() {
+        tracing::warn!("{w}");
+    }
+    app.overload.set_fd_budget(fds.fd_limit, fds.fd_reserve);
+    let limit = fds.effective_max_connections;
+    let _ = app.fds.set(fds);
+    app.tasks.spawn_background(Arc::clone(&app.overload).run());
+
     let mut running = app.frontends.lock().await;
-    running.set_limit(config.global.max_connections);
+    running.set_limit(limit);
     // Bind and read every certificate first: a frontend that cannot start stops them all
     // before any accepts, and the tasks started above end with it.
     let mut ready = Vec::new();
@@ -125,7 +140,7 @@ pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketA
         let Some(backend) = app.backend(&fe.backend) else {
             continue;
         };
-        let front = Frontend::new(fe.clone(), backend);
+        let front = Frontend::new(fe.clone(), backend, Arc::clone(&app.overload));
         let protocol = frontends::protocol(fe, tls);
         running.launch(&app, fe.clone(), front, socket, protocol);
     }

@@ -218,6 +218,14 @@ pub fn summary(cfg: &Config) -> String {
         }
     }
     let _ = writeln!(out, "admin on {}", cfg.admin.bind);
+    if let Some(m) = cfg.global.max_memory {
+        let _ = writeln!(
+            out,
+            "max_memory {m}: 503 overloaded above 95 %, accepting waits above 98 %"
+        );
+    }
+    // What `run` would find here (same user, same limits): the soft limit raised to the hard one.
+    let _ = writeln!(out, "{}", crate::fds::plan_without_raising(cfg));
     out
 }
 

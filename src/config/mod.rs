@@ -8,6 +8,7 @@ mod discovery;
 mod duration;
 mod load;
 mod locate;
+mod size;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Deserializer};
 pub use discovery::{Discovery, DnsQuery};
 pub use duration::{Dur, DurError};
 pub use load::{ConfigError, ConfigErrors, load_file, parse_str};
+pub use size::{ByteSize, SizeError};
 pub use validate::{EVENT_NAMES, ResolveError, resolve};
 
 /// The whole configuration, as read from one file.
@@ -54,6 +56,10 @@ pub struct Global {
     /// Where maintenance state and the generated admin token live; by default systemd's
     /// `$STATE_DIRECTORY` when it is set (`StateDirectory=`), else `.fulcrum`.
     pub state_dir: PathBuf,
+    /// fulcrum's own memory ceiling (resident memory; `""` = none): above 95 % of it new
+    /// requests get 503 `overloaded`, above 98 % new connections wait. Applied by a reload.
+    #[serde(deserialize_with = "size::optional_size")]
+    pub max_memory: Option<ByteSize>,
 }
 
 impl Default for Global {
@@ -63,6 +69,7 @@ impl Default for Global {
             max_connections: 20_000,
             grace_period: Dur::secs(30),
             state_dir: default_state_dir(std::env::var_os("STATE_DIRECTORY")),
+            max_memory: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use super::locate::KeyPath;
 use super::{Config, MAX_RETRIES, MAX_WEIGHT};
 
 /// The event names webhooks may ask for (the README's "Alerts" reference), plus `all`.
-pub const EVENT_NAMES: [&str; 14] = [
+pub const EVENT_NAMES: [&str; 15] = [
     "server_down",
     "server_up",
     "server_ejected",
@@ -23,6 +23,7 @@ pub const EVENT_NAMES: [&str; 14] = [
     "config_reloaded",
     "config_rejected",
     "discovery_changed",
+    "overloaded",
 ];
 
 type Problems = Vec<(KeyPath, String)>;
@@ -88,7 +89,18 @@ fn global(config: &Config, out: &mut Problems) {
     if g.max_connections == 0 {
         out.push((p.key("max_connections"), "must be at least 1".into()));
     }
+    if let Some(m) = g.max_memory
+        && m.get() < MIN_MAX_MEMORY
+    {
+        out.push((
+            p.key("max_memory"),
+            format!("{m} is less than any process needs: at least 1MiB (did you forget the unit?)"),
+        ));
+    }
 }
+
+/// The lowest `max_memory`: below it every request would be refused from the start.
+const MIN_MAX_MEMORY: u64 = 1 << 20;
 
 fn admin(config: &Config, out: &mut Problems) {
     let p = KeyPath::root("admin");

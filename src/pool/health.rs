@@ -44,6 +44,14 @@ pub enum ProbeFailure {
     Status { status: u16, expected: StatusRange },
 }
 
+impl ProbeFailure {
+    /// Whether the probe failed because fulcrum itself is out of fds (EMFILE/ENFILE on its
+    /// own socket), which says nothing about the server.
+    pub fn is_local_fd_exhaustion(&self) -> bool {
+        matches!(self, ProbeFailure::Connect { source, .. } if crate::fds::is_exhaustion(source))
+    }
+}
+
 /// Runs one check of `server` as `settings` describe, within the timeout.
 pub async fn probe(server: &Server, settings: &config::Health) -> Probe {
     let timeout = settings.timeout.get();
@@ -124,6 +132,15 @@ pub async fn check_once(backend: &Backend, server: &Arc<Server>, streak: &mut St
         server.set_addr(addr);
     }
     let result = probe(server, &settings).await;
+    if let Err(why) = &result
+        && why.is_local_fd_exhaustion()
+    {
+        // fulcrum could not open a socket: that says nothing about the server, whose state
+        // stays as it is (a full fd table must not take healthy servers down).
+        tracing::warn!(server = %server.full_name(), "health check not run: {why}; the server keeps its state");
+        server.record_check_unknown();
+        return false;
+    }
     server.record_check(result.is_ok());
     let current = server.health();
     let Some(next) = streak.feed(current, result.is_ok(), settings.rise, settings.fall) else {
@@ -215,6 +232,19 @@ fn jitter(interval: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_fulcrums_own_fd_exhaustion_is_not_a_server_failure() {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let connect = |n| ProbeFailure::Connect {
+            addr,
+            source: std::io::Error::from_raw_os_error(n),
+        };
+        assert!(connect(rustix::io::Errno::MFILE.raw_os_error()).is_local_fd_exhaustion());
+        assert!(connect(rustix::io::Errno::NFILE.raw_os_error()).is_local_fd_exhaustion());
+        assert!(!connect(rustix::io::Errno::CONNREFUSED.raw_os_error()).is_local_fd_exhaustion());
+        assert!(!ProbeFailure::TimedOut(Dur::secs(1)).is_local_fd_exhaustion());
+    }
 
     #[test]
     fn flips_only_on_thresholds() {

@@ -52,6 +52,14 @@ pub enum Outcome {
     TimedOut,
 }
 
+impl Outcome {
+    /// A connect that failed because fulcrum itself is out of fds: not the server's failure.
+    pub fn is_local_fd_exhaustion(&self) -> bool {
+        matches!(self, Outcome::ConnectFailed(IoCause::Os(code))
+            if crate::fds::is_exhaustion(&std::io::Error::from_raw_os_error(*code)))
+    }
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -149,6 +157,10 @@ pub fn refusal(servers: &[Arc<Server>], server: &Server, max_percent: u32) -> Op
 pub fn record(backend: &Backend, server: &Arc<Server>, outcome: Outcome) {
     if outcome == Outcome::Success {
         return server.record_success();
+    }
+    if outcome.is_local_fd_exhaustion() {
+        // fulcrum could not open a socket (EMFILE/ENFILE): nothing the server did.
+        return;
     }
     let settings = backend.settings();
     let o = &settings.outlier;
@@ -258,6 +270,16 @@ mod tests {
             format!("connect failed: {refused}")
         );
         assert_eq!(Outcome::ConnectTimedOut.to_string(), "connect timed out");
+    }
+
+    #[test]
+    fn fulcrums_own_fd_exhaustion_is_not_the_servers_failure() {
+        let cause =
+            |n| Outcome::ConnectFailed(IoCause::from(&std::io::Error::from_raw_os_error(n)));
+        assert!(cause(rustix::io::Errno::MFILE.raw_os_error()).is_local_fd_exhaustion());
+        assert!(cause(rustix::io::Errno::NFILE.raw_os_error()).is_local_fd_exhaustion());
+        assert!(!cause(rustix::io::Errno::CONNREFUSED.raw_os_error()).is_local_fd_exhaustion());
+        assert!(!Outcome::ConnectTimedOut.is_local_fd_exhaustion());
     }
 
     #[test]

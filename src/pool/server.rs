@@ -120,6 +120,8 @@ pub struct Server {
     requests_total: AtomicU64,
     checks_ok: AtomicU64,
     checks_failed: AtomicU64,
+    /// Checks that could not run because fulcrum itself was out of fds: neither result.
+    checks_unknown: AtomicU64,
     /// Unix milliseconds of the last finished check, and whether it passed.
     last_check_ms: AtomicU64,
     last_check_ok: AtomicBool,
@@ -175,6 +177,7 @@ impl Server {
             requests_total: AtomicU64::new(0),
             checks_ok: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
+            checks_unknown: AtomicU64::new(0),
             last_check_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
             idle: IdleConns::default(),
@@ -301,6 +304,17 @@ impl Server {
             .unwrap_or(0);
         self.last_check_ms.store(now, Ordering::Relaxed);
         self.last_check_ok.store(ok, Ordering::Relaxed);
+    }
+
+    /// Records a check that could not run for a reason of fulcrum's own (out of fds): it
+    /// says nothing about the server, so its state and last result stay.
+    pub fn record_check_unknown(&self) {
+        self.checks_unknown.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Checks that could not run (see [`record_check_unknown`](Self::record_check_unknown)).
+    pub fn unknown_checks(&self) -> u64 {
+        self.checks_unknown.load(Ordering::Relaxed)
     }
 
     /// (passed, failed) health checks so far.

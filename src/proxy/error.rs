@@ -20,6 +20,8 @@ pub enum Refusal {
     QueueFull,
     QueueTimeout,
     UpstreamTimeout,
+    /// fulcrum itself is above 95 % of `[global] max_memory`.
+    Overloaded,
 }
 
 impl Refusal {
@@ -30,9 +32,10 @@ impl Refusal {
             Refusal::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::UriTooLong => StatusCode::URI_TOO_LONG,
             Refusal::ConnectFailed | Refusal::UpstreamBroken => StatusCode::BAD_GATEWAY,
-            Refusal::NoServer | Refusal::QueueFull | Refusal::QueueTimeout => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Refusal::NoServer
+            | Refusal::QueueFull
+            | Refusal::QueueTimeout
+            | Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -50,6 +53,7 @@ impl Refusal {
             Refusal::QueueFull => "queue_full",
             Refusal::QueueTimeout => "queue_timeout",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::Overloaded => "overloaded",
         }
     }
 
@@ -68,6 +72,7 @@ impl Refusal {
             }
             Refusal::QueueTimeout => "service unavailable: every server stayed busy\n",
             Refusal::UpstreamTimeout => "gateway timeout: the server did not answer in time\n",
+            Refusal::Overloaded => "service unavailable: the load balancer is overloaded\n",
         }
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 
 use crate::config;
+use crate::overload::Overload;
 use crate::pool::Backend;
 
 /// One frontend; shared by its accept loop and every connection it accepted.
@@ -15,15 +16,22 @@ pub struct Frontend {
     pub name: Arc<str>,
     settings: ArcSwap<config::Frontend>,
     backend: ArcSwap<Backend>,
+    /// fulcrum's memory pressure: `handle` refuses new requests while it sheds.
+    pub overload: Arc<Overload>,
 }
 
 impl Frontend {
-    /// A frontend serving `backend` with `settings`.
-    pub fn new(settings: config::Frontend, backend: Arc<Backend>) -> Arc<Self> {
+    /// A frontend serving `backend` with `settings`, refusing requests while `overload` sheds.
+    pub fn new(
+        settings: config::Frontend,
+        backend: Arc<Backend>,
+        overload: Arc<Overload>,
+    ) -> Arc<Self> {
         Arc::new(Frontend {
             name: settings.name.as_str().into(),
             settings: ArcSwap::from_pointee(settings),
             backend: ArcSwap::new(backend),
+            overload,
         })
     }
 

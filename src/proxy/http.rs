@@ -53,7 +53,13 @@ pub async fn handle(
     // does not mix old and new values, and the request path loads them once.
     let b = arc_swap::Guard::into_inner(backend.settings());
     let sticky = balance::sticky::requested(&b, &balance::Fields::Map(req.headers()));
-    let mut resp = match forward(&settings, &b, &backend, client, tls, req).await {
+    // Above 95 % of max_memory: refuse before any work (one relaxed load otherwise).
+    let forwarded = if fe.overload.shedding() {
+        Err(Refusal::Overloaded)
+    } else {
+        forward(&settings, &b, &backend, client, tls, req).await
+    };
+    let mut resp = match forwarded {
         Ok(fwd) => {
             let (mut parts, body) = fwd.resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);

@@ -71,6 +71,8 @@ pub struct Shared {
     pub tasks: Tasks,
     /// Open client connections of this frontend (for `fulcrum_client_connections`).
     pub clients: Arc<crate::metrics::ClientCount>,
+    /// Memory and fd pressure: `accept` waits while it pauses.
+    pub overload: Arc<crate::overload::Overload>,
 }
 
 /// How an accept loop serves what it accepts.
@@ -107,7 +109,14 @@ async fn accept(
     loop {
         let accepted = tokio::select! {
             _ = close.cancelled() => return None,
-            a = listener.accept() => a,
+            // Above 98 % of max_memory, or with free fds under the reserve, wait for room:
+            // before accepting, and after (the loop may have been waiting when it began).
+            a = async {
+                shared.overload.room().await;
+                let a = listener.accept().await;
+                shared.overload.room().await;
+                a
+            } => a,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -122,6 +131,7 @@ async fn accept(
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin; the listener stays.
+                shared.overload.accept_failed(&e);
                 tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

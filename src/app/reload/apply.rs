@@ -203,7 +203,11 @@ impl App {
         // What needs a restart stays as it runs, so the stored configuration is what is in
         // effect (maintenance keeps saving to the state_dir it restored from).
         let mut new = new;
+        // `max_memory` is the one `[global]` key a reload applies.
+        self.overload.set_ceiling(new.global.max_memory);
+        let max_memory = new.global.max_memory;
         new.global = old.global.clone();
+        new.global.max_memory = max_memory;
         new.admin.bind = old.admin.bind;
         new.admin.token_file = old.admin.token_file.clone();
         self.config.store(Arc::new(new));
@@ -290,7 +294,7 @@ impl App {
                 front.swap(fe.clone(), Arc::clone(&backend));
                 Arc::clone(front)
             } else {
-                Frontend::new(fe.clone(), Arc::clone(&backend))
+                Frontend::new(fe.clone(), Arc::clone(&backend), Arc::clone(&self.overload))
             }
         };
         match (ready.action, cur, ready.socket) {
@@ -310,7 +314,9 @@ impl App {
                 // old listener close.
                 let front = match &cur {
                     Some(c) => reuse(&c.front, c.cfg.mode),
-                    None => Frontend::new(fe.clone(), Arc::clone(&backend)),
+                    None => {
+                        Frontend::new(fe.clone(), Arc::clone(&backend), Arc::clone(&self.overload))
+                    }
                 };
                 let protocol = frontends::protocol(&fe, ready.tls);
                 let name = fe.name.clone();

@@ -130,6 +130,15 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         .map(|f| f.name.clone())
         .collect();
     changes.frontends.removed = removed_frontends.clone();
+    if old.global.max_memory != new.global.max_memory {
+        let show =
+            |m: Option<config::ByteSize>| m.map_or_else(|| "off".to_string(), |m| m.to_string());
+        changes.other.push(format!(
+            "max_memory {} -> {}",
+            show(old.global.max_memory),
+            show(new.global.max_memory)
+        ));
+    }
     let webhooks_changed = old.alerts.webhooks != new.alerts.webhooks;
     if webhooks_changed {
         changes.other.push("webhooks restarted".into());

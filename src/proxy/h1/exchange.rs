@@ -69,7 +69,13 @@ pub async fn run<S: ClientIo>(
         finish: Some(finish),
         tunnel_idle: settings.tunnel_idle_timeout.get(),
     };
-    let keep = ex.go().await;
+    // Above 95 % of `max_memory`: refused before any work (one relaxed load otherwise).
+    let keep = if fe.overload.shedding() {
+        let has_body = ex.head.body != BodyFraming::None;
+        ex.refuse(Refusal::Overloaded, has_body).await
+    } else {
+        ex.go().await
+    };
     let head_len = ex.head.head_len;
     if keep {
         // What follows is the next request, if any arrived.
