@@ -25,11 +25,17 @@ pub enum EventKind {
     BackendUnavailable,
     ConfigReloaded,
     ConfigRejected,
+    /// `[cluster]`: a member's lease ended / began (its record went away / appeared).
+    InstanceDown,
+    InstanceUp,
+    /// `[cluster]`: this instance lost / regained its etcd connection.
+    ClusterUnavailable,
+    ClusterRestored,
 }
 
 impl EventKind {
     /// Every kind, in the order the README lists them.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::ServerDown,
         EventKind::ServerUp,
         EventKind::ServerEjected,
@@ -43,6 +49,10 @@ impl EventKind {
         EventKind::BackendUnavailable,
         EventKind::ConfigReloaded,
         EventKind::ConfigRejected,
+        EventKind::InstanceDown,
+        EventKind::InstanceUp,
+        EventKind::ClusterUnavailable,
+        EventKind::ClusterRestored,
     ];
 
     /// The wire name.
@@ -61,6 +71,10 @@ impl EventKind {
             EventKind::BackendUnavailable => "backend_unavailable",
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::ConfigRejected => "config_rejected",
+            EventKind::InstanceDown => "instance_down",
+            EventKind::InstanceUp => "instance_up",
+            EventKind::ClusterUnavailable => "cluster_unavailable",
+            EventKind::ClusterRestored => "cluster_restored",
         }
     }
 
@@ -76,6 +90,8 @@ impl EventKind {
                 | EventKind::BackupActive
                 | EventKind::BackendUnavailable
                 | EventKind::ConfigRejected
+                | EventKind::InstanceDown
+                | EventKind::ClusterUnavailable
         )
     }
 }

@@ -10,6 +10,8 @@ pub mod alerts;
 pub mod app;
 pub mod balance;
 pub mod cli;
+/// `[cluster]`: runtime state shared with other instances through etcd.
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod demo;
