@@ -67,11 +67,16 @@ fn member(etcd: &Etcd, name: &str, servers: &[&TestServer], hook: Option<&str>) 
 
 /// The state of server `s` as instance `api` sees it.
 async fn state(api: &Api, s: &str) -> String {
-    api.server("b", s).await["state"].as_str().unwrap().to_string()
+    api.server("b", s).await["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 async fn cluster(api: &Api) -> Value {
-    let (code, v) = api.send(reqwest::Method::GET, "/api/v1/cluster", None).await;
+    let (code, v) = api
+        .send(reqwest::Method::GET, "/api/v1/cluster", None)
+        .await;
     assert_eq!(code, 200, "{v}");
     v
 }
@@ -90,13 +95,20 @@ async fn settled(apis: &[&Api], n: usize) -> String {
         if ok && !leaders[0].is_empty() && leaders.iter().all(|l| *l == leaders[0]) {
             return leaders[0].clone();
         }
-        assert!(Instant::now() < deadline, "the cluster did not settle: {leaders:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not settle: {leaders:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// Collects the events named `name` the webhook gets within `within`.
-async fn collect(rx: &mut mpsc::UnboundedReceiver<Value>, name: &str, within: Duration) -> Vec<Value> {
+async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<Value>,
+    name: &str,
+    within: Duration,
+) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + within;
     let mut out = Vec::new();
     while let Ok(Some(v)) = tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -108,7 +120,12 @@ async fn collect(rx: &mut mpsc::UnboundedReceiver<Value>, name: &str, within: Du
 }
 
 /// Waits for the first event named `name`, then for any copy of it for `quiet` more.
-async fn exactly_one(rx: &mut mpsc::UnboundedReceiver<Value>, name: &str, first: Duration, quiet: Duration) -> Value {
+async fn exactly_one(
+    rx: &mut mpsc::UnboundedReceiver<Value>,
+    name: &str,
+    first: Duration,
+    quiet: Duration,
+) -> Value {
     let deadline = tokio::time::Instant::now() + first;
     let one = loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -118,7 +135,10 @@ async fn exactly_one(rx: &mut mpsc::UnboundedReceiver<Value>, name: &str, first:
         }
     };
     let more = collect(rx, name, quiet).await;
-    assert!(more.is_empty(), "{name} was sent more than once: {one} then {more:?}");
+    assert!(
+        more.is_empty(),
+        "{name} was sent more than once: {one} then {more:?}"
+    );
     one
 }
 
@@ -143,15 +163,23 @@ async fn maintenance_set_on_one_is_obeyed_by_all_and_expires_once_with_one_alert
     settled(&apis.iter().collect::<Vec<_>>(), 3).await;
 
     let asked = Instant::now();
-    let (code, v) = apis[1].maintenance("a", json!({"for": "2s", "reason": "kernel"})).await;
+    let (code, v) = apis[1]
+        .maintenance("a", json!({"for": "2s", "reason": "kernel"}))
+        .await;
     assert_eq!(code, 200, "{v}");
     for api in &apis {
-        eventually_async("every instance obeys the window", Duration::from_secs(1), || async {
-            state(api, "a").await == "maintenance"
-        })
+        eventually_async(
+            "every instance obeys the window",
+            Duration::from_secs(1),
+            || async { state(api, "a").await == "maintenance" },
+        )
         .await;
     }
-    assert!(asked.elapsed() < Duration::from_secs(1), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
     // No traffic reaches the server in maintenance through any instance.
     let before = a.hits();
     let c = client();
@@ -163,39 +191,84 @@ async fn maintenance_set_on_one_is_obeyed_by_all_and_expires_once_with_one_alert
     }
     assert_eq!(a.hits(), before);
 
-    let started = exactly_one(&mut rx, "maintenance_started", Duration::from_secs(3), Duration::ZERO).await;
-    assert!(started["detail"].as_str().unwrap().contains("kernel"), "{started}");
-    let expired = exactly_one(&mut rx, "maintenance_expired", Duration::from_secs(6), Duration::from_secs(2)).await;
-    assert_eq!((expired["backend"].as_str(), expired["server"].as_str()), (Some("b"), Some("a")));
+    let started = exactly_one(
+        &mut rx,
+        "maintenance_started",
+        Duration::from_secs(3),
+        Duration::ZERO,
+    )
+    .await;
+    assert!(
+        started["detail"].as_str().unwrap().contains("kernel"),
+        "{started}"
+    );
+    let expired = exactly_one(
+        &mut rx,
+        "maintenance_expired",
+        Duration::from_secs(6),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(
+        (expired["backend"].as_str(), expired["server"].as_str()),
+        (Some("b"), Some("a"))
+    );
     for api in &apis {
-        eventually_async("every instance puts it back", Duration::from_secs(2), || async {
-            state(api, "a").await != "maintenance"
-        })
+        eventually_async(
+            "every instance puts it back",
+            Duration::from_secs(2),
+            || async { state(api, "a").await != "maintenance" },
+        )
         .await;
     }
-    assert!(collect(&mut rx, "maintenance_started", Duration::ZERO).await.is_empty());
+    assert!(
+        collect(&mut rx, "maintenance_started", Duration::ZERO)
+            .await
+            .is_empty()
+    );
 
     // A weight set on one is the weight everywhere.
     let (code, v) = apis[2]
-        .send(reqwest::Method::PUT, "/api/v1/backends/b/servers/b/weight", Some(json!({"weight": 7})))
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/backends/b/servers/b/weight",
+            Some(json!({"weight": 7})),
+        )
         .await;
     assert_eq!(code, 200, "{v}");
     for api in &apis {
         eprintln!("weight: {}", api.server("b", "b").await);
     }
     for api in &apis {
-        eventually_async("every instance has the weight", Duration::from_secs(1), || async {
-            api.server("b", "b").await["weight"] == 7
-        })
+        eventually_async(
+            "every instance has the weight",
+            Duration::from_secs(1),
+            || async { api.server("b", "b").await["weight"] == 7 },
+        )
         .await;
     }
     // The members see each other, the metric says how many.
     let v = cluster(&apis[0]).await;
-    let names: Vec<&str> = v["instances"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["one", "three", "two"]);
     assert_eq!(v["instances"][0]["healthy_primaries"]["b"], 2);
-    assert!(v["instances"][0]["admin"].as_str().unwrap().starts_with("127.0.0.1:"));
-    assert!(apis[0].metrics().await.contains("fulcrum_cluster_instances 3"));
+    assert!(
+        v["instances"][0]["admin"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(
+        apis[0]
+            .metrics()
+            .await
+            .contains("fulcrum_cluster_instances 3")
+    );
     for f in fs {
         f.shutdown().await;
     }
@@ -220,16 +293,30 @@ async fn the_leader_stops_and_another_takes_over_and_says_so() {
     let survivor = &apis[other];
     eventually_async("the survivor leads", Duration::from_secs(5), || async {
         let v = cluster(survivor).await;
-        v["leader"].as_str() != Some(&leader) && v["leader"].is_string() && v["instances"].as_array().unwrap().len() == 1
+        v["leader"].as_str() != Some(&leader)
+            && v["leader"].is_string()
+            && v["instances"].as_array().unwrap().len() == 1
     })
     .await;
     assert!(stopped.elapsed() < fulcrum::cluster::LEASE_TTL + Duration::from_secs(2));
-    let down = exactly_one(&mut rx, "instance_down", Duration::from_secs(5), Duration::from_secs(1)).await;
+    let down = exactly_one(
+        &mut rx,
+        "instance_down",
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+    )
+    .await;
     assert!(down["detail"].as_str().unwrap().contains(&leader), "{down}");
     // The new leader speaks: a window set now is announced (once).
     let (code, _) = survivor.maintenance("a", json!({"for": "1m"})).await;
     assert_eq!(code, 200);
-    exactly_one(&mut rx, "maintenance_started", Duration::from_secs(3), Duration::from_millis(500)).await;
+    exactly_one(
+        &mut rx,
+        "maintenance_started",
+        Duration::from_secs(3),
+        Duration::from_millis(500),
+    )
+    .await;
     fs.remove(0).shutdown().await;
 }
 
@@ -268,43 +355,72 @@ async fn an_etcd_outage_fails_no_request_refuses_changes_and_converges_after() {
 
     etcd.stop();
     for api in &apis {
-        eventually_async("the instance notices etcd is gone", Duration::from_secs(5), || async {
-            cluster(api).await["store"] == "unreachable"
-        })
+        eventually_async(
+            "the instance notices etcd is gone",
+            Duration::from_secs(5),
+            || async { cluster(api).await["store"] == "unreachable" },
+        )
         .await;
     }
     let (code, v) = apis[0].maintenance("a", json!({"for": "10m"})).await;
     assert_eq!(code, 503, "{v}");
-    assert!(v["error"].as_str().unwrap().starts_with("cluster store unreachable: "), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cluster store unreachable: "),
+        "{v}"
+    );
     let (code, _) = apis[1]
-        .send(reqwest::Method::PUT, "/api/v1/backends/b/servers/a/weight", Some(json!({"weight": 5})))
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/backends/b/servers/a/weight",
+            Some(json!({"weight": 5})),
+        )
         .await;
     assert_eq!(code, 503);
     let (code, _) = apis[1]
-        .send(reqwest::Method::DELETE, "/api/v1/backends/b/servers/a/maintenance", None)
+        .send(
+            reqwest::Method::DELETE,
+            "/api/v1/backends/b/servers/a/maintenance",
+            None,
+        )
         .await;
     assert_eq!(code, 503);
     for api in &apis {
         let s = api.server("b", "a").await;
-        assert_eq!((s["state"].as_str(), s["weight"].as_u64()), (Some("up"), Some(1)), "nothing changed");
+        assert_eq!(
+            (s["state"].as_str(), s["weight"].as_u64()),
+            (Some("up"), Some(1)),
+            "nothing changed"
+        );
     }
 
     etcd.resume().await;
-    eventually_async("a change is accepted again", Duration::from_secs(10), || async {
-        apis[0].maintenance("a", json!({"for": "10m"})).await.0 == 200
-    })
+    eventually_async(
+        "a change is accepted again",
+        Duration::from_secs(10),
+        || async { apis[0].maintenance("a", json!({"for": "10m"})).await.0 == 200 },
+    )
     .await;
     let asked = Instant::now();
-    eventually_async("the other instance obeys it", Duration::from_secs(1), || async {
-        state(&apis[1], "a").await == "maintenance"
-    })
+    eventually_async(
+        "the other instance obeys it",
+        Duration::from_secs(1),
+        || async { state(&apis[1], "a").await == "maintenance" },
+    )
     .await;
     assert!(asked.elapsed() < Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     for l in load {
         l.await.unwrap();
     }
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "{} ok", ok.load(Ordering::Relaxed));
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "{} ok",
+        ok.load(Ordering::Relaxed)
+    );
     assert!(ok.load(Ordering::Relaxed) > 0);
     for api in &apis {
         assert_eq!(events_total(api, "cluster_unavailable").await, 1);
@@ -342,24 +458,45 @@ async fn malformed_values_under_the_prefix_are_ignored() {
     let etcd = Etcd::start().await;
     let mut kv = etcd.client().await;
     // Present before the instance starts (the snapshot) ...
-    kv.put(format!("{PREFIX}/maintenance/b/a"), "not json", None).await.unwrap();
-    kv.put(format!("{PREFIX}/instances/ghost"), "{", None).await.unwrap();
+    kv.put(format!("{PREFIX}/maintenance/b/a"), "not json", None)
+        .await
+        .unwrap();
+    kv.put(format!("{PREFIX}/instances/ghost"), "{", None)
+        .await
+        .unwrap();
     let a = TestServer::start("a").await;
     let f = member(&etcd, "m", &[&a], None).start().await;
     let api = Api::new(&f);
     settled(&[&api], 1).await;
     // ... and while it watches.
-    kv.put(format!("{PREFIX}/weight/b/a"), r#"{"weight":-3}"#, None).await.unwrap();
-    kv.put(format!("{PREFIX}/maintenance/b/a"), r#"{"since":"x"}"#, None).await.unwrap();
-    kv.put(format!("{PREFIX}/outbox/junk"), "[]", None).await.unwrap();
+    kv.put(format!("{PREFIX}/weight/b/a"), r#"{"weight":-3}"#, None)
+        .await
+        .unwrap();
+    kv.put(
+        format!("{PREFIX}/maintenance/b/a"),
+        r#"{"since":"x"}"#,
+        None,
+    )
+    .await
+    .unwrap();
+    kv.put(format!("{PREFIX}/outbox/junk"), "[]", None)
+        .await
+        .unwrap();
     // A good value after the bad ones still applies: the watch survived them.
-    kv.put(format!("{PREFIX}/weight/b/a"), r#"{"weight":4}"#, None).await.unwrap();
-    eventually_async("the good weight applies", Duration::from_secs(2), || async {
-        api.server("b", "a").await["weight"] == 4
-    })
+    kv.put(format!("{PREFIX}/weight/b/a"), r#"{"weight":4}"#, None)
+        .await
+        .unwrap();
+    eventually_async(
+        "the good weight applies",
+        Duration::from_secs(2),
+        || async { api.server("b", "a").await["weight"] == 4 },
+    )
     .await;
     assert_eq!(state(&api, "a").await, "up");
-    assert_eq!(cluster(&api).await["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        cluster(&api).await["instances"].as_array().unwrap().len(),
+        1
+    );
     f.shutdown().await;
 }
 
@@ -367,7 +504,9 @@ async fn malformed_values_under_the_prefix_are_ignored() {
 async fn without_cluster_there_is_no_cluster_endpoint() {
     let a = TestServer::start("a").await;
     let f = Setup::new().servers(&[&a]).start().await;
-    let (code, v) = Api::new(&f).send(reqwest::Method::GET, "/api/v1/cluster", None).await;
+    let (code, v) = Api::new(&f)
+        .send(reqwest::Method::GET, "/api/v1/cluster", None)
+        .await;
     assert_eq!(code, 404, "{v}");
     f.shutdown().await;
 }
@@ -395,13 +534,20 @@ async fn ctl_cluster_prints_the_members_and_a_split_view() {
     let (api1, api2) = (Api::new(&f1), Api::new(&f2));
     settled(&[&api1, &api2], 2).await;
     eventually_async("the split is visible", Duration::from_secs(3), || async {
-        let out = fulcrum::ctl::run(&p2, &fulcrum::ctl::Action::Cluster).await.unwrap();
+        let out = fulcrum::ctl::run(&p2, &fulcrum::ctl::Action::Cluster)
+            .await
+            .unwrap();
         out.contains("split view: b/a is down on one and up on two")
     })
     .await;
-    let out = fulcrum::ctl::run(&p1, &fulcrum::ctl::Action::Cluster).await.unwrap();
+    let out = fulcrum::ctl::run(&p1, &fulcrum::ctl::Action::Cluster)
+        .await
+        .unwrap();
     assert!(out.starts_with("INSTANCE"), "{out}");
-    assert!(out.contains("one") && out.contains("two") && out.contains("leader"), "{out}");
+    assert!(
+        out.contains("one") && out.contains("two") && out.contains("leader"),
+        "{out}"
+    );
     f1.shutdown().await;
     f2.shutdown().await;
 }

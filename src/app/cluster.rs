@@ -39,6 +39,13 @@ impl App {
         };
         let host: Arc<dyn Host> = Arc::clone(self) as Arc<dyn Host>;
         self.tasks.spawn_background(Arc::clone(&c).run(host));
+        let app = Arc::clone(self);
+        self.tasks.spawn_background(async move {
+            loop {
+                app.maintenance.persist.notified().await;
+                app.persist_logged().await;
+            }
+        });
         if !c.wait_synced(FIRST_SYNC).await {
             tracing::warn!(
                 instance = %c.name(),
@@ -48,6 +55,7 @@ impl App {
     }
 
     async fn apply_change(&self, change: Change) {
+        let windows = !matches!(change, Change::Weight { .. });
         {
             let _turn = self.maintenance.save.lock().await;
             match change {
@@ -77,7 +85,10 @@ impl App {
                 }
             }
         }
-        self.persist_logged().await;
+        // Weights are not in the state file; windows are, written off the watch's path.
+        if windows {
+            self.maintenance.persist.notify_one();
+        }
     }
 
     /// Makes `server`'s window what etcd says. The caller holds the turn.

@@ -50,6 +50,9 @@ pub(super) struct Scheduler {
     /// cancelled midway (an admin request whose client hangs up) run as tasks of their own,
     /// so a turn is never given up while its write goes on.
     pub(super) save: tokio::sync::Mutex<()>,
+    /// `[cluster]`: asks for the state file to be rewritten after a change seen in etcd, by
+    /// a task of its own, so the watch never waits for the disk (requests coalesce).
+    pub(super) persist: Notify,
 }
 
 impl App {

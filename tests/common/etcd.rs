@@ -26,7 +26,10 @@ impl Etcd {
         let mut e = Etcd {
             client: free_port(),
             peer: free_port(),
-            dir: tempfile::Builder::new().prefix("fulcrum-etcd-").tempdir().unwrap(),
+            dir: tempfile::Builder::new()
+                .prefix("fulcrum-etcd-")
+                .tempdir()
+                .unwrap(),
             child: None,
         };
         e.resume().await;
@@ -50,8 +53,18 @@ impl Etcd {
         let child = Command::new("etcd")
             .args(["--name", "t", "--data-dir"])
             .arg(self.dir.path())
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("t={peer}")])
             .args(["--log-level", "error"])
             .stdout(Stdio::null())
@@ -69,7 +82,10 @@ impl Etcd {
             if ok {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "etcd did not become healthy");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "etcd did not become healthy"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -84,7 +100,9 @@ impl Etcd {
 
     /// A client of this etcd, for a test to look at or write keys directly.
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect(self.endpoints(), None).await.unwrap()
+        etcd_client::Client::connect(self.endpoints(), None)
+            .await
+            .unwrap()
     }
 }
 
