@@ -237,9 +237,6 @@ async fn maintenance_set_on_one_is_obeyed_by_all_and_expires_once_with_one_alert
         .await;
     assert_eq!(code, 200, "{v}");
     for api in &apis {
-        eprintln!("weight: {}", api.server("b", "b").await);
-    }
-    for api in &apis {
         eventually_async(
             "every instance has the weight",
             Duration::from_secs(1),

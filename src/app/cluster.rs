@@ -55,40 +55,47 @@ impl App {
     }
 
     async fn apply_change(&self, change: Change) {
-        let windows = !matches!(change, Change::Weight { .. });
-        {
-            let _turn = self.maintenance.save.lock().await;
-            match change {
-                Change::Window {
-                    backend,
-                    server,
-                    window,
-                } => self.apply_window(&backend, &server, window.as_ref()),
-                Change::Weight {
-                    backend,
-                    server,
-                    weight,
-                } => self.apply_weight(&backend, &server, weight),
-                Change::Snapshot { windows, weights } => {
-                    let mut want: BTreeMap<(String, String), SharedWindow> =
-                        windows.into_iter().map(|(b, s, w)| ((b, s), w)).collect();
-                    for (b, s) in self.servers() {
-                        let w = want.remove(&(b.name.to_string(), s.name.to_string()));
-                        self.apply_window(&b.name, &s.name, w.as_ref());
-                    }
-                    for ((b, s), _) in want {
-                        tracing::debug!(backend = %b, server = %s, "a shared window names a server not configured here");
-                    }
-                    for (b, s, w) in weights {
-                        self.apply_weight(&b, &s, w);
-                    }
+        let (windows, weights) = match change {
+            Change::Window {
+                backend,
+                server,
+                window,
+            } => (vec![(backend, server, window)], Vec::new()),
+            Change::Weight {
+                backend,
+                server,
+                weight,
+            } => (Vec::new(), vec![(backend, server, weight)]),
+            Change::Snapshot { windows, weights } => {
+                let mut want: BTreeMap<(String, String), SharedWindow> =
+                    windows.into_iter().map(|(b, s, w)| ((b, s), w)).collect();
+                let mut all = Vec::new();
+                for (b, s) in self.servers() {
+                    let w = want.remove(&(b.name.to_string(), s.name.to_string()));
+                    all.push((b.name.to_string(), s.name.to_string(), w));
                 }
+                for (b, s) in want.into_keys() {
+                    tracing::debug!(backend = %b, server = %s, "a shared window names a server not configured here");
+                }
+                (all, weights)
+            }
+        };
+        // Weights are not in the state file and need no turn: never behind a disk write.
+        for (b, s, w) in weights {
+            self.apply_weight(&b, &s, w);
+        }
+        if windows.is_empty() {
+            return;
+        }
+        {
+            // Windows take the turn, so they interleave with changes made here in order.
+            let _turn = self.maintenance.save.lock().await;
+            for (b, s, w) in windows {
+                self.apply_window(&b, &s, w.as_ref());
             }
         }
-        // Weights are not in the state file; windows are, written off the watch's path.
-        if windows {
-            self.maintenance.persist.notify_one();
-        }
+        // The state file is rewritten off the watch's path.
+        self.maintenance.persist.notify_one();
     }
 
     /// Makes `server`'s window what etcd says. The caller holds the turn.
