@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use admin_common::*;
 use bytes::Bytes;
 use common::*;
-use etcd::Etcd;
+use etcd::{Etcd, Link};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -315,6 +315,91 @@ async fn the_leader_stops_and_another_takes_over_and_says_so() {
     )
     .await;
     fs.remove(0).shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_etcd_is_replaced_within_the_lease_and_reported_down() {
+    let etcd = Etcd::start().await;
+    let a = TestServer::start("a").await;
+    let (hook, mut rx) = receiver().await;
+    // Each instance reaches etcd through a link the test can cut: to the other, an
+    // instance whose link is cut has died.
+    let links = [Link::to(etcd.client).await, Link::to(etcd.client).await];
+    let mut fs = Vec::new();
+    for (name, link) in ["first", "second"].iter().zip(&links) {
+        let f = Setup::new()
+            .servers(&[&a])
+            .backend("b", |b| b.min_healthy(1))
+            .cluster(&link.endpoints(), PREFIX, name)
+            .alerts(|al| al.set("remind_every", "1h").webhook(&hook, |w| w))
+            .start()
+            .await;
+        fs.push(f);
+    }
+    let apis: Vec<Api> = fs.iter().map(Api::new).collect();
+    let leader = settled(&[&apis[0], &apis[1]], 2).await;
+    let (dead, alive) = if leader == "first" { (0, 1) } else { (1, 0) };
+    let survivor = ["first", "second"][alive];
+
+    // An alert left in the outbox is sent once by the leader, then marked sent.
+    let mut kv = etcd.client().await;
+    let entry = json!({"event": "config_reloaded", "backend": null, "server": null,
+                       "at": "2025-06-01T14:00:00Z", "detail": "left in the outbox"});
+    kv.put(format!("{PREFIX}/outbox/test-1"), entry.to_string(), None)
+        .await
+        .unwrap();
+    let sent = exactly_one(
+        &mut rx,
+        "config_reloaded",
+        Duration::from_secs(3),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(sent["detail"], "left in the outbox");
+    let left = kv
+        .get(format!("{PREFIX}/outbox/test-1"), None)
+        .await
+        .unwrap();
+    assert!(left.kvs().is_empty());
+    let mark = kv.get(format!("{PREFIX}/sent/test-1"), None).await.unwrap();
+    assert_eq!(mark.kvs().len(), 1);
+
+    let cut = Instant::now();
+    links[dead].cut();
+    eventually_async(
+        "the survivor leads",
+        fulcrum::cluster::LEASE_TTL + Duration::from_secs(6),
+        || async {
+            let v = cluster(&apis[alive]).await;
+            v["leader"] == survivor && v["instances"].as_array().unwrap().len() == 1
+        },
+    )
+    .await;
+    assert!(
+        cut.elapsed() < fulcrum::cluster::LEASE_TTL + Duration::from_secs(6),
+        "{:?}",
+        cut.elapsed()
+    );
+    let down = exactly_one(
+        &mut rx,
+        "instance_down",
+        Duration::from_secs(3),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(down["detail"].as_str().unwrap().contains(&leader), "{down}");
+    // The cut-off instance serves on, refuses changes and said once that it lost etcd.
+    assert_eq!(cluster(&apis[dead]).await["store"], "unreachable");
+    assert_eq!(
+        apis[dead].maintenance("a", json!({"for": "1m"})).await.0,
+        503
+    );
+    let (code, _, _) = get(&client(), &format!("http://{}/", fs[dead].frontend("www"))).await;
+    assert_eq!(code, 200);
+    assert_eq!(events_total(&apis[dead], "cluster_unavailable").await, 1);
+    for f in fs {
+        f.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

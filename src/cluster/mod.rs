@@ -46,9 +46,14 @@ pub use keys::{Record, SharedWindow};
 /// another instance within seconds, long enough that a busy instance is not taken for
 /// dead (etcd's own minimum is about 2 s).
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
-/// Every call to etcd gives up after this: a change asked for through the API answers 503
-/// rather than hanging.
+/// A change asked for through the API gives up on etcd after this and answers 503 rather
+/// than hanging.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The background calls (records, campaign, leader's duties, keep-alive answers) give up
+/// after this; a failure ends the session. Longer than [`OP_TIMEOUT`] so a slow answer
+/// from a busy etcd is not taken for an outage: a real one breaks the connection (or
+/// gRPC's keep-alive notices a silent peer within two seconds) long before.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long start-up waits for the first snapshot from etcd before serving alone.
 pub const FIRST_SYNC: Duration = Duration::from_secs(2);
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchStream};
 
 use super::keys::{Kind, SharedWindow, WeightValue};
-use super::{Change, Cluster, Host, LEASE_TTL, OP_TIMEOUT, leader, members, timed};
+use super::{CALL_TIMEOUT, Change, Cluster, Host, LEASE_TTL, OP_TIMEOUT, leader, members, timed};
 use crate::config::MAX_WEIGHT;
 
 /// Runs one session; returns why it ended.
@@ -27,7 +27,7 @@ pub async fn run(c: &Arc<Cluster>, host: &Arc<dyn Host>) -> String {
 async fn session(c: &Arc<Cluster>, host: &Arc<dyn Host>) -> Result<(), String> {
     let opts = ConnectOptions::new()
         .with_connect_timeout(OP_TIMEOUT)
-        .with_timeout(OP_TIMEOUT)
+        .with_timeout(CALL_TIMEOUT)
         .with_keep_alive(Duration::from_secs(1), OP_TIMEOUT);
     let mut client = timed(Client::connect(&c.endpoints, Some(opts))).await?;
     let ttl = i64::try_from(LEASE_TTL.as_secs()).unwrap_or(3);

@@ -15,6 +15,20 @@ pub struct Etcd {
     child: Option<Child>,
 }
 
+/// The data directory: in memory (`/dev/shm`) where there is one, so etcd's fsyncs cost
+/// nothing and tests running side by side do not wait on one disk; a kill and restart of
+/// etcd keeps it all the same.
+fn data_dir() -> tempfile::TempDir {
+    let b = tempfile::Builder::new().prefix("fulcrum-etcd-").clone();
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = b.tempdir_in(shm) {
+            return d;
+        }
+    }
+    b.tempdir().unwrap()
+}
+
 fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
@@ -109,5 +123,50 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A TCP forwarder to etcd that can be cut: an instance talking to etcd through it looks,
+/// once cut, exactly like an instance that died (its lease runs out), while the process
+/// stays up for the test to look at.
+pub struct Link {
+    pub addr: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Link {
+    pub async fn to(target: SocketAddr) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    _ = token.cancelled() => return,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => return },
+                };
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Link { addr, stop }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        vec![format!("http://{}", self.addr)]
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.stop.cancel();
     }
 }
