@@ -21,10 +21,8 @@ pub struct Etcd {
 fn data_dir() -> tempfile::TempDir {
     let b = tempfile::Builder::new().prefix("fulcrum-etcd-").clone();
     let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = b.tempdir_in(shm) {
-            return d;
-        }
+    if let Some(d) = shm.is_dir().then(|| b.tempdir_in(shm).ok()).flatten() {
+        return d;
     }
     b.tempdir().unwrap()
 }
