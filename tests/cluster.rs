@@ -633,3 +633,32 @@ async fn ctl_cluster_prints_the_members_and_a_split_view() {
     f1.shutdown().await;
     f2.shutdown().await;
 }
+
+#[test]
+fn cluster_settings_are_checked_with_file_line_and_key() {
+    let base = "[[frontends]]\nname = \"www\"\nbind = \"127.0.0.1:0\"\nbackend = \"b\"\n\
+                [[backends.b.servers]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n";
+    let good = format!("{base}[cluster]\netcd = [\"http://10.0.0.5:2379\"]\ninstance = \"lb-1\"\n");
+    let cfg = fulcrum::config::parse_str(&good, std::path::Path::new("c.toml")).unwrap();
+    let c = cfg.cluster.unwrap();
+    assert_eq!(
+        (c.prefix.as_str(), c.instance.as_str()),
+        ("/fulcrum", "lb-1")
+    );
+    let bad = format!(
+        "{base}[cluster]\netcd = [\"10.0.0.5\"]\nprefix = \"fulcrum/\"\ninstance = \"a/b\"\n"
+    );
+    let e = fulcrum::config::parse_str(&bad, std::path::Path::new("c.toml")).unwrap_err();
+    let keys: Vec<(&str, usize)> = e.0.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("cluster.etcd[0]", 9),
+            ("cluster.prefix", 10),
+            ("cluster.instance", 11)
+        ],
+        "{e}"
+    );
+    let unknown = format!("{base}[cluster]\nlease = \"3s\"\n");
+    assert!(fulcrum::config::parse_str(&unknown, std::path::Path::new("c.toml")).is_err());
+}

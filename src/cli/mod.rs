@@ -206,6 +206,19 @@ pub fn summary(cfg: &Config) -> String {
         }
     }
     let _ = writeln!(out, "admin on {}", cfg.admin.bind);
+    if let Some(c) = &cfg.cluster {
+        let name = if c.instance.is_empty() {
+            "(host name)"
+        } else {
+            &c.instance
+        };
+        let _ = writeln!(
+            out,
+            "cluster: instance {name} on etcd {} under {}",
+            c.etcd.join(", "),
+            c.prefix
+        );
+    }
     out
 }
 
