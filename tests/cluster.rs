@@ -662,3 +662,30 @@ fn cluster_settings_are_checked_with_file_line_and_key() {
     let unknown = format!("{base}[cluster]\nlease = \"3s\"\n");
     assert!(fulcrum::config::parse_str(&unknown, std::path::Path::new("c.toml")).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_instance_brings_its_saved_windows_into_an_empty_cluster() {
+    let etcd = Etcd::start().await;
+    let a = TestServer::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let until =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(600));
+    let saved = json!({"version": 1, "maintenance": [{"backend": "b", "server": "a",
+        "since": "2025-01-01T00:00:00Z", "until": until.to_string(), "reason": "before the cluster"}]});
+    std::fs::write(dir.path().join("maintenance.json"), saved.to_string()).unwrap();
+    let first = member(&etcd, "first", &[&a], None)
+        .state_dir(dir.path())
+        .start()
+        .await;
+    let second = member(&etcd, "second", &[&a], None).start().await;
+    let api2 = Api::new(&second);
+    eventually_async(
+        "the second instance has the window",
+        Duration::from_secs(3),
+        || async { api2.server("b", "a").await["maintenance_reason"] == "before the cluster" },
+    )
+    .await;
+    assert_eq!(state(&Api::new(&first), "a").await, "maintenance");
+    first.shutdown().await;
+    second.shutdown().await;
+}

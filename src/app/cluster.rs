@@ -203,6 +203,21 @@ impl Host for App {
         self.config().alerts.remind_every.get()
     }
 
+    fn windows(&self) -> Vec<(String, String, SharedWindow)> {
+        self.servers()
+            .into_iter()
+            .filter_map(|(b, s)| {
+                let w = s.maintenance.window()?;
+                let shared = SharedWindow {
+                    since: w.since,
+                    until: w.until,
+                    reason: w.reason,
+                };
+                Some((b.name.to_string(), s.name.to_string(), shared))
+            })
+            .collect()
+    }
+
     fn apply(&self, change: Change) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.apply_change(change))
     }

@@ -65,6 +65,9 @@ pub trait Host: Send + Sync {
     fn record(&self) -> Record;
     /// `[alerts] remind_every` now.
     fn remind_every(&self) -> Duration;
+    /// The windows running here now (backend, server, window): what a first instance
+    /// brings into an empty cluster.
+    fn windows(&self) -> Vec<(String, String, SharedWindow)>;
     /// Applies a change seen in etcd to the servers.
     fn apply(&self, change: Change) -> BoxFuture<'_>;
     /// Posts one alert to every webhook that wants it; returns once done (or given up).

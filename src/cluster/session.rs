@@ -84,7 +84,12 @@ async fn snapshot(c: &Cluster, client: &mut Client, host: &dyn Host) -> Result<i
     let mut resp = timed(client.get(c.keys.all(), Some(GetOptions::new().with_prefix()))).await?;
     let revision = resp.header().map_or(0, |h| h.revision());
     let (mut windows, mut weights) = (Vec::new(), Vec::new());
-    for kv in resp.take_kvs() {
+    let kvs = resp.take_kvs();
+    let others = kvs.iter().any(|kv| {
+        let key = String::from_utf8_lossy(kv.key());
+        key.starts_with(&c.keys.instances()) && *key != c.keys.instance(c.name())
+    });
+    for kv in kvs {
         let key = String::from_utf8_lossy(kv.key()).into_owned();
         match c.keys.kind(&key) {
             Some(Kind::Window { backend, server }) => match SharedWindow::decode(kv.value()) {
@@ -98,6 +103,22 @@ async fn snapshot(c: &Cluster, client: &mut Client, host: &dyn Host) -> Result<i
                 }
             }
             _ => {}
+        }
+    }
+    // The first instance of a new cluster (etcd holds no window and no other member) brings
+    // the windows it restored from its state file, rather than ending them: switching a
+    // running fulcrum to [cluster] keeps its servers in maintenance.
+    let mut revision = revision;
+    if c.revision.load(Ordering::Acquire) == 0 && windows.is_empty() && !others {
+        for (backend, server, w) in host.windows() {
+            let key = c.keys.window(&backend, &server);
+            let txn = etcd_client::Txn::new()
+                .when([super::absent(key.clone())])
+                .and_then([etcd_client::TxnOp::put(key, w.encode(), None)]);
+            let done = timed(client.txn(txn)).await?;
+            revision = revision.max(done.header().map_or(0, |h| h.revision()));
+            tracing::info!(backend = %backend, server = %server, "maintenance window brought into the cluster from the state file");
+            windows.push((backend, server, w));
         }
     }
     host.apply(Change::Snapshot { windows, weights }).await;
