@@ -35,9 +35,9 @@ async fn session(c: &Arc<Cluster>, host: &Arc<dyn Host>) -> Result<(), String> {
     members::publish(c, &mut client, lease, host.as_ref()).await?;
     let watch = catch_up(c, &mut client, host.as_ref()).await?;
     c.connected(client.clone(), lease);
-    let (mut w, mut k, mut m, mut l) = (client.clone(), client.clone(), client.clone(), client);
+    let (mut k, mut m, mut l) = (client.clone(), client.clone(), client);
     tokio::try_join!(
-        watching(c, &mut w, watch, host.as_ref()),
+        watching(c, watch, host.as_ref()),
         keep_alive(&mut k, lease),
         members::run(c, &mut m, lease, host, &c.seen),
         leader::run(c, &mut l, lease, host),
@@ -131,12 +131,7 @@ fn malformed(key: &str, why: &str) {
 }
 
 /// Applies watched changes until the watch fails.
-async fn watching(
-    c: &Cluster,
-    _client: &mut Client,
-    mut watch: WatchStream,
-    host: &dyn Host,
-) -> Result<(), String> {
+async fn watching(c: &Cluster, mut watch: WatchStream, host: &dyn Host) -> Result<(), String> {
     loop {
         match watch.message().await {
             Ok(Some(r)) if r.canceled() => {
