@@ -254,3 +254,26 @@ pub(super) fn gate(c: &Arc<Cluster>) -> Gate {
         _ => c.is_leader(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_member_that_does_not_lead_sends_only_its_own_link_events() {
+        let c = Cluster::new(&crate::config::Cluster::default(), Default::default()).await;
+        let gate = gate(&c);
+        let pass = |k| gate(&Event::new(k, None, None, ""));
+        assert!(pass(EventKind::ClusterUnavailable) && pass(EventKind::ClusterRestored));
+        for k in [
+            EventKind::ServerDown,
+            EventKind::MaintenanceStarted,
+            EventKind::MaintenanceExpired,
+            EventKind::MaintenanceReminder,
+            EventKind::InstanceDown,
+            EventKind::CapacityLow,
+        ] {
+            assert!(!pass(k), "{k}");
+        }
+    }
+}
