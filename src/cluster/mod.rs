@@ -52,7 +52,7 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The background calls (records, campaign, leader's duties, keep-alive answers) give up
 /// after this; a failure ends the session. Longer than [`OP_TIMEOUT`] so a slow answer
 /// from a busy etcd is not taken for an outage: a real one breaks the connection (or
-/// gRPC's keep-alive notices a silent peer within two seconds) long before.
+/// gRPC's keep-alive notices a silent peer within seven seconds).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long start-up waits for the first snapshot from etcd before serving alone.
 pub const FIRST_SYNC: Duration = Duration::from_secs(2);

@@ -28,7 +28,9 @@ async fn session(c: &Arc<Cluster>, host: &Arc<dyn Host>) -> Result<(), String> {
     let opts = ConnectOptions::new()
         .with_connect_timeout(OP_TIMEOUT)
         .with_timeout(CALL_TIMEOUT)
-        .with_keep_alive(Duration::from_secs(1), OP_TIMEOUT);
+        // HTTP/2 pings find a silent etcd (a partition that drops packets) in 2 + 5 s; a
+        // shorter timeout took a busy machine's late answer for an outage.
+        .with_keep_alive(Duration::from_secs(2), CALL_TIMEOUT);
     let mut client = timed(Client::connect(&c.endpoints, Some(opts))).await?;
     let ttl = i64::try_from(LEASE_TTL.as_secs()).unwrap_or(3);
     let lease = timed(client.lease_grant(ttl, None)).await?.id();
