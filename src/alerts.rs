@@ -47,9 +47,7 @@ struct Target {
 
 impl Target {
     fn wants(&self, e: &Event) -> bool {
-        self.events
-            .iter()
-            .any(|n| n == "all" || n == e.event.name())
+        wants(&self.events, e)
     }
 
     fn drop_alerts(&self, n: u64, why: &str) {
@@ -65,6 +63,22 @@ pub fn spawn(
     cfg: &config::Alerts,
     tasks: &Tasks,
     stop: &CancellationToken,
+) -> Vec<Arc<WebhookStats>> {
+    spawn_gated(bus, cfg, tasks, stop, Arc::new(|_: &Event| true))
+}
+
+/// Decides, per event read from the bus, whether this instance sends it. With `[cluster]`
+/// only the leader speaks for the cluster, and shared-state alerts come from etcd instead
+/// (see `cluster::outbox`), so the bus reader asks first.
+pub type Gate = Arc<dyn Fn(&Event) -> bool + Send + Sync>;
+
+/// [`spawn`], sending only the bus events `gate` lets through.
+pub fn spawn_gated(
+    bus: &Bus,
+    cfg: &config::Alerts,
+    tasks: &Tasks,
+    stop: &CancellationToken,
+    gate: Gate,
 ) -> Vec<Arc<WebhookStats>> {
     let mut targets = Vec::new();
     for w in &cfg.webhooks {
@@ -92,7 +106,7 @@ pub fn spawn(
     }
     let stats = targets.iter().map(|t| Arc::clone(&t.stats)).collect();
     if !targets.is_empty() {
-        tasks.spawn_background(dispatch(bus.subscribe(), targets, stop.clone()));
+        tasks.spawn_background(dispatch(bus.subscribe(), targets, gate, stop.clone()));
     }
     stats
 }
@@ -101,6 +115,7 @@ pub fn spawn(
 async fn dispatch(
     mut rx: broadcast::Receiver<Event>,
     targets: Vec<Target>,
+    gate: Gate,
     stop: CancellationToken,
 ) {
     loop {
@@ -109,6 +124,7 @@ async fn dispatch(
             n = rx.recv() => n,
         };
         match next {
+            Ok(e) if !gate(&e) => {}
             Ok(e) => {
                 for t in targets.iter().filter(|t| t.wants(&e)) {
                     if let Err(mpsc::error::TrySendError::Full(_)) = t.queue.try_send(e.clone()) {
@@ -156,36 +172,61 @@ async fn deliver(
             _ = stop.cancelled() => return,
             e = rx.recv() => match e { Some(e) => e, None => return },
         };
-        let body = payload(&event);
-        let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=ATTEMPTS {
-            let result = http_client::call(
-                Method::POST,
-                &uri,
-                &[("content-type", "application/json")],
-                body.clone(),
-                POST_TIMEOUT,
-            )
-            .await;
-            let why = match result {
-                Ok(a) if (200..300).contains(&a.status) => {
-                    stats.sent.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                Ok(a) => format!("answered {}", a.status),
-                Err(e) => e.to_string(),
-            };
-            if attempt == ATTEMPTS {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(webhook = %stats.url, event = %event.event, "alert not delivered after {ATTEMPTS} tries: {why}");
-                break;
-            }
-            tracing::debug!(webhook = %stats.url, attempt, "alert delivery failed: {why}; retrying");
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff *= 2;
+        if !post(&uri, &stats, &event, &stop).await {
+            return;
         }
     }
+}
+
+/// Posts `event` to the webhook at `url` now, with the usual timeout and retries, counting
+/// the outcome in `stats`; returns once it was delivered or given up on. The cluster's
+/// leader calls it for alerts kept in etcd, marking one sent only after this returns.
+pub async fn post_now(url: &str, stats: &WebhookStats, event: &Event) {
+    match url.parse::<Uri>() {
+        Ok(uri) => {
+            post(&uri, stats, event, &CancellationToken::new()).await;
+        }
+        Err(e) => tracing::error!(url = %url, "webhook URL unusable: {e}"),
+    }
+}
+
+/// Whether webhook entry `events` asks for `e`.
+pub fn wants(events: &[String], e: &Event) -> bool {
+    events.iter().any(|n| n == "all" || n == e.event.name())
+}
+
+/// One alert to one webhook, with retries; false when `stop` came first.
+async fn post(uri: &Uri, stats: &WebhookStats, event: &Event, stop: &CancellationToken) -> bool {
+    let body = payload(event);
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1..=ATTEMPTS {
+        let result = http_client::call(
+            Method::POST,
+            uri,
+            &[("content-type", "application/json")],
+            body.clone(),
+            POST_TIMEOUT,
+        )
+        .await;
+        let why = match result {
+            Ok(a) if (200..300).contains(&a.status) => {
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            Ok(a) => format!("answered {}", a.status),
+            Err(e) => e.to_string(),
+        };
+        if attempt == ATTEMPTS {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(webhook = %stats.url, event = %event.event, "alert not delivered after {ATTEMPTS} tries: {why}");
+            return true;
+        }
+        tracing::debug!(webhook = %stats.url, attempt, "alert delivery failed: {why}; retrying");
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff *= 2;
+    }
+    true
 }

@@ -44,6 +44,8 @@ pub enum Action {
     Weight { server: String, weight: u32 },
     /// Reload the configuration file.
     Reload,
+    /// The instances of the cluster (`[cluster]`), as a table.
+    Cluster,
 }
 
 /// Why a ctl command failed, with its exit code.
@@ -154,7 +156,98 @@ pub async fn run(config: &Path, action: &Action) -> Result<String, CtlError> {
             admin.send(Method::POST, "/api/v1/reload", None).await?;
             Ok(format!("reloaded {}\n", config.display()))
         }
+        Action::Cluster => {
+            let v = admin.send(Method::GET, "/api/v1/cluster", None).await?;
+            Ok(cluster_table(&v))
+        }
     }
+}
+
+/// `GET /api/v1/cluster` as a table, one row per instance, then every server the instances
+/// disagree about (down for some, up for others: a split view).
+pub fn cluster_table(v: &serde_json::Value) -> String {
+    use crate::cluster::Record;
+    let leader = v["leader"].as_str().unwrap_or("");
+    let instances: Vec<Record> = serde_json::from_value(v["instances"].clone()).unwrap_or_default();
+    let mut rows = vec![
+        [
+            "INSTANCE",
+            "ROLE",
+            "ADMIN",
+            "VERSION",
+            "LAST SEEN",
+            "HEALTHY PRIMARIES",
+        ]
+        .map(String::from),
+    ];
+    for r in &instances {
+        let healthy: Vec<String> = r
+            .healthy_primaries
+            .iter()
+            .map(|(b, n)| format!("{b}={n}"))
+            .collect();
+        let role = if r.name == leader { "leader" } else { "member" };
+        rows.push([
+            r.name.clone(),
+            role.into(),
+            r.admin.clone(),
+            r.version.clone(),
+            r.last_seen.clone(),
+            healthy.join(" "),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in r.iter().zip(widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let _ = write!(line, "{cell:<w$}");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let mut servers: Vec<(&String, &String)> = instances
+        .iter()
+        .flat_map(|r| {
+            r.down
+                .iter()
+                .flat_map(|(b, ss)| ss.iter().map(move |s| (b, s)))
+        })
+        .collect();
+    servers.sort();
+    servers.dedup();
+    for (b, s) in servers {
+        let (down, up): (Vec<&Record>, Vec<&Record>) = instances
+            .iter()
+            .filter(|r| r.healthy_primaries.contains_key(b))
+            .partition(|r| r.down.get(b).is_some_and(|d| d.contains(s)));
+        if !up.is_empty() {
+            let names = |rs: &[&Record]| {
+                rs.iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "split view: {b}/{s} is down on {} and up on {}",
+                names(&down),
+                names(&up)
+            );
+        }
+    }
+    if let Some("unreachable") = v["store"].as_str() {
+        out.push_str("etcd is unreachable from this instance: this is the last view it saw\n");
+    }
+    out
 }
 
 fn server_path(b: &str, s: &str, what: &str) -> String {

@@ -29,11 +29,17 @@ pub enum EventKind {
     DiscoveryChanged,
     /// fulcrum's own memory crossed a `max_memory` threshold (either way).
     Overloaded,
+    /// `[cluster]`: a member's lease ended / began (its record went away / appeared).
+    InstanceDown,
+    InstanceUp,
+    /// `[cluster]`: this instance lost / regained its etcd connection.
+    ClusterUnavailable,
+    ClusterRestored,
 }
 
 impl EventKind {
     /// Every kind, in the order the README lists them.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::ServerDown,
         EventKind::ServerUp,
         EventKind::ServerEjected,
@@ -49,6 +55,10 @@ impl EventKind {
         EventKind::ConfigRejected,
         EventKind::DiscoveryChanged,
         EventKind::Overloaded,
+        EventKind::InstanceDown,
+        EventKind::InstanceUp,
+        EventKind::ClusterUnavailable,
+        EventKind::ClusterRestored,
     ];
 
     /// The wire name.
@@ -69,6 +79,10 @@ impl EventKind {
             EventKind::ConfigRejected => "config_rejected",
             EventKind::DiscoveryChanged => "discovery_changed",
             EventKind::Overloaded => "overloaded",
+            EventKind::InstanceDown => "instance_down",
+            EventKind::InstanceUp => "instance_up",
+            EventKind::ClusterUnavailable => "cluster_unavailable",
+            EventKind::ClusterRestored => "cluster_restored",
         }
     }
 
@@ -85,6 +99,8 @@ impl EventKind {
                 | EventKind::BackendUnavailable
                 | EventKind::ConfigRejected
                 | EventKind::Overloaded
+                | EventKind::InstanceDown
+                | EventKind::ClusterUnavailable
         )
     }
 }

@@ -11,6 +11,8 @@ pub mod app;
 pub mod balance;
 pub mod buffers;
 pub mod cli;
+/// `[cluster]`: runtime state shared with other instances through etcd.
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod demo;

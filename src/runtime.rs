@@ -76,6 +76,7 @@ pub async fn start(config: Config) -> Result<Running, LaunchError> {
             return Err(e.into());
         }
     };
+    app.admin_bound(admin);
     app.tasks()
         .spawn(crate::admin::serve(listener, Arc::clone(&app), token));
     tracing::info!(admin = %admin, "fulcrum is serving");

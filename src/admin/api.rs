@@ -23,9 +23,14 @@ use crate::pool::{Backend, Server};
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
 
-/// 500: the state could not be saved, so the change was not applied.
+/// 500: the state could not be saved, so the change was not applied; 503 when the cluster
+/// store (etcd) is unreachable.
 fn unsaved(e: crate::app::StateError) -> ApiError {
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    let status = match e {
+        crate::app::StateError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError(status, e.to_string())
 }
 
 impl IntoResponse for ApiError {
@@ -155,7 +160,9 @@ pub async fn set_weight(
                 "weight must be between 1 and {MAX_WEIGHT}, not {w}"
             ))
         })?;
-    st.app.set_weight(&backend, &server, w);
+    let (app, target) = (Arc::clone(&st.app), Arc::clone(&server));
+    let change = async move { app.change_weight(&backend, &target, w).await };
+    own_task(&st.app, change).await?.map_err(unsaved)?;
     Ok(done(&server, json!({})))
 }
 

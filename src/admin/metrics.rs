@@ -71,6 +71,17 @@ impl Collector for FulcrumCollector {
             )?
             .encode_gauge(&rss)?;
         }
+        if let Some(c) = self.app.cluster() {
+            // `[cluster]` only: the members whose leased record this instance last saw.
+            let n = u64::try_from(c.view().instances.len()).unwrap_or(u64::MAX);
+            enc.encode_descriptor(
+                "fulcrum_cluster_instances",
+                "Cluster members with a live record, as this instance last saw them",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&n)?;
+        }
         alerts(&mut enc, &self.app)
     }
 }

@@ -6,6 +6,7 @@
 //! `Authorization: Bearer TOKEN` (see [`token`]); anything else gets 401.
 
 mod api;
+mod cluster;
 mod guard;
 pub mod listener;
 mod metrics;
@@ -76,6 +77,7 @@ pub fn router(app: Arc<App>, token: &str, limits: Limits) -> Router {
         )
         .route(&format!("{server}/weight"), put(api::set_weight))
         .route("/api/v1/reload", post(api::reload))
+        .route("/api/v1/cluster", get(cluster::cluster))
         .route("/api/v1/events", get(sse::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -36,17 +36,23 @@ pub enum StateError {
     },
     #[error("saving maintenance state was interrupted: {0}")]
     Interrupted(#[from] tokio::task::JoinError),
+    /// `[cluster]`: etcd did not take the change, so it was not made (the API answers 503).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::Unreachable),
 }
 
 /// Wakes the expiry task when a window starts or ends, so it can re-plan its sleep, and
 /// serialises writes of the state file.
 #[derive(Debug, Default)]
 pub(super) struct Scheduler {
-    wake: Notify,
+    pub(super) wake: Notify,
     /// The turn to save: held from computing a state to applying it. Callers that could be
     /// cancelled midway (an admin request whose client hangs up) run as tasks of their own,
     /// so a turn is never given up while its write goes on.
-    save: tokio::sync::Mutex<()>,
+    pub(super) save: tokio::sync::Mutex<()>,
+    /// `[cluster]`: asks for the state file to be rewritten after a change seen in etcd, by
+    /// a task of its own, so the watch never waits for the disk (requests coalesce).
+    pub(super) persist: Notify,
 }
 
 impl App {
@@ -61,7 +67,10 @@ impl App {
         length: Duration,
         reason: String,
     ) -> Result<Window, StateError> {
-        let now = SystemTime::now();
+        // Whole milliseconds: the precision the cluster stores, so the window watched back
+        // from etcd is recognised as this one.
+        let now = SystemTime::UNIX_EPOCH
+            + Duration::from_millis(crate::cluster::keys::millis(SystemTime::now()));
         let window = Window {
             since: now,
             until: now + length,
@@ -78,7 +87,36 @@ impl App {
             until: window.until,
             reason: window.reason.clone(),
         };
-        self.save(self.windows_except(server, Some(entry))).await?;
+        let shared = crate::cluster::SharedWindow {
+            since: window.since,
+            until: window.until,
+            reason: window.reason.clone(),
+        };
+        let alert = || {
+            Event::new(
+                EventKind::MaintenanceStarted,
+                Some(&backend.name),
+                Some(&server.name),
+                format!(
+                    "out of rotation by hand for {} ({}), until {}",
+                    humantime::format_duration(round_secs(length)),
+                    if shared.reason.is_empty() {
+                        "no reason given"
+                    } else {
+                        &shared.reason
+                    },
+                    humantime::format_rfc3339_seconds(shared.until)
+                ),
+            )
+        };
+        self.commit_window(
+            backend,
+            server,
+            Some(shared.clone()),
+            alert,
+            self.windows_except(server, Some(entry)),
+        )
+        .await?;
         let extended = server.maintenance.is_on();
         server.maintenance.set(window.clone());
         backend.rebuild();
@@ -121,6 +159,9 @@ impl App {
         why: End,
     ) -> Result<Option<Window>, StateError> {
         let _turn = self.maintenance.save.lock().await;
+        if self.cluster.as_ref().is_some_and(|c| !c.available()) {
+            return Err(crate::cluster::Unreachable("not connected; retrying".into()).into());
+        }
         let due = Instant::now();
         let ends = server
             .maintenance
@@ -129,7 +170,35 @@ impl App {
         if !ends {
             return Ok(None);
         }
-        match self.save(self.windows_except(server, None)).await {
+        let saved = if why == End::Ended {
+            let alert = || {
+                let held = server
+                    .maintenance
+                    .window()
+                    .and_then(|w| SystemTime::now().duration_since(w.since).ok())
+                    .unwrap_or_default();
+                Event::new(
+                    EventKind::MaintenanceEnded,
+                    Some(&backend.name),
+                    Some(&server.name),
+                    format!(
+                        "maintenance ended by hand after {}; back in rotation subject to health",
+                        humantime::format_duration(round_secs(held))
+                    ),
+                )
+            };
+            self.commit_window(
+                backend,
+                server,
+                None,
+                alert,
+                self.windows_except(server, None),
+            )
+            .await
+        } else {
+            self.save(self.windows_except(server, None)).await
+        };
+        match saved {
             Ok(()) => {}
             Err(e) if why == End::Expired => {
                 tracing::error!("{e}; the window ends anyway, and a restart would end it too")
@@ -140,7 +209,12 @@ impl App {
     }
 
     /// Ends the window in memory and announces it; the caller saves.
-    fn end_window(&self, backend: &Backend, server: &Server, why: End) -> Option<Window> {
+    pub(super) fn end_window(
+        &self,
+        backend: &Backend,
+        server: &Server,
+        why: End,
+    ) -> Option<Window> {
         let due = Instant::now();
         let window = server
             .maintenance
@@ -194,6 +268,34 @@ impl App {
             })
             .chain(entry)
             .collect()
+    }
+
+    /// Saves a change of `server`'s window made by hand: with `[cluster]` to etcd with its
+    /// alert (`alert` builds it), the state file then being only this instance's copy (a
+    /// failure to write it is logged); without, to the state file. An error means nothing
+    /// was changed. The caller holds the turn.
+    async fn commit_window(
+        &self,
+        backend: &Backend,
+        server: &Server,
+        window: Option<crate::cluster::SharedWindow>,
+        alert: impl FnOnce() -> Event,
+        entries: Vec<Entry>,
+    ) -> Result<(), StateError> {
+        let Some(c) = &self.cluster else {
+            return self.save(entries).await;
+        };
+        c.write(crate::cluster::Write::Window {
+            backend: backend.name.to_string(),
+            server: server.name.to_string(),
+            window,
+            event: alert(),
+        })
+        .await?;
+        if let Err(e) = self.save(entries).await {
+            tracing::warn!("{e}; the change is in the cluster store, this instance's copy lags");
+        }
+        Ok(())
     }
 
     /// Writes `entries` as the whole state file, off the runtime. The caller holds the turn.

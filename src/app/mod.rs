@@ -9,10 +9,12 @@
 //! - `checkers`: one health checker per server, keyed by [`ServerId`];
 //! - `frontends`: the accept loops a reload replaces;
 //! - `reload`: a pure plan of what a new file changes, then its application;
-//! - `maintenance`: windows started, ended, expired, reminded and saved.
+//! - `maintenance`: windows started, ended, expired, reminded and saved;
+//! - `cluster`: with `[cluster]`, the instance as a member (changes from etcd applied).
 
 mod checkers;
 mod discovery;
+mod cluster;
 mod frontends;
 mod maintenance;
 mod reload;
@@ -72,6 +74,10 @@ pub struct App {
     overload: Arc<Overload>,
     /// The fd limit and the client limit it allows, planned once at start (`fds`).
     fds: OnceLock<FdBudget>,
+    /// `[cluster]`: where shared state lives instead of `state_dir` alone.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The admin plane's address, once bound (for the cluster's instance records).
+    admin_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// One generation of webhook tasks: its counters and what stops it.
@@ -168,6 +174,9 @@ impl App {
     /// more, and the grace period counts from the start of shutdown, not from its end.
     pub async fn shutdown(&self, grace: std::time::Duration) -> bool {
         self.tasks.stop();
+        if let Some(c) = &self.cluster {
+            c.leave().await;
+        }
         let deadline = tokio::time::Instant::now() + grace;
         if let Ok(mut frontends) = tokio::time::timeout_at(deadline, self.frontends.lock()).await {
             for (_, frontend) in std::mem::take(&mut frontends.running) {
@@ -183,11 +192,33 @@ impl App {
     /// Sets a server's weight at run time; the selection structure is rebuilt at once, so
     /// the next request sees it whatever the algorithm. Validation of the value is the
     /// caller's (the API answers 400 for a weight out of range).
+    ///
+    /// With `[cluster]` use [`change_weight`](Self::change_weight), which shares it.
     pub fn set_weight(&self, backend: &Backend, server: &Server, weight: u32) {
         let old = server.weight();
         server.set_weight(weight);
         backend.rebuild();
         tracing::info!(server = %server.full_name(), "weight changed from {old} to {weight} through the admin API");
+    }
+
+    /// [`set_weight`](Self::set_weight) for the admin API: with `[cluster]` the weight is
+    /// written to etcd first (every instance applies it) and not set at all if it cannot be.
+    pub async fn change_weight(
+        &self,
+        backend: &Backend,
+        server: &Server,
+        weight: u32,
+    ) -> Result<(), StateError> {
+        if let Some(c) = &self.cluster {
+            c.write(crate::cluster::Write::Weight {
+                backend: backend.name.to_string(),
+                server: server.name.to_string(),
+                weight,
+            })
+            .await?;
+        }
+        self.set_weight(backend, server, weight);
+        Ok(())
     }
 
     /// The connection counter of `frontend`, created on first use (kept across reloads).
@@ -216,7 +247,16 @@ impl App {
             old.cancel();
         }
         let stop = self.tasks.child_token();
-        hooks.stats = crate::alerts::spawn(&self.events, alerts, &self.tasks, &stop);
+        hooks.stats = match &self.cluster {
+            Some(c) => crate::alerts::spawn_gated(
+                &self.events,
+                alerts,
+                &self.tasks,
+                &stop,
+                cluster::gate(c),
+            ),
+            None => crate::alerts::spawn(&self.events, alerts, &self.tasks, &stop),
+        };
         hooks.stop = Some(stop);
     }
 

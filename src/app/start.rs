@@ -67,6 +67,10 @@ impl App {
             let backend = Backend::new(name, cfg.clone(), servers, events.clone(), tasks.clone());
             backends.insert(name.clone(), backend);
         }
+        let cluster = match &config.cluster {
+            Some(c) => Some(crate::cluster::Cluster::new(c, events.clone()).await),
+            None => None,
+        };
         Ok(Arc::new(App {
             config: ArcSwap::from_pointee(config),
             backends: ArcSwap::from_pointee(backends),
@@ -81,6 +85,8 @@ impl App {
             discovery: Default::default(),
             overload,
             fds: Default::default(),
+            cluster,
+            admin_addr: Default::default(),
         }))
     }
 }
@@ -100,6 +106,8 @@ pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketA
     app.checkers.start_missing(&backends, &app.tasks).await;
     // Saved maintenance applies before the first client is accepted.
     app.restore_maintenance().await;
+    // With [cluster], the shared state (if etcd answers) replaces what was saved.
+    app.start_cluster().await;
     app.tasks
         .spawn_background(maintenance::run(Arc::clone(&app)));
     app.sync_discovery(false);

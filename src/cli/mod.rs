@@ -226,6 +226,19 @@ pub fn summary(cfg: &Config) -> String {
     }
     // What `run` would find here (same user, same limits): the soft limit raised to the hard one.
     let _ = writeln!(out, "{}", crate::fds::plan_without_raising(cfg));
+    if let Some(c) = &cfg.cluster {
+        let name = if c.instance.is_empty() {
+            "(host name)"
+        } else {
+            &c.instance
+        };
+        let _ = writeln!(
+            out,
+            "cluster: instance {name} on etcd {} under {}",
+            c.etcd.join(", "),
+            c.prefix
+        );
+    }
     out
 }
 

@@ -38,6 +38,9 @@ pub struct Config {
     pub backends: BTreeMap<String, Backend>,
     #[serde(default)]
     pub alerts: Alerts,
+    /// `[cluster]`: present = runtime state shared with other instances through etcd.
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
     /// The file this came from (empty for the embedded demo); relative paths start here.
     #[serde(skip)]
     pub source: PathBuf,
@@ -457,6 +460,30 @@ pub struct Webhook {
     pub url: String,
     #[serde(default = "defaults::all_events")]
     pub events: Vec<String>,
+}
+
+/// `[cluster]`: several instances sharing maintenance windows and run-time weights through
+/// etcd (v3), one of them (the leader) sending the alerts. Read at start; a reload keeps the
+/// running values.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    /// etcd endpoints (`http://host:port`).
+    pub etcd: Vec<String>,
+    /// Every key fulcrum writes lives under this prefix, so clusters can share one etcd.
+    pub prefix: String,
+    /// This instance's name among the others; empty = the host name.
+    pub instance: String,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            etcd: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/fulcrum".into(),
+            instance: String::new(),
+        }
+    }
 }
 
 /// The weight limit: like HAProxy's, it keeps round-robin tables small and a typo from

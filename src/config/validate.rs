@@ -8,7 +8,7 @@ use super::locate::KeyPath;
 use super::{Config, MAX_RETRIES, MAX_WEIGHT};
 
 /// The event names webhooks may ask for (the README's "Alerts" reference), plus `all`.
-pub const EVENT_NAMES: [&str; 15] = [
+pub const EVENT_NAMES: [&str; 19] = [
     "server_down",
     "server_up",
     "server_ejected",
@@ -24,6 +24,10 @@ pub const EVENT_NAMES: [&str; 15] = [
     "config_rejected",
     "discovery_changed",
     "overloaded",
+    "instance_down",
+    "instance_up",
+    "cluster_unavailable",
+    "cluster_restored",
 ];
 
 type Problems = Vec<(KeyPath, String)>;
@@ -77,6 +81,7 @@ pub fn validate(config: &Config) -> Problems {
     backends(config, &mut out);
     addresses(config, &mut out);
     alerts(config, &mut out);
+    cluster(config, &mut out);
     out
 }
 
@@ -427,6 +432,53 @@ fn alerts(config: &Config, out: &mut Problems) {
                 out.push((wp.key("events").index(j), format!("no event named `{e}`")));
             }
         }
+    }
+}
+
+/// `[cluster]`: endpoints etcd-client can dial, a prefix that is a clean key path, an
+/// instance name that fits in one key segment.
+fn cluster(config: &Config, out: &mut Problems) {
+    let Some(c) = &config.cluster else {
+        return;
+    };
+    let p = KeyPath::root("cluster");
+    if c.etcd.is_empty() {
+        out.push((p.key("etcd"), "name at least one etcd endpoint".into()));
+    }
+    for (i, e) in c.etcd.iter().enumerate() {
+        let ok = match e.parse::<http::Uri>() {
+            Ok(u) => u.scheme_str() == Some("http") && u.host().is_some() && u.port().is_some(),
+            Err(_) => false,
+        };
+        if !ok {
+            out.push((
+                p.key("etcd").index(i),
+                format!("`{e}` is not an etcd endpoint like http://10.0.0.1:2379"),
+            ));
+        }
+    }
+    let prefix_ok = c.prefix.starts_with('/')
+        && c.prefix.len() > 1
+        && !c.prefix.ends_with('/')
+        && !c.prefix.contains("//");
+    if !prefix_ok {
+        out.push((
+            p.key("prefix"),
+            format!(
+                "`{}` is not a key prefix like /fulcrum (a leading /, no trailing /)",
+                c.prefix
+            ),
+        ));
+    }
+    let name_ok = c.instance.len() <= 128
+        && c.instance
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !name_ok {
+        out.push((
+            p.key("instance"),
+            "at most 128 letters, digits, `-`, `_`, `.` or `:` (empty = the host name)".into(),
+        ));
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Setup {
     backends: Vec<(String, Backend)>,
     alerts: Alerts,
     state: StateDir,
+    /// `[cluster]`, when set.
+    cluster: Option<Table>,
 }
 
 /// Where a configuration keeps its state (`[global] state_dir`).
@@ -70,7 +72,19 @@ impl Setup {
             backends: Vec::new(),
             alerts: Alerts::default(),
             state: StateDir::Own(OnceLock::new()),
+            cluster: None,
         }
+    }
+
+    /// Adds `[cluster]`: etcd at `endpoints`, this instance named `instance`, keys under
+    /// `prefix`.
+    pub fn cluster(mut self, endpoints: &[String], prefix: &str, instance: &str) -> Self {
+        let mut t = Table::new();
+        t.insert("etcd".into(), endpoints.to_vec().into());
+        t.insert("prefix".into(), prefix.into());
+        t.insert("instance".into(), instance.into());
+        self.cluster = Some(t);
+        self
     }
 
     /// Sets a `[global]` key (`state_dir` has its own method).
@@ -192,6 +206,9 @@ impl Setup {
         ];
         if let Some(alerts) = self.alerts.to_value() {
             sections.push(("alerts", alerts));
+        }
+        if let Some(cluster) = &self.cluster {
+            sections.push(("cluster", Value::Table(cluster.clone())));
         }
         let mut text = String::new();
         for (key, value) in sections {

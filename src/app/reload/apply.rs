@@ -210,6 +210,7 @@ impl App {
         new.global.max_memory = max_memory;
         new.admin.bind = old.admin.bind;
         new.admin.token_file = old.admin.token_file.clone();
+        new.cluster = old.cluster.clone();
         self.config.store(Arc::new(new));
         // Windows of removed servers are no longer saved.
         self.persist_logged().await;

@@ -239,6 +239,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             "[global] changes (threads, max_connections, grace_period, state_dir) need a restart",
         );
     }
+    if old.cluster != new.cluster {
+        out.push("[cluster] changes need a restart; this instance stays in the cluster it joined");
+    }
     out
 }
 
