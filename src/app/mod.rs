@@ -13,8 +13,8 @@
 //! - `cluster`: with `[cluster]`, the instance as a member (changes from etcd applied).
 
 mod checkers;
-mod discovery;
 mod cluster;
+mod discovery;
 mod frontends;
 mod maintenance;
 mod reload;
