@@ -125,6 +125,17 @@ impl BodyDecoder {
         })
     }
 
+    /// The decoder of a response body framed as `framing`.
+    pub fn for_response(framing: super::ResponseFraming) -> Self {
+        use super::ResponseFraming as F;
+        match framing {
+            F::NoBody | F::Length(0) => BodyDecoder::Done(None),
+            F::Length(n) => BodyDecoder::length(n),
+            F::Chunked => BodyDecoder::chunked(),
+            F::UntilClose => BodyDecoder::Close,
+        }
+    }
+
     /// Whether the body has ended (successfully).
     pub fn is_done(&self) -> bool {
         matches!(self, BodyDecoder::Done(None) | BodyDecoder::Length(0))

@@ -20,13 +20,10 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::buffers;
-use crate::h1::{self, BodyDecoder, ChunkHead, Limits, Parsed, ResponseFraming, ResponseHead};
+use crate::h1::{self, BodyDecoder, ResponseFraming, ResponseHead};
 use crate::pool::Server;
 use crate::upstream::ConnectError;
-use crate::upstream::h1::{self as up, ServerConn};
-
-/// The largest server response head accepted.
-const RESPONSE_HEAD_LIMIT: usize = 64 * 1024;
+use crate::upstream::h1::{self as up, HeadError, ServerConn};
 
 /// The request body sent upstream: the client's body streamed as it arrives, or nothing.
 ///
@@ -170,7 +167,18 @@ async fn exchange(
         {
             let _ = upload.poll(cx, b, &mut conn.stream, streamed);
         }
-        poll_head(conn, cx, was_head, &mut answered).map(|r| r.map(|h| (h, upload.done)))
+        conn.poll_response_head(cx, was_head, &mut answered)
+            .map(|r| match r {
+                // HTTP/2 has no protocol switch (RFC 9113 §8.6).
+                Ok(h) if h.status == 101 => Err(Closed::Broken),
+                Ok(h) => Ok((h, upload.done)),
+                Err(HeadError::Closed) => Err(Closed::BeforeAnswer),
+                Err(HeadError::Broken) => Err(Closed::Broken),
+                Err(HeadError::Malformed(e)) => {
+                    tracing::warn!("malformed response: {e}");
+                    Err(Closed::Broken)
+                }
+            })
     })
     .await
 }
@@ -214,10 +222,7 @@ impl FrameUpload {
                     if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
                         *streamed = true;
                         if self.chunked {
-                            self.out
-                                .extend_from_slice(ChunkHead::new(data.len()).as_bytes());
-                            self.out.extend_from_slice(data);
-                            self.out.extend_from_slice(h1::body::CHUNK_END);
+                            h1::encode_chunk(data, &mut self.out);
                         } else {
                             self.out.extend_from_slice(data);
                         }
@@ -236,52 +241,6 @@ impl FrameUpload {
                 }
                 Poll::Pending => return Poll::Pending,
             }
-        }
-    }
-}
-
-/// Reads until a final response head is pending at the front of `conn`'s buffer.
-fn poll_head(
-    conn: &mut ServerConn,
-    cx: &mut Context<'_>,
-    was_head: bool,
-    answered: &mut bool,
-) -> Poll<Result<ResponseHead, Closed>> {
-    let limits = Limits {
-        max_head_bytes: RESPONSE_HEAD_LIMIT,
-    };
-    loop {
-        if !conn.buf.is_empty() {
-            *answered = true;
-            match h1::parse_response(conn.buf.pending(), &limits, was_head) {
-                Ok(Parsed::Complete(h)) if h.is_interim() => {
-                    conn.buf.consume(h.head_len);
-                    continue;
-                }
-                // HTTP/2 has no protocol switch (RFC 9113 §8.6).
-                Ok(Parsed::Complete(h)) if h.status == 101 => {
-                    return Poll::Ready(Err(Closed::Broken));
-                }
-                Ok(Parsed::Complete(h)) => return Poll::Ready(Ok(h)),
-                Ok(Parsed::Partial) => {}
-                Err(e) => {
-                    tracing::warn!("malformed response: {e}");
-                    return Poll::Ready(Err(Closed::Broken));
-                }
-            }
-        }
-        let ended = if *answered {
-            Closed::Broken
-        } else {
-            Closed::BeforeAnswer
-        };
-        match conn
-            .buf
-            .poll_fill(&mut conn.stream, cx, RESPONSE_HEAD_LIMIT + 1)
-        {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(ended)),
-            Poll::Ready(Ok(_)) => {}
-            Poll::Pending => return Poll::Pending,
         }
     }
 }
@@ -334,12 +293,7 @@ fn response(
         }
     }
     conn.buf.consume(head.head_len);
-    let decoder = match head.body {
-        ResponseFraming::NoBody | ResponseFraming::Length(0) => BodyDecoder::Done(None),
-        ResponseFraming::Length(n) => BodyDecoder::length(n),
-        ResponseFraming::Chunked => BodyDecoder::chunked(),
-        ResponseFraming::UntilClose => BodyDecoder::Close,
-    };
+    let decoder = BodyDecoder::for_response(head.body);
     let exact = match head.body {
         ResponseFraming::NoBody => Some(0),
         ResponseFraming::Length(n) => Some(n),

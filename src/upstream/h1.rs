@@ -15,6 +15,22 @@ use tokio::net::TcpStream;
 
 use super::ConnectError;
 use crate::buffers::ReadBuf;
+use crate::h1::{Limits, Parsed, ResponseError, ResponseHead, parse_response};
+
+/// The largest server response head accepted (a larger one is a 502).
+pub const RESPONSE_HEAD_LIMIT: usize = 64 * 1024;
+
+/// Why no response head could be read.
+#[derive(Debug)]
+pub enum HeadError {
+    /// The connection ended before the first byte of a response: a pooled connection the
+    /// server closed as we used it, or a server that took the request and hung up.
+    Closed,
+    /// It ended or failed after the server had started answering.
+    Broken,
+    /// The head broke the framing rules, or is over [`RESPONSE_HEAD_LIMIT`].
+    Malformed(ResponseError),
+}
 
 /// One connection to a server.
 #[derive(Debug)]
@@ -25,6 +41,54 @@ pub struct ServerConn {
     /// Came from the idle pool: the server may have closed it just before we used it, and a
     /// request it fails before any answer may go on a fresh connection.
     pub reused: bool,
+}
+
+impl ServerConn {
+    /// Reads until a final response head is pending at the front of the buffer; interim
+    /// (1xx but 101) heads are skipped. `answered`: some response byte has arrived (kept
+    /// by the caller across polls).
+    pub fn poll_response_head(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        was_head: bool,
+        answered: &mut bool,
+    ) -> std::task::Poll<Result<ResponseHead, HeadError>> {
+        use std::task::Poll;
+        let limits = Limits {
+            max_head_bytes: RESPONSE_HEAD_LIMIT,
+        };
+        loop {
+            if !self.buf.is_empty() {
+                *answered = true;
+                match parse_response(self.buf.pending(), &limits, was_head) {
+                    Ok(Parsed::Complete(h)) if h.is_interim() => {
+                        self.buf.consume(h.head_len);
+                        continue;
+                    }
+                    Ok(Parsed::Complete(h)) => return Poll::Ready(Ok(h)),
+                    Ok(Parsed::Partial) => {}
+                    Err(e) => return Poll::Ready(Err(HeadError::Malformed(e))),
+                }
+            }
+            let ended = if *answered {
+                HeadError::Broken
+            } else {
+                HeadError::Closed
+            };
+            match self
+                .buf
+                .poll_fill(&mut self.stream, cx, RESPONSE_HEAD_LIMIT + 1)
+            {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(ended)),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Poll::Ready(Err(HeadError::Malformed(ResponseError::HeadTooLarge)));
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(ended)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 /// How long an idle connection is kept. Servers commonly close after 60–75 s (nginx: 75 s);

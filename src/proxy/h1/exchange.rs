@@ -17,10 +17,7 @@ use super::{Client, ClientIo};
 use crate::balance::{self, Fields};
 use crate::buffers;
 use crate::config;
-use crate::h1::{
-    BodyError, BodyFraming, Limits, Parsed, RequestHead, ResponseError, ResponseHead, Version,
-    parse_response,
-};
+use crate::h1::{BodyError, BodyFraming, RequestHead, ResponseError, ResponseHead, Version};
 use crate::pool::{Backend, Server, ServerId, outlier};
 use crate::proxy::access_log;
 use crate::proxy::body::{AccessLog, Finish};
@@ -28,10 +25,7 @@ use crate::proxy::error::Refusal;
 use crate::proxy::frontend::Frontend;
 use crate::proxy::retry;
 use crate::upstream::ConnectError;
-use crate::upstream::h1::{self as up, ServerConn};
-
-/// The largest server response head accepted.
-const RESPONSE_HEAD_LIMIT: usize = 64 * 1024;
+use crate::upstream::h1::{self as up, HeadError, ServerConn};
 
 /// Runs the exchange for `head` (at the front of the client's buffer); returns whether the
 /// connection may carry another request.
@@ -489,58 +483,18 @@ impl Attempt<'_> {
                 } else if client.io.poll_gone(cx).is_ready() {
                     return std::task::Poll::Ready(Err(Fail::ClientGone));
                 }
-                poll_response_head(conn, cx, was_head, &mut answered)
+                conn.poll_response_head(cx, was_head, &mut answered)
+                    .map_err(|e| match e {
+                        HeadError::Closed => Fail::Closed,
+                        HeadError::Broken => Fail::Broken,
+                        HeadError::Malformed(e) => Fail::BadResponse(e),
+                    })
             })
             .await
         };
         match tokio::time::timeout(self.response_timeout, wait).await {
             Ok(r) => r,
             Err(_) => Err(Fail::TimedOut),
-        }
-    }
-}
-
-/// Reads until a final response head is pending at the front of `conn`'s buffer; interim
-/// (1xx) heads are skipped. `answered`: some response byte has arrived.
-fn poll_response_head(
-    conn: &mut ServerConn,
-    cx: &mut std::task::Context<'_>,
-    was_head: bool,
-    answered: &mut bool,
-) -> std::task::Poll<Result<ResponseHead, Fail>> {
-    use std::task::Poll;
-    let limits = Limits {
-        max_head_bytes: RESPONSE_HEAD_LIMIT,
-    };
-    loop {
-        if !conn.buf.is_empty() {
-            *answered = true;
-            match parse_response(conn.buf.pending(), &limits, was_head) {
-                Ok(Parsed::Complete(h)) if h.is_interim() => {
-                    conn.buf.consume(h.head_len);
-                    continue;
-                }
-                Ok(Parsed::Complete(h)) => return Poll::Ready(Ok(h)),
-                Ok(Parsed::Partial) => {}
-                Err(e) => return Poll::Ready(Err(Fail::BadResponse(e))),
-            }
-        }
-        let ended = if *answered {
-            Fail::Broken
-        } else {
-            Fail::Closed
-        };
-        match conn
-            .buf
-            .poll_fill(&mut conn.stream, cx, RESPONSE_HEAD_LIMIT + 1)
-        {
-            Poll::Ready(Ok(0)) => return Poll::Ready(Err(ended)),
-            Poll::Ready(Ok(_)) => {}
-            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Poll::Ready(Err(Fail::BadResponse(ResponseError::HeadTooLarge)));
-            }
-            Poll::Ready(Err(_)) => return Poll::Ready(Err(ended)),
-            Poll::Pending => return Poll::Pending,
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::time::Sleep;
 use super::heads::{self, ClientFraming, Relaying};
 use super::{Client, ClientIo};
 use crate::buffers::{self, ReadBuf};
-use crate::h1::{self, BodyDecoder, BodyError, ChunkHead, ResponseFraming, ResponseHead};
+use crate::h1::{self, BodyDecoder, BodyError, ResponseFraming, ResponseHead};
 use crate::proxy::body::Finish;
 use crate::proxy::error::Refusal;
 use crate::proxy::tunnel::{self, Relayed};
@@ -184,12 +184,7 @@ async fn body<S: ClientIo>(
     out: &mut Vec<u8>,
     sent: &mut bool,
 ) -> Result<(), RelayError> {
-    let mut decoder = match from {
-        ResponseFraming::NoBody | ResponseFraming::Length(0) => BodyDecoder::Done(None),
-        ResponseFraming::Length(n) => BodyDecoder::length(n),
-        ResponseFraming::Chunked => BodyDecoder::chunked(),
-        ResponseFraming::UntilClose => BodyDecoder::Close,
-    };
+    let mut decoder = BodyDecoder::for_response(from);
     let chunked = framing == ClientFraming::Chunked;
     let mut timer = None;
     loop {
@@ -199,9 +194,7 @@ async fn body<S: ClientIo>(
             if let Some(data) = step.data.and_then(|r| input.get(r)) {
                 finish.add_bytes(data.len());
                 if chunked {
-                    out.extend_from_slice(ChunkHead::new(data.len()).as_bytes());
-                    out.extend_from_slice(data);
-                    out.extend_from_slice(h1::body::CHUNK_END);
+                    h1::encode_chunk(data, out);
                 } else if out.is_empty() && data.len() >= buffers::SIZE / 4 {
                     // A large piece goes straight from the server's buffer.
                     {

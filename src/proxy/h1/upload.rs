@@ -14,7 +14,7 @@ use tokio::io::AsyncWrite;
 
 use super::{Client, ClientIo};
 use crate::buffers;
-use crate::h1::{self, BodyDecoder, BodyError, BodyFraming, ChunkHead};
+use crate::h1::{self, BodyDecoder, BodyError, BodyFraming};
 
 /// Why an upload stopped.
 #[derive(Debug)]
@@ -154,10 +154,7 @@ impl Upload {
             }
             if let Some(data) = step.data.and_then(|r| input.get(r)) {
                 if self.chunked {
-                    self.out
-                        .extend_from_slice(ChunkHead::new(data.len()).as_bytes());
-                    self.out.extend_from_slice(data);
-                    self.out.extend_from_slice(h1::body::CHUNK_END);
+                    h1::encode_chunk(data, &mut self.out);
                 } else {
                     self.out.extend_from_slice(data);
                 }
