@@ -196,24 +196,7 @@ pub fn cluster_table(v: &serde_json::Value) -> String {
             healthy.join(" "),
         ]);
     }
-    let mut widths = [0usize; 6];
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in &rows {
-        let mut line = String::new();
-        for (i, (cell, w)) in r.iter().zip(widths).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let _ = write!(line, "{cell:<w$}");
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let mut out = aligned(&rows);
     let mut servers: Vec<(&String, &String)> = instances
         .iter()
         .flat_map(|r| {
@@ -398,24 +381,7 @@ pub fn table(status: &Status) -> String {
             ]);
         }
     }
-    let mut widths = [0usize; 8];
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in &rows {
-        let mut line = String::new();
-        for (i, (cell, w)) in r.iter().zip(widths).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let _ = write!(line, "{cell:<w$}");
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let mut out = aligned(&rows);
     for b in &status.backends {
         let low = if b.healthy_primaries < b.min_healthy as usize {
             "  BELOW min_healthy"
@@ -462,4 +428,28 @@ fn process_line(out: &mut String, p: &crate::admin::status::ProcessStatus) {
     if let Some(w) = &p.fd_warning {
         let _ = writeln!(out, "WARNING: {w}");
     }
+}
+
+/// Rows as a table: each column as wide as its widest cell, two spaces between columns,
+/// no trailing blanks.
+fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in r.iter().zip(widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let _ = write!(line, "{cell:<w$}");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }

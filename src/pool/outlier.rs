@@ -42,10 +42,6 @@ pub enum Outcome {
     ConnectFailed(IoCause),
     /// No connection within `connect_timeout`.
     ConnectTimedOut,
-    /// Connected, but the HTTP/1.1 connection could not be set up.
-    HandshakeFailed,
-    /// A new connection closed before the request was sent.
-    ClosedBeforeSent,
     /// The request was sent and the connection broke before the response.
     Broken,
     /// The request was sent and no response came within `response_timeout`.
@@ -67,10 +63,6 @@ impl fmt::Display for Outcome {
             Outcome::Status(s) => write!(f, "status {s}"),
             Outcome::ConnectFailed(cause) => write!(f, "connect failed: {cause}"),
             Outcome::ConnectTimedOut => f.write_str("connect timed out"),
-            Outcome::HandshakeFailed => f.write_str("handshake failed"),
-            Outcome::ClosedBeforeSent => {
-                f.write_str("the new connection closed before the request was sent")
-            }
             // The `x-fulcrum-error` codes these failures answer with.
             Outcome::Broken => f.write_str("upstream_broken"),
             Outcome::TimedOut => f.write_str("upstream_timeout"),

@@ -154,10 +154,6 @@ impl Finish {
         self.finish(complete);
     }
 
-    fn run(mut self, complete: bool) {
-        self.finish(complete);
-    }
-
     /// Releases what the request holds, counts it and writes its log line; runs once (it
     /// takes `busy`, which marks it as not yet run).
     fn finish(&mut self, complete: bool) {
@@ -247,7 +243,7 @@ impl ProxyBody {
 
     fn done(&mut self, complete: bool) {
         if let Some(f) = self.finish.take() {
-            f.run(complete);
+            f.complete(complete);
         }
     }
 }

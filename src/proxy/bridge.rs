@@ -19,6 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::headers::is_hop_by_hop;
 use crate::buffers;
 use crate::h1::{self, BodyDecoder, ResponseFraming, ResponseHead};
 use crate::pool::Server;
@@ -245,18 +246,6 @@ impl FrameUpload {
     }
 }
 
-/// Header lines that describe one HTTP/1 hop and have no place in an HTTP/2 response.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
-];
-
 /// The `http::Response` for `head`, its body read from `conn`.
 fn response(
     server: &Arc<Server>,
@@ -271,10 +260,7 @@ fn response(
     let headers = resp.headers_mut();
     for h in head.headers.as_slice() {
         let name = h.name.of(buf);
-        if HOP_BY_HOP
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
-        {
+        if is_hop_by_hop(name) || name.eq_ignore_ascii_case(b"transfer-encoding") {
             continue;
         }
         if name.eq_ignore_ascii_case(b"content-length")

@@ -20,6 +20,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Whether `name` is a hop-by-hop header (ASCII case-insensitive): the same list for
+/// the HTTP/1 engine's heads and for HTTP/2 responses.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+}
+
 /// Removes hop-by-hop headers and every header named in `Connection`.
 /// `Transfer-Encoding` is removed too: hyper frames the next hop itself.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -14,12 +14,22 @@ use crate::pool::{Backend, NoSlot, ServerId, Slot};
 
 use super::error::Refusal;
 
+/// Whether a method is one whose request may be repeated (of those fulcrum retries).
+pub fn idempotent(method: &[u8]) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .iter()
+    .any(|m| m.as_str().as_bytes() == method)
+}
+
 /// Whether a request may be sent again after a server saw it: idempotent and bodiless.
 pub fn replayable(parts: &Parts, body: &impl Body) -> bool {
-    matches!(
-        parts.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    ) && body.is_end_stream()
+    idempotent(parts.method.as_str().as_bytes()) && body.is_end_stream()
 }
 
 /// Answers from a server that another server may do better with.

@@ -160,9 +160,7 @@ impl<S: ClientIo> Exchange<'_, S> {
             return self.refuse(Refusal::MethodNotAllowed, true).await;
         }
         let sticky = balance::sticky::requested(&self.b, &self.fields());
-        let idempotent = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
-            .iter()
-            .any(|m| self.method_is(m));
+        let idempotent = retry::idempotent(self.head.method.of(self.client.buf.pending()));
         let replay = self.b.retries > 0 && idempotent && !has_body;
         self.backend.retry_budget.record_request();
         // Queued when every server is full; a client that leaves meanwhile is let go (499).

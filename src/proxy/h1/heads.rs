@@ -12,17 +12,10 @@ use std::net::{IpAddr, SocketAddr};
 use crate::h1::{
     BodyFraming, Header, Headers, RequestHead, ResponseFraming, ResponseHead, Target, Version,
 };
+use crate::proxy::headers::is_hop_by_hop;
 
-/// Names never copied from one hop to the next: hop-by-hop headers and those written anew.
-const DROPPED: [&str; 12] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+/// Names fulcrum writes itself, so never copied: framing, `Host`, `X-Forwarded-For`.
+const WRITTEN: [&str; 4] = [
     "transfer-encoding",
     "content-length",
     "host",
@@ -47,7 +40,10 @@ fn listed_in_connection(buf: &[u8], headers: &Headers, name: &[u8]) -> bool {
 /// Whether the line is copied as it is.
 fn copied(buf: &[u8], headers: &Headers, h: &Header, more: &[&str]) -> bool {
     let name = h.name.of(buf);
-    !one_of(name, &DROPPED) && !one_of(name, more) && !listed_in_connection(buf, headers, name)
+    !is_hop_by_hop(name)
+        && !one_of(name, &WRITTEN)
+        && !one_of(name, more)
+        && !listed_in_connection(buf, headers, name)
 }
 
 /// Every `Transfer-Encoding` line's codings, in order, as one list (`gzip, chunked`).
@@ -230,7 +226,7 @@ pub fn response(out: &mut Vec<u8>, buf: &[u8], resp: &ResponseHead, r: &Relaying
         } else if framing_field {
             keep_framing
         } else {
-            !one_of(name, &DROPPED[..9]) && !listed_in_connection(buf, &resp.headers, name)
+            !is_hop_by_hop(name) && !listed_in_connection(buf, &resp.headers, name)
         };
         if keep {
             line(out, name, h.value.of(buf));
