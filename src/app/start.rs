@@ -16,6 +16,7 @@ use crate::events::Bus;
 use crate::overload::Overload;
 use crate::pool::resolve::{self, ResolveError};
 use crate::pool::{Backend, Server};
+use crate::route::Routing;
 use crate::proxy::Frontend;
 use crate::tasks::Tasks;
 
@@ -144,11 +145,15 @@ pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketA
         }
     }
     for (fe, socket, tls) in ready {
-        // Validation guarantees the backend exists.
-        let Some(backend) = app.backend(&fe.backend) else {
-            continue;
+        // Validation guarantees every backend named exists.
+        let routing = match Routing::build(fe, &app.backends(), None) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(frontend = %fe.name, "{e}; the frontend does not start");
+                continue;
+            }
         };
-        let front = Frontend::new(fe.clone(), backend, Arc::clone(&app.overload));
+        let front = Frontend::new(fe.clone(), routing, Arc::clone(&app.overload));
         let protocol = frontends::protocol(fe, tls);
         running.launch(&app, fe.clone(), front, socket, protocol);
     }

@@ -8,6 +8,7 @@ mod discovery;
 mod duration;
 mod load;
 mod locate;
+mod routes;
 mod size;
 mod validate;
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Deserializer};
 pub use discovery::{Discovery, DnsQuery};
 pub use duration::{Dur, DurError};
 pub use load::{ConfigError, ConfigErrors, load_file, parse_str};
+pub use routes::{HeaderRules, Route, is_token, route_name};
 pub use size::{ByteSize, SizeError};
 pub use validate::{EVENT_NAMES, ResolveError, resolve};
 
@@ -147,7 +149,10 @@ pub struct Frontend {
     pub name: String,
     #[serde(deserialize_with = "bind_addr")]
     pub bind: SocketAddr,
-    pub backend: String,
+    /// Where requests go when no route matches (and every request of a `mode = "tcp"`
+    /// frontend); without one, an unrouted request gets 404 `no_route`.
+    #[serde(default)]
+    pub backend: Option<String>,
     #[serde(default)]
     pub mode: Mode,
     #[serde(default)]
@@ -168,6 +173,29 @@ pub struct Frontend {
     pub tunnel_idle_timeout: Dur,
     #[serde(default = "defaults::yes")]
     pub access_log: bool,
+    #[serde(default)]
+    pub access_log_format: LogFormat,
+    /// Tried in order; the first that matches a request decides where it goes.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub request_headers: HeaderRules,
+    #[serde(default)]
+    pub response_headers: HeaderRules,
+    /// The largest request body accepted (0: no limit); larger gets 413 `body_too_large`.
+    #[serde(default)]
+    pub max_body_bytes: u64,
+}
+
+/// How access log lines are written.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `key=value` pairs after the time and level, as `tracing` writes them.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
 }
 
 /// The selection algorithms; see `balance`.

@@ -40,12 +40,16 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 1000;
 /// keeps no keep-alive state and speaks no HTTP/2. `tls` is among them until TCP mode
 /// terminates TLS (today the relay forwards the bytes as they come, so a `tls` table there
 /// would be silently ignored).
-const HTTP_ONLY_KEYS: [&str; 5] = [
+const HTTP_ONLY_KEYS: [&str; 9] = [
     "tls",
     "client_header_timeout",
     "client_idle_timeout",
     "max_header_bytes",
     "max_concurrent_streams",
+    "routes",
+    "request_headers",
+    "response_headers",
+    "max_body_bytes",
 ];
 
 /// Keys written in the file that have no effect in their frontend's mode. Whether a key was
@@ -199,12 +203,7 @@ fn frontends(config: &Config, out: &mut Problems) {
                 format!("{} is bound by another frontend", f.bind),
             ));
         }
-        if !config.backends.contains_key(&f.backend) {
-            out.push((
-                p.key("backend"),
-                format!("no backend named `{}`", f.backend),
-            ));
-        }
+        super::routes::validate(config, i, f, out);
         if let Some(tls) = &f.tls {
             for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
                 let path = config.resolve_path(file);

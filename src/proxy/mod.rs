@@ -10,6 +10,7 @@ mod h1;
 mod headers;
 pub mod http;
 pub mod listener;
+pub mod request_id;
 mod retry;
 mod stall;
 pub mod tcp;

@@ -14,7 +14,10 @@ use crate::pool::{Backend, ServerId, Slot, outlier};
 /// Relays one connection until it ends (see the module's doc). On shutdown a relay is not cut: it may
 /// finish within the grace period, after which the process ends and takes it along.
 pub(super) async fn relay(fe: &Frontend, mut client: TcpStream, peer: SocketAddr) {
-    let backend = fe.backend();
+    // Validation gives every tcp frontend a backend.
+    let Some(backend) = fe.backend() else {
+        return;
+    };
     let Some((mut upstream, slot)) = connect(&backend, peer).await else {
         tracing::warn!(frontend = %fe.name, client = %peer, "no server could take the connection");
         return;

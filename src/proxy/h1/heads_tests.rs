@@ -8,16 +8,30 @@ fn req(raw: &[u8]) -> RequestHead {
     }
 }
 
-fn fwd() -> Forwarding {
+use crate::route::NO_RULES;
+
+const FILL: Fill<'static> = Fill {
+    client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)),
+    host: "a.example",
+    request_id: b"0123",
+    path: b"/x",
+    path_and_query: b"/x",
+};
+
+fn fwd() -> Forwarding<'static> {
     Forwarding {
         client: "192.0.2.7".parse().unwrap(),
         tls: false,
         server: "127.0.0.1:8080".parse().unwrap(),
         drop_expect: false,
+        target: None,
+        rules: &NO_RULES,
+        made_request_id: None,
+        fill: &FILL,
     }
 }
 
-fn forwarded(raw: &[u8], f: &Forwarding) -> String {
+fn forwarded(raw: &[u8], f: &Forwarding<'_>) -> String {
     let head = req(raw);
     let mut out = Vec::new();
     request(&mut out, raw, &head, f);
@@ -117,6 +131,8 @@ fn relaying(framing: ClientFraming) -> Relaying<'static> {
         keep_alive_10: false,
         set_cookie: None,
         switching: false,
+        rules: &NO_RULES,
+        lines: b"",
     }
 }
 

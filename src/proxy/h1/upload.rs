@@ -25,6 +25,9 @@ pub enum UploadError {
     ClientGone,
     /// Writing to the server failed (it may have answered already and closed).
     Server(io::Error),
+    /// The body grew past `max_body_bytes`: 413, and the connection closes; the bytes
+    /// past the limit never reach the server.
+    TooLarge,
 }
 
 /// The state of one request body's upload.
@@ -44,6 +47,8 @@ pub struct Upload {
     starved: bool,
     /// Writing to the server failed: the rest of the body cannot go.
     pub failed: bool,
+    /// The most body bytes accepted (`u64::MAX`: no limit).
+    limit: u64,
 }
 
 impl Upload {
@@ -66,7 +71,16 @@ impl Upload {
             done,
             starved: false,
             failed: false,
+            limit: u64::MAX,
         }
+    }
+
+    /// At most `max` body bytes (0: no limit) go; a larger body stops the upload.
+    pub fn limit(mut self, max: u64) -> Self {
+        if max > 0 {
+            self.limit = max;
+        }
+        self
     }
 
     /// Whether the whole body went to the server (or there was none).
@@ -153,6 +167,9 @@ impl Upload {
                 self.out = buffers::take_write();
             }
             if let Some(data) = step.data.and_then(|r| input.get(r)) {
+                if self.streamed.saturating_add(data.len() as u64) > self.limit {
+                    return Poll::Ready(Err(UploadError::TooLarge));
+                }
                 if self.chunked {
                     h1::encode_chunk(data, &mut self.out);
                 } else {
