@@ -11,6 +11,9 @@ use crate::pool::{Backend, Server};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub backends: Vec<BackendStatus>,
+    /// Every frontend and its routes; absent from older fulcrums.
+    #[serde(default)]
+    pub frontends: Vec<FrontendStatus>,
     /// RFC 3339 time (milliseconds) this status was taken, so a client can count down
     /// maintenance windows against fulcrum's clock rather than its own.
     #[serde(default)]
@@ -22,6 +25,51 @@ pub struct Status {
     /// The process's own limits and pressure (fds, memory); absent from older fulcrums.
     #[serde(default)]
     pub process: Option<ProcessStatus>,
+}
+
+/// One frontend as configured: where it listens and where its routes lead.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FrontendStatus {
+    pub name: String,
+    pub bind: String,
+    pub mode: String,
+    /// The backend of requests no route matches (every request without routes); null: 404.
+    pub backend: Option<String>,
+    pub routes: Vec<RouteStatus>,
+}
+
+/// One route: its name and either the backend it forwards to or its redirect target.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
+}
+
+impl FrontendStatus {
+    fn of(fe: &crate::config::Frontend) -> FrontendStatus {
+        FrontendStatus {
+            name: fe.name.clone(),
+            bind: fe.bind.to_string(),
+            mode: match fe.mode {
+                crate::config::Mode::Http => "http".into(),
+                crate::config::Mode::Tcp => "tcp".into(),
+            },
+            backend: fe.backend.clone(),
+            routes: fe
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| RouteStatus {
+                    name: crate::config::route_name(&fe.name, i, r),
+                    backend: r.backend.clone(),
+                    redirect: r.redirect.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// fulcrum's own limits: what the fd limit allows, and where memory stands against
@@ -118,6 +166,12 @@ impl Status {
                 .backends()
                 .values()
                 .map(|b| BackendStatus::of(b, app.discovery_round(&b.name)))
+                .collect(),
+            frontends: app
+                .config()
+                .frontends
+                .iter()
+                .map(FrontendStatus::of)
                 .collect(),
             now: Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
             duration_buckets: DURATION_BUCKETS.to_vec(),

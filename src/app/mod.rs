@@ -64,6 +64,9 @@ pub struct App {
     maintenance: maintenance::Scheduler,
     /// Open client connections per frontend, kept across reloads.
     clients: Mutex<BTreeMap<String, Arc<ClientCount>>>,
+    /// Each frontend's route counters (`fulcrum_route_requests_total`), as its current
+    /// routing table holds them: read by the metrics collector without the frontends' lock.
+    routes: Mutex<BTreeMap<String, Vec<(Arc<str>, Arc<crate::metrics::Tally>)>>>,
     /// The webhooks of the current `[alerts]`.
     webhooks: Mutex<Webhooks>,
     /// The runtimes client connections are served on (`[global] threads`).
@@ -225,6 +228,22 @@ impl App {
     fn clients(&self, frontend: &str) -> Arc<ClientCount> {
         let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(map.entry(frontend.to_string()).or_default())
+    }
+
+    /// Records the counters of `frontend`'s routing table (a start or a reload built it).
+    pub(crate) fn record_routes(&self, frontend: &str, routing: &crate::route::Routing) {
+        let list = routing
+            .all()
+            .map(|t| (Arc::clone(&t.name), Arc::clone(&t.counts)))
+            .collect();
+        let mut map = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(frontend.to_string(), list);
+    }
+
+    /// Every frontend's route counters, for metrics.
+    pub fn route_counts(&self) -> Vec<(String, Vec<(Arc<str>, Arc<crate::metrics::Tally>)>)> {
+        let map = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Every frontend's open client connections, for metrics.

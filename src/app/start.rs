@@ -81,6 +81,7 @@ impl App {
             frontends: Default::default(),
             maintenance: Default::default(),
             clients: Mutex::new(BTreeMap::new()),
+            routes: Mutex::new(BTreeMap::new()),
             webhooks: Mutex::new(Default::default()),
             workers,
             discovery: Default::default(),
@@ -153,6 +154,7 @@ pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketA
                 continue;
             }
         };
+        app.record_routes(&fe.name, &routing);
         let front = Frontend::new(fe.clone(), routing, Arc::clone(&app.overload));
         let protocol = frontends::protocol(fe, tls);
         running.launch(&app, fe.clone(), front, socket, protocol);

@@ -296,6 +296,7 @@ impl App {
                 return;
             }
         };
+        self.record_routes(&fe.name, &routing);
         // The frontend object stays when its mode does, so keep-alive connections see the
         // new settings and backend too; a mode change gets a new object.
         let reuse = |front: &Arc<Frontend>, old_mode, routing: Routing| {
