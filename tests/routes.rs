@@ -2,6 +2,8 @@
 //! both client protocols: hosts (exact, wildcard, with ports), path prefixes with and
 //! without stripping, dot segments, methods, header conditions, each redirect placeholder,
 //! and a reload that changes routes while requests flow.
+#[path = "common/admin.rs"]
+mod admin_common;
 mod common;
 
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::admin::Api;
+use admin_common::Api;
 use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
@@ -127,7 +129,7 @@ redirect = "https://{host}{path_and_query}"
 [[routes]]
 name = "www"
 host = "www.example.com"
-backend = "www"
+backend = "b"
 request_headers = { set = { "x-env" = "prod", "x-client" = "{client_ip}" }, add = { "x-added" = "{host}" }, remove = ["x-debug"] }
 "#;
 
@@ -157,6 +159,40 @@ async fn site(default: Option<&str>) -> Site {
     }
     let f = setup.start().await;
     Site { f, www, api, admin }
+}
+
+/// One HTTP/2 request (prior knowledge) with `host` as its authority.
+async fn h2(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, http::HeaderMap, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{host}{path}"));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 async fn raw(f: &Fulcrum, request: &str) -> RawResponse {
@@ -328,56 +364,25 @@ async fn bodies_over_max_body_bytes_get_413_in_both_framings() {
     c.closed_within(Duration::from_secs(5)).await;
     assert_ne!(s.www.seen().target, "/chunked", "the server never got a whole body");
     // HTTP/2 with a declared length.
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let resp = h2
-        .post(format!("http://{}/h2", s.f.frontend("www")))
-        .header("host", "www.example.com")
-        .body(big.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 413);
+    let (status, _, _) = h2(s.f.frontend("www"), "POST", "www.example.com", "/h2", &[], &big).await;
+    assert_eq!(status, 413);
 }
 
 #[tokio::test]
 async fn http2_requests_are_routed_and_redirected_too() {
     let s = site(Some("b")).await;
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let base = format!("http://{}", s.f.frontend("www"));
-    let resp = h2
-        .get(format!("{base}/v1/list?a=1"))
-        .header("host", "api.example.com")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.headers().get("x-route").unwrap(), "api");
-    assert_eq!(resp.text().await.unwrap(), "api /list?a=1");
-    let resp = h2
-        .get(format!("{base}/anything"))
-        .header("host", "plain.example.com")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 308);
+    let addr = s.f.frontend("www");
+    let (_, headers, body) = h2(addr, "GET", "api.example.com", "/v1/list?a=1", &[], "").await;
+    assert_eq!(headers.get("x-route").map(|v| v.to_str().unwrap()), Some("api"), "{headers:?} {body}");
+    assert_eq!(body, "api /list?a=1");
+    let (status, headers, _) = h2(addr, "GET", "plain.example.com", "/anything", &[], "").await;
+    assert_eq!(status, 308);
     assert_eq!(
-        resp.headers().get("location").unwrap(),
+        headers.get("location").unwrap(),
         "https://plain.example.com/anything"
     );
-    let resp = h2
-        .get(format!("{base}/page"))
-        .header("host", "www.example.com")
-        .header("x-debug", "1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    let (status, _, _) = h2(addr, "GET", "www.example.com", "/page", &[("x-debug", "1")], "").await;
+    assert_eq!(status, 200);
     let h = s.www.seen().headers;
     assert_eq!(h.get("x-env").unwrap(), "prod");
     assert!(h.get("x-debug").is_none());
@@ -536,13 +541,25 @@ address = "{addr}"
         addr = e.addr
     );
     std::fs::write(&path, text).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
         .args(["run", "-c", path.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
+    // Standard output read on a thread of its own until the request's line appears (or the
+    // process ends: it is killed below either way).
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("rid-1") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_listening(addr).await;
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -554,21 +571,11 @@ address = "{addr}"
     let mut answer = Vec::new();
     c.read_to_end(&mut answer).await.unwrap();
     assert!(answer.starts_with(b"HTTP/1.1 200"));
-    let mut out = child.stdout.take().unwrap();
-    let mut text = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut buf = [0u8; 4096];
-    while !text.contains("rid-1") && tokio::time::Instant::now() < deadline {
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), out.read(&mut buf)).await {
-            text.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    }
-    let _ = child.kill().await;
-    let line = text
-        .lines()
-        .find(|l| l.contains("rid-1"))
-        .unwrap_or_else(|| panic!("no log line in {text}"));
-    let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+    let line = rx.recv_timeout(Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("the request's access log line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
     assert_eq!(v["frontend"], "www");
     assert_eq!(v["method"], "POST");
     assert_eq!(v["host"], "site.example");

@@ -104,7 +104,10 @@ pub async fn handle(
     };
     if let Some(prefix) = strip {
         let stripped = route::strip_path(&path, prefix, req.uri().query().map(str::as_bytes));
-        if let Ok(uri) = Uri::try_from(stripped) {
+        // Scheme and authority stay: HTTP/2's `:authority` is the request's host.
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = http::uri::PathAndQuery::try_from(stripped).ok();
+        if let Ok(uri) = Uri::from_parts(parts) {
             *req.uri_mut() = uri;
         }
     }

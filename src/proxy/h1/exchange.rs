@@ -372,7 +372,7 @@ impl<S: ClientIo> Exchange<'_, S> {
         if let Some(log) = finish.log.as_mut() {
             log.server = Some(Arc::clone(&server.name));
             log.first_byte = Some(log.start.elapsed());
-            log.bytes_in = upload.streamed;
+            log.bytes_in = upload.taken;
         }
         finish.set_status(resp.status);
         if resp.status == 101 {

@@ -43,6 +43,8 @@ pub struct Upload {
     /// Body bytes taken from the client so far (a request whose body has started cannot
     /// be sent again).
     pub streamed: u64,
+    /// Body bytes taken from the client in all (the access log's `bytes_in`).
+    pub taken: u64,
     done: bool,
     starved: bool,
     /// Writing to the server failed: the rest of the body cannot go.
@@ -68,6 +70,7 @@ impl Upload {
             out: Vec::new(),
             written: 0,
             streamed: 0,
+            taken: 0,
             done,
             starved: false,
             failed: false,
@@ -106,6 +109,7 @@ impl Upload {
             return false;
         }
         out.extend_from_slice(body);
+        self.taken = n;
         client.buf.cut(self.at, n as usize);
         self.decoder = BodyDecoder::Done(None);
         self.done = true;
@@ -176,6 +180,7 @@ impl Upload {
                     self.out.extend_from_slice(data);
                 }
                 self.streamed += data.len() as u64;
+                self.taken += data.len() as u64;
             }
             client.buf.cut(self.at, step.consumed);
             // The decoder took nothing: what is pending is not enough to go on.
