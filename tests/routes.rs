@@ -51,8 +51,9 @@ impl Echo {
                             let target = req.uri().to_string();
                             let headers = req.headers().clone();
                             let body = req.into_body().collect().await.map(|b| b.to_bytes());
-                            let body_len = body.map_or(0, |b| b.len());
-                            if target != "/healthz" {
+                            // A body that did not arrive whole is not a request seen.
+                            let body_len = body.as_ref().map_or(0, |b| b.len());
+                            if target != "/healthz" && body.is_ok() {
                                 *seen.lock().unwrap() = Seen {
                                     target: target.clone(),
                                     headers,
@@ -366,6 +367,39 @@ async fn bodies_over_max_body_bytes_get_413_in_both_framings() {
     // HTTP/2 with a declared length.
     let (status, _, _) = h2(s.f.frontend("www"), "POST", "www.example.com", "/h2", &[], &big).await;
     assert_eq!(status, 413);
+    // HTTP/2 without a declared length: cut at the limit, 413.
+    let (status, headers, _) = h2_streamed(s.f.frontend("www"), &["x".repeat(60), "y".repeat(60)]).await;
+    assert_eq!(status, 413);
+    assert_eq!(headers.get("x-fulcrum-error").unwrap(), "body_too_large");
+    assert_ne!(s.www.seen().target, "/h2s", "the server never got a whole body");
+}
+
+/// An HTTP/2 POST whose body is sent as `parts` with no declared length.
+async fn h2_streamed(addr: SocketAddr, parts: &[String]) -> (u16, http::HeaderMap, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = parts
+        .iter()
+        .map(|p| Ok(hyper::body::Frame::data(Bytes::from(p.clone()))))
+        .collect();
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let req = http::Request::post("http://www.example.com/h2s")
+        .body(body)
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 #[tokio::test]

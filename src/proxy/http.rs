@@ -112,6 +112,10 @@ pub async fn handle(
         }
     }
     target.request.apply(req.headers_mut(), &filled);
+    if settings.max_body_bytes > 0 {
+        req.extensions_mut()
+            .insert(bridge::BodyLimit(settings.max_body_bytes));
+    }
     if let Some(log) = finish.log.as_mut() {
         log.backend = Some(Arc::clone(&backend.name));
     }
@@ -268,6 +272,8 @@ async fn forward(
                 tracing::warn!(server = %server.full_name(), "{why}; trying another server");
                 (next, Some(back))
             }
+            // The client's fault, not the server's: no outlier, no retry.
+            Outcome::Failed(Refusal::BodyTooLarge) => return Err(Refusal::BodyTooLarge),
             Outcome::Failed(refusal) => {
                 let seen = match refusal {
                     Refusal::UpstreamTimeout => outlier::Outcome::TimedOut,
@@ -398,5 +404,6 @@ async fn send(
         Sent::NoConnection(back, e) => Outcome::NotSent(back, Unsent::Connect(e)),
         Sent::Failed => Outcome::Failed(Refusal::UpstreamBroken),
         Sent::TimedOut => Outcome::Failed(Refusal::UpstreamTimeout),
+        Sent::TooLarge => Outcome::Failed(Refusal::BodyTooLarge),
     }
 }
