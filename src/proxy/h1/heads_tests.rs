@@ -199,3 +199,34 @@ fn codings_before_chunked_are_kept() {
         "{out}"
     );
 }
+
+#[test]
+fn rules_drop_and_write_lines_and_a_made_request_id_goes_along() {
+    let map = |kv: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let rules = Rules::compile(
+        &crate::config::HeaderRules {
+            set: map(&[("X-Env", "prod")]),
+            add: map(&[("x-who", "{client_ip} {host} {request_id}")]),
+            remove: vec!["x-debug".into()],
+        },
+        &crate::config::HeaderRules::default(),
+    );
+    let raw = b"GET /x HTTP/1.1\r\nHost: a.example\r\nX-Env: dev\r\nX-DEBUG: 1\r\nX-Kept: k\r\n\r\n";
+    let out = forwarded(
+        raw,
+        &Forwarding {
+            rules: &rules,
+            made_request_id: Some(b"0123"),
+            target: Some(b"/stripped?q=1"),
+            ..fwd()
+        },
+    );
+    assert!(out.starts_with("GET /stripped?q=1 HTTP/1.1\r\n"), "{out}");
+    assert!(!out.contains("dev") && !out.contains("X-DEBUG"), "{out}");
+    assert!(out.contains("X-Kept: k\r\n"), "{out}");
+    assert!(out.contains("X-Request-Id: 0123\r\n"), "{out}");
+    assert!(out.contains("X-Env: prod\r\n"), "{out}");
+    assert!(out.contains("x-who: 192.0.2.7 a.example 0123\r\n"), "{out}");
+}
