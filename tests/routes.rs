@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use admin_common::Api;
+use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
@@ -204,7 +204,11 @@ async fn raw(f: &Fulcrum, request: &str) -> RawResponse {
 async fn hosts_prefixes_methods_and_headers_choose_the_backend() {
     let s = site(Some("b")).await;
     // Exact host, any port, any case; the prefix is stripped.
-    let r = raw(&s.f, "GET /v1/books?id=7 HTTP/1.1\r\nHost: API.example.com:8443\r\n\r\n").await;
+    let r = raw(
+        &s.f,
+        "GET /v1/books?id=7 HTTP/1.1\r\nHost: API.example.com:8443\r\n\r\n",
+    )
+    .await;
     assert_eq!((r.status, r.text().as_str()), (200, "api /books?id=7"));
     assert_eq!(r.header("x-route"), Some("api"));
     assert_eq!(
@@ -212,16 +216,28 @@ async fn hosts_prefixes_methods_and_headers_choose_the_backend() {
         Some("max-age=31536000")
     );
     // A wildcard matches one label or more, not the bare name.
-    let r = raw(&s.f, "POST /v1/x HTTP/1.1\r\nHost: a.b.example.org\r\nContent-Length: 2\r\n\r\nhi").await;
+    let r = raw(
+        &s.f,
+        "POST /v1/x HTTP/1.1\r\nHost: a.b.example.org\r\nContent-Length: 2\r\n\r\nhi",
+    )
+    .await;
     assert_eq!((r.status, r.text().as_str()), (200, "api /x"));
     assert_eq!(s.api.seen().body_len, 2);
     let r = raw(&s.f, "GET /v1/x HTTP/1.1\r\nHost: example.org\r\n\r\n").await;
     assert_eq!(r.text(), "www /v1/x", "the default backend");
     // A method the route does not list.
-    let r = raw(&s.f, "DELETE /v1/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n").await;
+    let r = raw(
+        &s.f,
+        "DELETE /v1/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
+    )
+    .await;
     assert_eq!(r.text(), "www /v1/x");
     // A header condition.
-    let r = raw(&s.f, "GET /admin/users HTTP/1.1\r\nHost: www.example.com\r\n\r\n").await;
+    let r = raw(
+        &s.f,
+        "GET /admin/users HTTP/1.1\r\nHost: www.example.com\r\n\r\n",
+    )
+    .await;
     assert_eq!(r.text(), "www /admin/users", "no x-canary: the www route");
     let r = raw(
         &s.f,
@@ -230,7 +246,11 @@ async fn hosts_prefixes_methods_and_headers_choose_the_backend() {
     .await;
     assert_eq!(r.text(), "admin /admin/users");
     // The absolute form's authority is the host.
-    let r = raw(&s.f, "GET http://api.example.com/v1/a HTTP/1.1\r\nHost: other\r\n\r\n").await;
+    let r = raw(
+        &s.f,
+        "GET http://api.example.com/v1/a HTTP/1.1\r\nHost: other\r\n\r\n",
+    )
+    .await;
     assert_eq!(r.text(), "api /a");
 }
 
@@ -263,14 +283,22 @@ async fn dot_segments_and_escapes_are_matched_as_the_server_reads_them() {
 #[tokio::test]
 async fn redirects_fill_every_placeholder() {
     let s = site(Some("b")).await;
-    let r = raw(&s.f, "GET /old?x=1 HTTP/1.1\r\nHost: Shop.Example.com:80\r\n\r\n").await;
+    let r = raw(
+        &s.f,
+        "GET /old?x=1 HTTP/1.1\r\nHost: Shop.Example.com:80\r\n\r\n",
+    )
+    .await;
     assert_eq!(r.status, 301);
     assert_eq!(
         r.header("location"),
         Some("https://shop.example.com/new?from=/old")
     );
     assert_eq!(r.header("content-length"), Some("0"));
-    let r = raw(&s.f, "GET /a/b?c=d HTTP/1.1\r\nHost: plain.example.com\r\n\r\n").await;
+    let r = raw(
+        &s.f,
+        "GET /a/b?c=d HTTP/1.1\r\nHost: plain.example.com\r\n\r\n",
+    )
+    .await;
     assert_eq!(r.status, 308, "the default redirect status");
     assert_eq!(
         r.header("location"),
@@ -280,7 +308,11 @@ async fn redirects_fill_every_placeholder() {
         r.header("strict-transport-security"),
         Some("max-age=31536000")
     );
-    assert_eq!(s.www.seen().target, "", "no server saw a redirected request");
+    assert_eq!(
+        s.www.seen().target,
+        "",
+        "no server saw a redirected request"
+    );
 }
 
 #[tokio::test]
@@ -363,15 +395,32 @@ async fn bodies_over_max_body_bytes_get_413_in_both_framings() {
     assert_eq!(r.status, 413);
     assert_eq!(r.header("connection"), Some("close"));
     c.closed_within(Duration::from_secs(5)).await;
-    assert_ne!(s.www.seen().target, "/chunked", "the server never got a whole body");
+    assert_ne!(
+        s.www.seen().target,
+        "/chunked",
+        "the server never got a whole body"
+    );
     // HTTP/2 with a declared length.
-    let (status, _, _) = h2(s.f.frontend("www"), "POST", "www.example.com", "/h2", &[], &big).await;
+    let (status, _, _) = h2(
+        s.f.frontend("www"),
+        "POST",
+        "www.example.com",
+        "/h2",
+        &[],
+        &big,
+    )
+    .await;
     assert_eq!(status, 413);
     // HTTP/2 without a declared length: cut at the limit, 413.
-    let (status, headers, _) = h2_streamed(s.f.frontend("www"), &["x".repeat(60), "y".repeat(60)]).await;
+    let (status, headers, _) =
+        h2_streamed(s.f.frontend("www"), &["x".repeat(60), "y".repeat(60)]).await;
     assert_eq!(status, 413);
     assert_eq!(headers.get("x-fulcrum-error").unwrap(), "body_too_large");
-    assert_ne!(s.www.seen().target, "/h2s", "the server never got a whole body");
+    assert_ne!(
+        s.www.seen().target,
+        "/h2s",
+        "the server never got a whole body"
+    );
 }
 
 /// An HTTP/2 POST whose body is sent as `parts` with no declared length.
@@ -394,7 +443,11 @@ async fn h2_streamed(addr: SocketAddr, parts: &[String]) -> (u16, http::HeaderMa
         .unwrap();
     let resp = tx.send_request(req).await.unwrap();
     let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     (
         parts.status.as_u16(),
         parts.headers,
@@ -407,7 +460,11 @@ async fn http2_requests_are_routed_and_redirected_too() {
     let s = site(Some("b")).await;
     let addr = s.f.frontend("www");
     let (_, headers, body) = h2(addr, "GET", "api.example.com", "/v1/list?a=1", &[], "").await;
-    assert_eq!(headers.get("x-route").map(|v| v.to_str().unwrap()), Some("api"), "{headers:?} {body}");
+    assert_eq!(
+        headers.get("x-route").map(|v| v.to_str().unwrap()),
+        Some("api"),
+        "{headers:?} {body}"
+    );
     assert_eq!(body, "api /list?a=1");
     let (status, headers, _) = h2(addr, "GET", "plain.example.com", "/anything", &[], "").await;
     assert_eq!(status, 308);
@@ -415,7 +472,15 @@ async fn http2_requests_are_routed_and_redirected_too() {
         headers.get("location").unwrap(),
         "https://plain.example.com/anything"
     );
-    let (status, _, _) = h2(addr, "GET", "www.example.com", "/page", &[("x-debug", "1")], "").await;
+    let (status, _, _) = h2(
+        addr,
+        "GET",
+        "www.example.com",
+        "/page",
+        &[("x-debug", "1")],
+        "",
+    )
+    .await;
     assert_eq!(status, 200);
     let h = s.www.seen().headers;
     assert_eq!(h.get("x-env").unwrap(), "prod");
@@ -431,11 +496,13 @@ async fn route_metrics_and_status_name_each_route() {
     let api = Api::new(&s.f);
     let metrics = api.metrics().await;
     assert!(
-        metrics.contains(r#"fulcrum_route_requests_total{frontend="www",route="api",code="200"} 1"#),
+        metrics
+            .contains(r#"fulcrum_route_requests_total{frontend="www",route="api",code="200"} 1"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"fulcrum_route_requests_total{frontend="www",route="old",code="301"} 1"#),
+        metrics
+            .contains(r#"fulcrum_route_requests_total{frontend="www",route="old",code="301"} 1"#),
         "{metrics}"
     );
     let status = api.status().await;
@@ -630,7 +697,10 @@ address = "{addr}"
 async fn wait_listening(addr: SocketAddr) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "fulcrum did not listen");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fulcrum did not listen"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -71,7 +71,10 @@ fn expect_error(text: &str, line: usize, key: &str, words: &str) {
         .lines()
         .find(|l| l.starts_with(&prefix))
         .unwrap_or_else(|| panic!("no error at {prefix} in:\n{stderr}"));
-    assert!(l.contains(&format!("`{key}`")), "key {key} not named in: {l}");
+    assert!(
+        l.contains(&format!("`{key}`")),
+        "key {key} not named in: {l}"
+    );
     assert!(l.contains(words), "{words:?} not in: {l}");
 }
 
@@ -82,7 +85,10 @@ fn the_summary_prints_every_route() {
     std::fs::write(&p, GOOD).unwrap();
     let (code, stdout, stderr) = check(&p);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("frontend www http on 127.0.0.1:8080:"), "{stdout}");
+    assert!(
+        stdout.contains("frontend www http on 127.0.0.1:8080:"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains(
             "route api host api.example.com,*.example.org path_prefix /v1/ methods GET -> backend api (prefix stripped)"
@@ -183,7 +189,10 @@ fn header_names_must_be_tokens() {
 
 #[test]
 fn a_frontend_needs_a_backend_or_routes() {
-    let text = GOOD.replace("backend = \"shop\"\n\n[[frontends.routes]]", "\n[[frontends.routes]]");
+    let text = GOOD.replace(
+        "backend = \"shop\"\n\n[[frontends.routes]]",
+        "\n[[frontends.routes]]",
+    );
     // With routes, the default backend is optional.
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("ok.toml");
@@ -247,7 +256,10 @@ async fn the_recipe_works_as_it_says() {
         .replace("0.0.0.0:443", "127.0.0.1:0")
         .replace("0.0.0.0:80", "127.0.0.2:0")
         .replace("127.0.0.1:9900", "127.0.0.1:0")
-        .replace("state_dir = \".fulcrum\"", &format!("state_dir = \"{}\"", dir.path().display()));
+        .replace(
+            "state_dir = \".fulcrum\"",
+            &format!("state_dir = \"{}\"", dir.path().display()),
+        );
     for (port, server) in [
         ("9001", &www),
         ("9002", &www),
@@ -261,7 +273,9 @@ async fn the_recipe_works_as_it_says() {
     let p = dir.path().join("sites.toml");
     std::fs::write(&p, &text).unwrap();
     let cfg = fulcrum::config::load_file(&p).unwrap_or_else(|e| panic!("{e}"));
-    let f = fulcrum::runtime::start(cfg).await.expect("the recipe starts");
+    let f = fulcrum::runtime::start(cfg)
+        .await
+        .expect("the recipe starts");
 
     // HTTP is redirected to HTTPS, path and query kept.
     let r = raw_exchange(

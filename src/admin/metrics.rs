@@ -66,7 +66,8 @@ impl Collector for FulcrumCollector {
                                 ("route", &*route),
                                 ("code", code.as_str()),
                             ];
-                            m.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                            m.encode_family(&labels)?
+                                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
                         }
                     }
                 }

@@ -49,6 +49,9 @@ pub use state_file::{Entry as SavedWindow, FILE_NAME as STATE_FILE_NAME};
 /// Backends by name, swapped whole by a reload.
 pub type Backends = BTreeMap<String, Arc<Backend>>;
 
+/// One frontend's route counters: each route's name (`-`: none matched) and its tally.
+pub type RouteCounts = Vec<(Arc<str>, Arc<crate::metrics::Tally>)>;
+
 /// One running fulcrum. Built by [`start`]; shared (`Arc`) by the admin plane, the signal
 /// handler and the tasks it spawns.
 pub struct App {
@@ -66,7 +69,7 @@ pub struct App {
     clients: Mutex<BTreeMap<String, Arc<ClientCount>>>,
     /// Each frontend's route counters (`fulcrum_route_requests_total`), as its current
     /// routing table holds them: read by the metrics collector without the frontends' lock.
-    routes: Mutex<BTreeMap<String, Vec<(Arc<str>, Arc<crate::metrics::Tally>)>>>,
+    routes: Mutex<BTreeMap<String, RouteCounts>>,
     /// The webhooks of the current `[alerts]`.
     webhooks: Mutex<Webhooks>,
     /// The runtimes client connections are served on (`[global] threads`).
@@ -241,7 +244,7 @@ impl App {
     }
 
     /// Every frontend's route counters, for metrics.
-    pub fn route_counts(&self) -> Vec<(String, Vec<(Arc<str>, Arc<crate::metrics::Tally>)>)> {
+    pub fn route_counts(&self) -> Vec<(String, RouteCounts)> {
         let map = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }

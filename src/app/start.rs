@@ -16,8 +16,8 @@ use crate::events::Bus;
 use crate::overload::Overload;
 use crate::pool::resolve::{self, ResolveError};
 use crate::pool::{Backend, Server};
-use crate::route::Routing;
 use crate::proxy::Frontend;
+use crate::route::Routing;
 use crate::tasks::Tasks;
 
 /// Why fulcrum could not start.

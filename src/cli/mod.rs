@@ -204,7 +204,11 @@ pub fn summary(cfg: &Config) -> String {
             None => "404 no_route".into(),
         };
         if fe.routes.is_empty() {
-            let _ = writeln!(out, "frontend {} {mode}{tls} on {} -> {default}", fe.name, fe.bind);
+            let _ = writeln!(
+                out,
+                "frontend {} {mode}{tls} on {} -> {default}",
+                fe.name, fe.bind
+            );
             continue;
         }
         let _ = writeln!(out, "frontend {} {mode}{tls} on {}:", fe.name, fe.bind);

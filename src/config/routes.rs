@@ -274,9 +274,8 @@ fn check_rule_name(name: &str) -> Result<(), String> {
 /// RFC 9110 §5.6.2 token characters.
 pub fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn is_field_value(s: &str) -> bool {
@@ -348,10 +347,22 @@ mod tests {
 
     #[test]
     fn host_patterns() {
-        for ok in ["example.com", "*.example.org", "API.Example.com", "localhost"] {
+        for ok in [
+            "example.com",
+            "*.example.org",
+            "API.Example.com",
+            "localhost",
+        ] {
             assert!(check_host_pattern(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "*", "a.*.com", "example.com:80", "exa mple.com", "*example.com"] {
+        for bad in [
+            "",
+            "*",
+            "a.*.com",
+            "example.com:80",
+            "exa mple.com",
+            "*example.com",
+        ] {
             assert!(check_host_pattern(bad).is_err(), "{bad}");
         }
     }

@@ -107,7 +107,10 @@ pub async fn send(
     write_head(&mut out, &parts, &body);
     let chunked = out.ends_with(b"chunked\r\n\r\n");
     let was_head = parts.method == http::Method::HEAD;
-    let limit = parts.extensions.get::<BodyLimit>().map_or(u64::MAX, |l| l.0);
+    let limit = parts
+        .extensions
+        .get::<BodyLimit>()
+        .map_or(u64::MAX, |l| l.0);
     let mut pooled = server.idle.checkout();
     let mut streamed = false;
     let sent = loop {

@@ -17,9 +17,9 @@ use super::frontend::Frontend;
 use super::headers::{add_forwarded, h2_host, head_size, join_cookies, strip_hop_by_hop};
 use super::retry;
 use crate::balance;
-use crate::route::{self, Action};
 use crate::config;
 use crate::pool::{Backend, Server, ServerId, Slot, outlier};
+use crate::route::{self, Action};
 use crate::upstream::ConnectError;
 
 /// A response from a server, with the slot it holds until its body is done.
@@ -68,7 +68,11 @@ pub async fn handle(
         first_byte: None,
         json: settings.access_log_format == config::LogFormat::Json,
     });
-    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     let raw_path = req.uri().path().to_string();
     let filled = route::Fill {
         client_ip: client.ip(),
@@ -85,8 +89,8 @@ pub async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_large = settings.max_body_bytes > 0
-        && declared.is_some_and(|n| n > settings.max_body_bytes);
+    let too_large =
+        settings.max_body_bytes > 0 && declared.is_some_and(|n| n > settings.max_body_bytes);
     let (backend, strip) = match &target.action {
         _ if too_large => return alone(finish, Refusal::BodyTooLarge.response(1)),
         Action::NoRoute => return alone(finish, Refusal::NoRoute.response(1)),

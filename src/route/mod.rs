@@ -253,9 +253,7 @@ impl Routing {
             }
         }
         best = best.min(self.first_match(&self.any_host, req, best));
-        self.targets
-            .get(best as usize)
-            .unwrap_or(&self.fallback)
+        self.targets.get(best as usize).unwrap_or(&self.fallback)
     }
 
     /// The first index of `list` (ascending) below `below` whose route matches.

@@ -36,7 +36,11 @@ fn decode_keeping_slashes(path: &[u8]) -> String {
         out.extend(percent_decode(piece));
     }
     let s = String::from_utf8_lossy(&out).into_owned();
-    if s.starts_with('/') { s } else { format!("/{s}") }
+    if s.starts_with('/') {
+        s
+    } else {
+        format!("/{s}")
+    }
 }
 
 fn split_encoded_slashes(path: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -117,7 +121,10 @@ mod tests {
 
     #[test]
     fn plain_paths_are_borrowed() {
-        assert!(matches!(normalize(b"/v1/books?x=1"), Cow::Borrowed("/v1/books")));
+        assert!(matches!(
+            normalize(b"/v1/books?x=1"),
+            Cow::Borrowed("/v1/books")
+        ));
     }
 
     #[test]

@@ -197,7 +197,9 @@ mod tests {
     #[test]
     fn route_rules_come_after_frontend_rules() {
         let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
-            kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         let fe = HeaderRules {
             set: map(&[("X-Env", "prod")]),

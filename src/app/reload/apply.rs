@@ -12,8 +12,8 @@ use crate::app::frontends::{self, Bound, Frontends};
 use crate::app::{App, Backends};
 use crate::config::Config;
 use crate::pool::{Backend, Server, resolve};
-use crate::route::Routing;
 use crate::proxy::Frontend;
+use crate::route::Routing;
 
 /// What phase 1 acquired.
 struct Prepared {
@@ -324,9 +324,7 @@ impl App {
                 // old listener close.
                 let front = match &cur {
                     Some(c) => reuse(&c.front, c.cfg.mode, routing),
-                    None => {
-                        Frontend::new(fe.clone(), routing, Arc::clone(&self.overload))
-                    }
+                    None => Frontend::new(fe.clone(), routing, Arc::clone(&self.overload)),
                 };
                 let protocol = frontends::protocol(&fe, ready.tls);
                 let name = fe.name.clone();

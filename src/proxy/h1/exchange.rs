@@ -45,7 +45,10 @@ pub async fn run<S: ClientIo>(
     let raw_target = heads::origin_target(buf, &head);
     let (target, rewritten, host) = routed::choose(&routing, buf, &head, settings.access_log);
     let log = (settings.access_log && access_log::enabled()).then(|| {
-        let path = raw_target.split(|&c| c == b'?').next().unwrap_or(raw_target);
+        let path = raw_target
+            .split(|&c| c == b'?')
+            .next()
+            .unwrap_or(raw_target);
         AccessLog {
             frontend: Arc::clone(&fe.name),
             client: client.peer,
@@ -239,7 +242,13 @@ impl<S: ClientIo> Exchange<'_, S> {
         {
             let buf = self.client.buf.pending();
             let host = route::normalize_host(self.head.authority.map_or(&b""[..], |a| a.of(buf)));
-            let fill = fill(buf, &self.head, &host, &self.request_id, self.client.peer.ip());
+            let fill = fill(
+                buf,
+                &self.head,
+                &host,
+                &self.request_id,
+                self.client.peer.ip(),
+            );
             let fwd = Forwarding {
                 client: self.client.peer.ip(),
                 tls: self.client.tls,

@@ -203,7 +203,9 @@ fn codings_before_chunked_are_kept() {
 #[test]
 fn rules_drop_and_write_lines_and_a_made_request_id_goes_along() {
     let map = |kv: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
     let rules = Rules::compile(
         &crate::config::HeaderRules {
@@ -213,7 +215,8 @@ fn rules_drop_and_write_lines_and_a_made_request_id_goes_along() {
         },
         &crate::config::HeaderRules::default(),
     );
-    let raw = b"GET /x HTTP/1.1\r\nHost: a.example\r\nX-Env: dev\r\nX-DEBUG: 1\r\nX-Kept: k\r\n\r\n";
+    let raw =
+        b"GET /x HTTP/1.1\r\nHost: a.example\r\nX-Env: dev\r\nX-DEBUG: 1\r\nX-Kept: k\r\n\r\n";
     let out = forwarded(
         raw,
         &Forwarding {

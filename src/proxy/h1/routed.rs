@@ -20,11 +20,9 @@ pub enum RequestId {
 
 impl RequestId {
     pub fn of(buf: &[u8], head: &RequestHead) -> RequestId {
-        let sent = head
-            .headers
-            .as_slice()
-            .iter()
-            .find(|h| h.name.of(buf).eq_ignore_ascii_case(b"x-request-id") && !h.value.of(buf).is_empty());
+        let sent = head.headers.as_slice().iter().find(|h| {
+            h.name.of(buf).eq_ignore_ascii_case(b"x-request-id") && !h.value.of(buf).is_empty()
+        });
         match sent {
             Some(h) => RequestId::Sent(h.value),
             None => RequestId::Made(crate::proxy::request_id::make()),
@@ -107,7 +105,13 @@ impl<S: ClientIo> Alone<'_, S> {
         let (location, lines) = {
             let buf = self.client.buf.pending();
             let host = route::normalize_host(self.head.authority.map_or(&b""[..], |a| a.of(buf)));
-            let fill = fill(buf, self.head, &host, self.request_id, self.client.peer.ip());
+            let fill = fill(
+                buf,
+                self.head,
+                &host,
+                self.request_id,
+                self.client.peer.ip(),
+            );
             let mut lines = Vec::new();
             self.target.response.write_lines(&mut lines, &fill);
             (to.render(&fill), lines)
@@ -118,7 +122,6 @@ impl<S: ClientIo> Alone<'_, S> {
         sent.is_ok() && !close
     }
 }
-
 
 /// The route `head` takes, the path and query to send instead of the client's when the
 /// route strips a prefix, and (when `log_host`) the host for the access log.
@@ -154,5 +157,9 @@ pub fn choose<'r>(
         }
         _ => None,
     };
-    (target, rewritten, log_host.then(|| Box::<str>::from(&*host)))
+    (
+        target,
+        rewritten,
+        log_host.then(|| Box::<str>::from(&*host)),
+    )
 }
