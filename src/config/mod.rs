@@ -4,6 +4,7 @@
 //! Every default here is the one the README's "Configuration reference" names; `deny_unknown_fields` everywhere so a
 //! typo is an error rather than a silently ignored knob.
 
+mod defaults;
 mod discovery;
 mod duration;
 mod load;
@@ -521,59 +522,6 @@ pub const MAX_WEIGHT: u32 = 256;
 /// The most `retries` a backend may ask for. Validation refuses more, and the request path
 /// keeps the servers a request has tried in an array of `MAX_RETRIES + 1` on the stack.
 pub const MAX_RETRIES: u32 = 10;
-
-mod defaults {
-    use super::Dur;
-
-    pub fn yes() -> bool {
-        true
-    }
-    pub fn client_header_timeout() -> Dur {
-        Dur::secs(10)
-    }
-    pub fn client_idle_timeout() -> Dur {
-        Dur::secs(60)
-    }
-    pub fn max_header_bytes() -> usize {
-        65536
-    }
-    pub fn max_concurrent_streams() -> u32 {
-        100
-    }
-    pub fn tunnel_idle_timeout() -> Dur {
-        Dur::secs(3600)
-    }
-    pub fn min_healthy() -> u32 {
-        2
-    }
-    pub fn connect_timeout() -> Dur {
-        Dur::secs(2)
-    }
-    pub fn response_timeout() -> Dur {
-        Dur::secs(30)
-    }
-    pub fn retries() -> u32 {
-        1
-    }
-    pub fn max_queue() -> u32 {
-        1000
-    }
-    pub fn queue_timeout() -> Dur {
-        Dur::secs(5)
-    }
-    pub fn slow_start() -> Dur {
-        Dur::secs(30)
-    }
-    pub fn weight() -> u32 {
-        1
-    }
-    pub fn server_max_connections() -> u32 {
-        100
-    }
-    pub fn all_events() -> Vec<String> {
-        vec!["all".into()]
-    }
-}
 
 impl Config {
     /// Resolves a path from the file against the file's folder, as the README's configuration reference promises.
