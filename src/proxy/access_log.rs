@@ -17,7 +17,9 @@
 //! `RUST_LOG=info,fulcrum::access=off`), which is checked once at start-up.
 //! The line keeps the format `tracing` gave it:
 //! `2026-11-25T08:35:59.123456Z  INFO frontend=www client=192.0.2.7:51234 method=GET
-//! path=/books status=200 server=web1 duration_ms=0.412 bytes=1234 complete=true`.
+//! path=/books status=200 server=web1 duration_ms=0.412 bytes=1234 bytes_in=0 complete=true
+//! route=- request_id=4f2a...` (`bytes` to the client, `bytes_in` from it: for a WebSocket
+//! tunnel, each way).
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -252,6 +254,8 @@ impl Line {
         ]);
         out.extend_from_slice(b" bytes=");
         out.extend_from_slice(num.format(bytes).as_bytes());
+        out.extend_from_slice(b" bytes_in=");
+        out.extend_from_slice(num.format(self.bytes_in).as_bytes());
         out.extend_from_slice(if complete {
             b" complete=true"
         } else {
@@ -426,7 +430,7 @@ mod tests {
         assert_eq!(
             rest,
             "  INFO frontend=www client=192.0.2.7:51234 method=GET path=/books status=200 \
-             server=web1 duration_ms=12.345 bytes=1234 complete=true route=site request_id=4f2a\n"
+             server=web1 duration_ms=12.345 bytes=1234 bytes_in=10 complete=true route=site request_id=4f2a\n"
         );
         let json = Line {
             json: true,
@@ -464,7 +468,7 @@ mod tests {
         assert!(
             text.ends_with(
                 "client=[2001:db8::1]:443 method=GET path=/books status=200 server=- \
-                 duration_ms=0.007 bytes=0 complete=false route=- request_id=4f2a\n"
+                 duration_ms=0.007 bytes=0 bytes_in=10 complete=false route=- request_id=4f2a\n"
             ),
             "{text}"
         );
