@@ -43,7 +43,12 @@ pub async fn run<S: ClientIo>(
     let buf = client.buf.pending();
     let request_id = RequestId::of(buf, &head);
     let raw_target = heads::origin_target(buf, &head);
-    let (target, rewritten, host) = routed::choose(&routing, buf, &head, settings.access_log);
+    let (target, rewritten, host) = routed::choose(
+        &routing,
+        buf,
+        &head,
+        settings.access_log && access_log::enabled(),
+    );
     let log = (settings.access_log && access_log::enabled()).then(|| {
         let path = raw_target
             .split(|&c| c == b'?')
