@@ -350,6 +350,9 @@ pub struct Backend {
     pub queue_timeout: Dur,
     #[serde(default = "defaults::slow_start")]
     pub slow_start: Dur,
+    /// The protocol spoken to the servers (`http1` or `h2`).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     #[serde(default)]
     pub health: Health,
     #[serde(default)]
@@ -361,6 +364,18 @@ pub struct Backend {
     /// Servers found through DNS, besides or instead of `servers`.
     #[serde(default)]
     pub discovery: Option<Discovery>,
+}
+
+/// The protocol a backend's servers speak: HTTP/1.1 on fulcrum's own engine, or HTTP/2
+/// (multiplexed; over TLS by ALPN, in cleartext by prior knowledge), which gRPC needs.
+/// An unknown value is a parse error naming its file, line, column and key.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    #[default]
+    #[serde(rename = "http1")]
+    Http1,
+    #[serde(rename = "h2")]
+    H2,
 }
 
 /// How a health check talks to a server.

@@ -14,6 +14,8 @@ use super::bridge::{self, Sent, ServerBody, UpstreamBody};
 use super::conn::Busy;
 use super::error::Refusal;
 use super::frontend::Frontend;
+use super::grpc;
+use super::h2_upstream::{self, TeTrailers};
 use super::headers::{add_forwarded, h2_host, head_size, join_cookies, strip_hop_by_hop};
 use super::retry;
 use crate::balance;
@@ -95,7 +97,7 @@ pub(super) fn retry_after(b: &config::Backend, refusal: Refusal) -> u64 {
 async fn forward(
     settings: &config::Frontend,
     b: &config::Backend,
-    backend: &Backend,
+    backend: &Arc<Backend>,
     client: SocketAddr,
     tls: bool,
     req: Request<Incoming>,
@@ -130,19 +132,24 @@ async fn forward(
         attempts = (attempts + 1).min(tried_buf.len());
         let tried = &tried_buf[..attempts];
         let sent_at = balance::clock::now_ns();
-        let outcome = send(&server, connect_timeout, response_timeout, req).await;
+        let outcome = send(
+            b,
+            backend,
+            &server,
+            (connect_timeout, response_timeout),
+            req,
+        )
+        .await;
         let more = retried < retries && attempts < tried_buf.len();
         // Every attempt feeds passive health; a retry, when allowed, replaces the attempt.
         let again = match outcome {
             Outcome::Answered(resp) => {
                 server.ewma.observe_since(sent_at);
                 let status = resp.status();
-                let seen = if status.is_server_error() {
-                    outlier::Outcome::Status(status.as_u16())
-                } else {
-                    outlier::Outcome::Success
-                };
-                outlier::record(backend, &server, seen);
+                // `None`: a gRPC call whose status is in its trailers, recorded with them.
+                if let Some(seen) = grpc::head_outcome(status, resp.headers()) {
+                    outlier::record(backend, &server, seen);
+                }
                 let next = match &replay {
                     Some(head) if more && retry::retry_status(status) => retry::next_slot(
                         backend,
@@ -250,7 +257,17 @@ fn prepare(
             _ => {}
         }
     }
+    let te_trailers = parts
+        .headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     strip_hop_by_hop(&mut parts.headers);
+    if te_trailers {
+        parts.extensions.insert(TeTrailers);
+    }
     let host = parts.headers.get(header::HOST).cloned();
     add_forwarded(&mut parts.headers, client.ip(), tls, host.as_ref());
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
@@ -293,13 +310,23 @@ impl Unsent {
     }
 }
 
+/// One attempt, in the protocol the backend's servers speak.
 async fn send(
+    b: &config::Backend,
+    backend: &Arc<Backend>,
     server: &Arc<Server>,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    (connect_timeout, response_timeout): (Duration, Duration),
     req: Request<UpstreamBody>,
 ) -> Outcome {
-    match bridge::send(server, req, connect_timeout, response_timeout).await {
+    let sent = match b.protocol {
+        config::UpstreamProtocol::Http1 => {
+            bridge::send(server, req, connect_timeout, response_timeout).await
+        }
+        config::UpstreamProtocol::H2 => {
+            h2_upstream::send(server, backend, req, connect_timeout, response_timeout).await
+        }
+    };
+    match sent {
         Sent::Answered(resp) => Outcome::Answered(resp),
         Sent::NoConnection(back, e) => Outcome::NotSent(back, Unsent::Connect(e)),
         Sent::Failed => Outcome::Failed(Refusal::UpstreamBroken),
