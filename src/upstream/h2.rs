@@ -19,6 +19,7 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use super::ConnectError;
 use super::body::UpstreamBody;
@@ -46,6 +47,10 @@ struct ConnState {
     /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` (capped), updated by the driver each
     /// time it runs, so a change of the setting mid-connection is seen too.
     limit: AtomicUsize,
+    /// Wakes the driver to read the limit again when a stream is claimed or released:
+    /// hyper's connection task is otherwise only woken by requests, not by the server's
+    /// SETTINGS (h2 reads those in a task of its own).
+    refresh: Notify,
 }
 
 /// One pooled connection.
@@ -66,6 +71,7 @@ pub struct StreamClaim {
 impl Drop for StreamClaim {
     fn drop(&mut self) {
         self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.state.refresh.notify_one();
     }
 }
 
@@ -123,6 +129,7 @@ impl H2Conns {
                 && c.state.in_flight.load(Ordering::Relaxed) < c.state.limit.load(Ordering::Relaxed)
         })?;
         c.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        c.state.refresh.notify_one();
         c.last_used = now;
         Some((
             c.tx.clone(),
@@ -145,18 +152,25 @@ impl H2Conns {
         let state = Arc::new(ConnState {
             in_flight: AtomicUsize::new(1),
             limit: AtomicUsize::new(cap(conn.current_max_send_streams())),
+            refresh: Notify::new(),
         });
         let shared = Arc::clone(&state);
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
-            let ended = std::future::poll_fn(|cx| {
-                let polled = conn.as_mut().poll(cx);
-                shared
-                    .limit
-                    .store(cap(conn.current_max_send_streams()), Ordering::Relaxed);
-                polled
-            })
-            .await;
+            let ended = loop {
+                let refresh = shared.refresh.notified();
+                let drive = std::future::poll_fn(|cx| {
+                    let polled = conn.as_mut().poll(cx);
+                    shared
+                        .limit
+                        .store(cap(conn.current_max_send_streams()), Ordering::Relaxed);
+                    polled
+                });
+                tokio::select! {
+                    ended = drive => break ended,
+                    () = refresh => {}
+                }
+            };
             if let Err(e) = ended {
                 tracing::debug!("HTTP/2 connection to a server ended: {e}");
             }
