@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body::Frame;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
@@ -84,6 +85,7 @@ async fn answer(name: &'static str, s: &Seen, req: Request<Incoming>) -> Respons
         .get("x-delay-ms")
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .unwrap_or(0);
+    let s_unsized = req.headers().contains_key("x-unsized");
     *s.last.lock().unwrap() = Some((req.version(), req.uri().clone(), req.headers().clone()));
     let collected = req.into_body().collect().await.unwrap();
     let mut trailers = collected.trailers().cloned().unwrap_or_default();
@@ -95,9 +97,21 @@ async fn answer(name: &'static str, s: &Seen, req: Request<Incoming>) -> Respons
     } else {
         body
     };
-    let body = Full::new(body)
-        .with_trailers(async move { Some(Ok(trailers)) })
-        .boxed();
+    let body = if s_unsized {
+        // No length: two DATA frames and the trailers.
+        let half = body.len() / 2;
+        let frames = [
+            Frame::data(body.slice(..half)),
+            Frame::data(body.slice(half..)),
+            Frame::trailers(trailers),
+        ];
+        let frames = frames.map(Ok::<_, std::convert::Infallible>);
+        StreamBody::new(futures_util::stream::iter(frames)).boxed()
+    } else {
+        Full::new(body)
+            .with_trailers(async move { Some(Ok(trailers)) })
+            .boxed()
+    };
     Response::builder()
         .header("x-server", name)
         .header("keep-alive", "timeout=5")
@@ -293,4 +307,118 @@ fn an_unknown_protocol_is_a_located_error() {
     );
     assert!(stderr.contains("backends.shop.protocol"), "{stderr}");
     assert!(stderr.contains("h2"), "the choices are named: {stderr}");
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP/1 clients (fulcrum's own engine) to h2 servers.
+
+#[tokio::test]
+async fn h1_client_to_h2_server() {
+    let (addr, seen) = h2_server("a", 100).await;
+    let f = h2_setup(&[("a", addr)]).start().await;
+    let url = format!("http://{}/books?id=1", f.frontend("www"));
+    let c = client();
+    let resp = c.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-server"], "a");
+    assert!(resp.headers().get("keep-alive").is_none());
+    assert_eq!(resp.text().await.unwrap(), "a");
+    let (version, uri, headers) = seen.last.lock().unwrap().clone().unwrap();
+    assert_eq!(version, http::Version::HTTP_2);
+    assert_eq!(uri.path_and_query().unwrap(), "/books?id=1");
+    assert_eq!(
+        uri.authority().unwrap().as_str(),
+        f.frontend("www").to_string()
+    );
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    // A body of a known length, and a chunked one of 1 MiB (more than a stream's window).
+    let resp = c.post(&url).body("hello").send().await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), "hello");
+    let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(10_000).map(|c| Ok(c.to_vec())).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let resp = c.post(&url).body(body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &big[..]);
+    f.shutdown().await;
+}
+
+/// An unsized response goes to an HTTP/1.1 client chunked, with the server's trailers, and
+/// the connection carries the next request; to an HTTP/1.0 client it ends with the close.
+#[tokio::test]
+async fn h1_client_gets_unsized_answers_chunked_with_trailers() {
+    use tokio::io::AsyncReadExt;
+    let (addr, _) = h2_server("a", 100).await;
+    let f = h2_setup(&[("a", addr)]).start().await;
+    let mut conn = RawConn::connect(f.frontend("www")).await;
+    conn.send(b"POST /x HTTP/1.1\r\nHost: books.example\r\nx-unsized: 1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        .await;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !raw.ends_with(b"\r\n\r\n") || !String::from_utf8_lossy(&raw).contains("\r\n0\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.stream.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+    assert!(
+        text.contains("5\r\nhello\r\n6\r\n world\r\n0\r\nx-served-by: a\r\n\r\n"),
+        "{text}"
+    );
+    conn.send(b"GET / HTTP/1.1\r\nHost: books.example\r\n\r\n")
+        .await;
+    let r = conn
+        .read_response()
+        .await
+        .expect("a second answer on the connection");
+    assert_eq!((r.status, r.text().as_str()), (200, "a"));
+
+    let r = raw_exchange(
+        f.frontend("www"),
+        b"GET / HTTP/1.0\r\nHost: books.example\r\nx-unsized: 1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "a");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(r.header("transfer-encoding").is_none());
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn h1_client_retried_after_a_failed_connect_and_timed_out() {
+    let (addr, _) = h2_server("a", 100).await;
+    let (dead, _, accept) = h2_server_stoppable("dead", 100).await;
+    let f = h2_setup(&[("dead", dead), ("a", addr)])
+        .backend("b", |b| {
+            b.health(|h| h.reset().tcp().interval("60s").rise(1).fall(1))
+                .response_timeout("300ms")
+        })
+        .start()
+        .await;
+    accept.abort();
+    wait_refused(dead).await;
+    let c = client();
+    let url = format!("http://{}/", f.frontend("www"));
+    for _ in 0..4 {
+        let resp = c.post(&url).body("x").send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "x");
+    }
+    let resp = c
+        .get(&url)
+        .header("x-delay-ms", "3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(resp.headers()["x-fulcrum-error"], "upstream_timeout");
+    f.shutdown().await;
 }

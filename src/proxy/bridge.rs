@@ -68,12 +68,15 @@ fn write_head(out: &mut Vec<u8>, parts: &Parts, body: &UpstreamBody) {
             }
         }
         // HTTP/2 checks DATA against a declared length (RFC 9113 §8.1.1), so it holds.
-        UpstreamBody::Client(b) => match b.size_hint().exact().or(declared) {
-            Some(n) => {
-                let _ = write!(out, "Content-Length: {n}\r\n");
+        // (`Pumped` bodies go to HTTP/2 servers only: never here.)
+        b @ (UpstreamBody::Client(_) | UpstreamBody::Pumped(_)) => {
+            match b.size_hint().exact().or(declared) {
+                Some(n) => {
+                    let _ = write!(out, "Content-Length: {n}\r\n");
+                }
+                None => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             }
-            None => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        },
+        }
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -177,6 +177,18 @@ impl<S: ClientIo> Exchange<'_, S> {
             Some(Err(refusal)) => return self.refuse(refusal, has_body).await,
             Some(Ok(slot)) => slot,
         };
+        if self.b.protocol == config::UpstreamProtocol::H2 {
+            let cx = super::to_h2::Ctx {
+                client: &mut *self.client,
+                head: &self.head,
+                b: &self.b,
+                backend: &self.backend,
+                stop: self.stop,
+                finish: &mut self.finish,
+                sticky: sticky.as_deref(),
+            };
+            return super::to_h2::run(cx, slot).await;
+        }
         let mut out = buffers::take_write();
         let fwd = Forwarding {
             client: self.client.peer.ip(),

@@ -15,6 +15,7 @@ mod exchange;
 mod heads;
 mod io;
 mod relay;
+mod to_h2;
 mod upload;
 
 use std::net::SocketAddr;

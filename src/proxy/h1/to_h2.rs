@@ -1,0 +1,569 @@
+//! An HTTP/1 client's request to a `protocol = "h2"` server: the engine's head made an
+//! `http::Request` (hop-by-hop lines dropped, `X-Forwarded-*` added, as the engine's own
+//! heads do), its body decoded by the codec and pumped to the HTTP/2 stream as it is read,
+//! the response head written back framed for the client (by length when the server gave
+//! one, else chunked; close-delimited for HTTP/1.0) and its body streamed through.
+//!
+//! Retries follow the engine's rules: a request no server could be connected to goes to
+//! another (its pumped body is still whole: it waits in the channel), and a bodiless
+//! idempotent one is sent again after a 502/503 or a broken stream.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, request::Parts};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::{CancellationToken, PollSender};
+
+use super::upload::UploadError;
+use super::{Client, ClientIo, relay};
+use crate::buffers;
+use crate::config;
+use crate::h1::{self, BodyDecoder, BodyFraming, RequestHead, Version};
+use crate::pool::{Backend, Server, ServerId, Slot, outlier};
+use crate::proxy::body::Finish;
+use crate::proxy::bridge::{Sent, ServerBody, UpstreamBody};
+use crate::proxy::error::Refusal;
+use crate::proxy::headers::{add_forwarded, is_hop_by_hop};
+use crate::proxy::{grpc, h2_upstream, retry};
+use crate::upstream::body::{Piece, pumped};
+
+/// What the exchange lends this request.
+pub struct Ctx<'a, S> {
+    pub client: &'a mut Client<S>,
+    pub head: &'a RequestHead,
+    pub b: &'a config::Backend,
+    pub backend: &'a Arc<Backend>,
+    pub stop: &'a CancellationToken,
+    /// Taken when the exchange completes.
+    pub finish: &'a mut Option<Box<Finish>>,
+    /// The server the client's sticky cookie names, if any.
+    pub sticky: Option<&'a str>,
+}
+
+/// Runs the exchange on `slot`'s server and the others retries pick; returns whether the
+/// client connection may carry another request.
+pub async fn run<S: ClientIo>(mut cx: Ctx<'_, S>, mut slot: Slot) -> bool {
+    let has_body = cx.head.body != BodyFraming::None;
+    if cx.head.upgrade {
+        // HTTP/2 has no protocol switch (RFC 9113 §8.6).
+        tracing::warn!(server = %slot.server().full_name(), "an Upgrade request cannot go to an HTTP/2 server");
+        return refuse(&mut cx, Refusal::UpstreamBroken, true).await;
+    }
+    let Some(parts) = head_parts(&cx, slot.server()) else {
+        return refuse(&mut cx, Refusal::BadRequest, true).await;
+    };
+    let buf = cx.client.buf.pending();
+    let idempotent = retry::idempotent(cx.head.method.of(buf));
+    let replay = cx.b.retries > 0 && idempotent && !has_body;
+    let (mut pump, body) = match cx.head.body {
+        BodyFraming::None | BodyFraming::Length(0) => (None, UpstreamBody::Empty),
+        BodyFraming::Length(n) => {
+            let (tx, body) = pumped(Some(n));
+            (
+                Some(Pump::new(tx, BodyDecoder::length(n), cx.head.head_len)),
+                body,
+            )
+        }
+        BodyFraming::Chunked => {
+            let (tx, body) = pumped(None);
+            (
+                Some(Pump::new(tx, BodyDecoder::chunked(), cx.head.head_len)),
+                body,
+            )
+        }
+    };
+    if cx.head.expect_continue && pump.is_some() {
+        let sent = cx
+            .client
+            .io
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await;
+        if sent.is_err() || cx.client.io.flush().await.is_err() {
+            return false;
+        }
+    }
+    let mut req = Request::from_parts(parts.clone(), body);
+    let timeouts = (cx.b.connect_timeout.get(), cx.b.response_timeout.get());
+    let mut tried_buf = [ServerId::NONE; config::MAX_RETRIES as usize + 1];
+    let (mut attempts, mut retried) = (0, 0);
+    let (server, resp) = loop {
+        let server = Arc::clone(slot.server());
+        tried_buf[attempts.min(tried_buf.len() - 1)] = server.id;
+        attempts = (attempts + 1).min(tried_buf.len());
+        let tried = &tried_buf[..attempts];
+        let sent_at = crate::balance::clock::now_ns();
+        let sent = match drive(cx.client, &mut pump, &server, cx.backend, req, timeouts).await {
+            Ok(s) => s,
+            Err(UploadError::Body(e)) => {
+                tracing::debug!(client = %cx.client.peer, "malformed request body: {e}");
+                return refuse(&mut cx, Refusal::BadRequest, true).await;
+            }
+            Err(_) => return false,
+        };
+        let more = retried < cx.b.retries && attempts < tried_buf.len();
+        let head_req = || {
+            let target = super::heads::origin_target(cx.client.buf.pending(), cx.head);
+            let fields = crate::balance::Fields::Head {
+                buf: cx.client.buf.pending(),
+                headers: &cx.head.headers,
+            };
+            crate::balance::Request::head(cx.client.peer.ip(), target, fields)
+        };
+        let next = match sent {
+            Sent::Answered(resp) => {
+                server.ewma.observe_since(sent_at);
+                if let Some(seen) = grpc::head_outcome(resp.status(), resp.headers()) {
+                    outlier::record(cx.backend, &server, seen);
+                }
+                let again = replay && more && retry::retry_status(resp.status());
+                match again
+                    .then(|| retry::next_slot(cx.backend, &head_req(), tried, true))
+                    .flatten()
+                {
+                    None => break (server, resp),
+                    Some(next) => {
+                        tracing::warn!(server = %server.full_name(), "answered {}; retrying on another server", resp.status());
+                        req = Request::from_parts(parts.clone(), UpstreamBody::Empty);
+                        next
+                    }
+                }
+            }
+            Sent::NoConnection(back, e) => {
+                outlier::record(cx.backend, &server, (&e).into());
+                let why = format!("{} ({}): {e}", server.full_name(), server.addr());
+                match more
+                    .then(|| retry::next_slot(cx.backend, &head_req(), tried, false))
+                    .flatten()
+                {
+                    None => {
+                        tracing::warn!(server = %server.full_name(), "{why}; no other server to try");
+                        return refuse(&mut cx, Refusal::ConnectFailed, has_body).await;
+                    }
+                    Some(next) => {
+                        tracing::warn!(server = %server.full_name(), "{why}; trying another server");
+                        // Nothing was sent: the body still waits whole in its channel.
+                        req = back;
+                        next
+                    }
+                }
+            }
+            Sent::Failed | Sent::TimedOut => {
+                let (refusal, seen) = match sent {
+                    Sent::TimedOut => (Refusal::UpstreamTimeout, outlier::Outcome::TimedOut),
+                    _ => (Refusal::UpstreamBroken, outlier::Outcome::Broken),
+                };
+                outlier::record(cx.backend, &server, seen);
+                let again = replay && more && refusal == Refusal::UpstreamBroken;
+                match again
+                    .then(|| retry::next_slot(cx.backend, &head_req(), tried, true))
+                    .flatten()
+                {
+                    None => {
+                        tracing::warn!(server = %server.full_name(), "request failed: {}", refusal.code());
+                        return refuse(&mut cx, refusal, has_body).await;
+                    }
+                    Some(next) => {
+                        tracing::warn!(server = %server.full_name(), "the stream broke before the response; retrying on another server");
+                        req = Request::from_parts(parts.clone(), UpstreamBody::Empty);
+                        next
+                    }
+                }
+            }
+        };
+        retried += 1;
+        slot = next;
+    };
+    // The server answered before the whole body went: the rest goes first (an HTTP/2
+    // server reads its stream independently of answering it).
+    if let Some(p) = pump.as_mut().filter(|p| !p.done) {
+        let client = &mut *cx.client;
+        let rest = std::future::poll_fn(|c| p.poll(c, client));
+        match tokio::time::timeout(timeouts.1, rest).await {
+            Ok(Ok(())) => {}
+            Ok(Err(UploadError::Server(_))) => {}
+            _ => return false,
+        }
+    }
+    let Some(mut finish) = cx.finish.take() else {
+        return false;
+    };
+    finish.slot = Some(slot);
+    if let Some(log) = finish.log.as_mut() {
+        log.server = Some(Arc::clone(&server.name));
+    }
+    finish.set_status(resp.status().as_u16());
+    let cookie = crate::balance::sticky::cookie_for(cx.b, cx.sticky, &server);
+    let relayed = respond(&mut cx, resp, cookie.as_deref(), timeouts.1, &mut finish).await;
+    match relayed {
+        Ok(keep) => {
+            finish.complete(true);
+            keep
+        }
+        Err(Relay::Unsent(e)) => {
+            tracing::warn!(server = %server.full_name(), "broken response: {e}");
+            outlier::record(cx.backend, &server, outlier::Outcome::Broken);
+            *cx.finish = Some(finish);
+            refuse(&mut cx, Refusal::UpstreamBroken, true).await
+        }
+        Err(Relay::Cut(e)) => {
+            tracing::debug!(server = %server.full_name(), client = %cx.client.peer, "response cut short: {e}");
+            finish.complete(false);
+            false
+        }
+    }
+}
+
+/// Answers with fulcrum's own `refusal`, as the engine's exchange does.
+async fn refuse<S: ClientIo>(cx: &mut Ctx<'_, S>, refusal: Refusal, close: bool) -> bool {
+    let close = close || refusal.closes() || !cx.head.keep_alive || cx.stop.is_cancelled();
+    let retry_after = crate::proxy::http::retry_after(cx.b, refusal);
+    let sent = relay::answer(cx.client, refusal, retry_after, close).await;
+    if let Some(mut f) = cx.finish.take() {
+        f.set_status(refusal.status().as_u16());
+        f.complete(sent.is_ok());
+    }
+    sent.is_ok() && !close
+}
+
+/// The request's head as `http` parts: method, origin-form target, the client's header
+/// lines but those of one hop and the framing ones, `Host`, and `X-Forwarded-*`.
+fn head_parts<S>(cx: &Ctx<'_, S>, server: &Server) -> Option<Parts> {
+    let buf = cx.client.buf.pending();
+    let head = cx.head;
+    let method = http::Method::from_bytes(head.method.of(buf)).ok()?;
+    let target = super::heads::origin_target(buf, head);
+    let uri: http::Uri = if target.starts_with(b"/") || target == b"*" {
+        http::Uri::try_from(target).ok()?
+    } else {
+        http::Uri::try_from([b"/", target].concat()).ok()?
+    };
+    let mut headers = HeaderMap::with_capacity(head.headers.as_slice().len() + 4);
+    let listed = |name: &[u8]| {
+        head.headers.named(buf, "connection").any(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+        })
+    };
+    const OWN: [&str; 6] = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "expect",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+    ];
+    for h in head.headers.as_slice() {
+        let name = h.name.of(buf);
+        if is_hop_by_hop(name)
+            || OWN.iter().any(|o| name.eq_ignore_ascii_case(o.as_bytes()))
+            || listed(name)
+        {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name),
+            HeaderValue::from_bytes(h.value.of(buf)),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    let host = match head.authority {
+        Some(a) => HeaderValue::from_bytes(a.of(buf)).ok()?,
+        None => HeaderValue::from_str(&server.addr().to_string()).ok()?,
+    };
+    add_forwarded(
+        &mut headers,
+        cx.client.peer.ip(),
+        cx.client.tls,
+        Some(&host),
+    );
+    headers.insert(header::HOST, host);
+    if let BodyFraming::Length(n) = head.body {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Some(req.into_parts().0)
+}
+
+/// Sends `req` while pumping the client's body into it; returns once the response head
+/// (or the failure) is there. With the body whole, a client that closes meanwhile ends it.
+async fn drive<S: ClientIo>(
+    client: &mut Client<S>,
+    pump: &mut Option<Pump>,
+    server: &Arc<Server>,
+    backend: &Arc<Backend>,
+    req: Request<UpstreamBody>,
+    (connect, response): (Duration, Duration),
+) -> Result<Sent, UploadError> {
+    let sending = h2_upstream::send(server, backend, req, connect, response);
+    let mut sending = std::pin::pin!(sending);
+    std::future::poll_fn(|cx| {
+        match pump.as_mut().filter(|p| !p.done) {
+            Some(p) => match p.poll(cx, client) {
+                Poll::Ready(Err(UploadError::Server(e))) => {
+                    // The stream is gone (reset, or the request dropped): its answer says why.
+                    tracing::debug!("the server stopped reading the request body: {e}");
+                    p.done = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) | Poll::Pending => {}
+            },
+            None => {
+                if client.io.poll_gone(cx).is_ready() {
+                    return Poll::Ready(Err(UploadError::ClientGone));
+                }
+            }
+        }
+        sending.as_mut().poll(cx).map(Ok)
+    })
+    .await
+}
+
+/// A request body on its way from the client's buffer into the stream's channel.
+struct Pump {
+    tx: PollSender<Piece>,
+    decoder: BodyDecoder,
+    /// Where the body starts in the client's pending bytes: right after the head.
+    at: usize,
+    /// A piece waiting for room in the channel.
+    pending: Option<Piece>,
+    decoded: bool,
+    starved: bool,
+    done: bool,
+}
+
+impl Pump {
+    fn new(tx: tokio::sync::mpsc::Sender<Piece>, decoder: BodyDecoder, at: usize) -> Self {
+        Pump {
+            tx: PollSender::new(tx),
+            decoder,
+            at,
+            pending: None,
+            decoded: false,
+            starved: false,
+            done: false,
+        }
+    }
+
+    fn poll<S: ClientIo>(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &mut Client<S>,
+    ) -> Poll<Result<(), UploadError>> {
+        loop {
+            if let Some(piece) = self.pending.take() {
+                match self.tx.poll_reserve(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let end = matches!(piece, Piece::End);
+                        if self.tx.send_item(piece).is_err() || end {
+                            self.done = true;
+                            return Poll::Ready(Ok(()));
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(_)) => {
+                        self.done = true;
+                        return Poll::Ready(Err(UploadError::Server(
+                            std::io::ErrorKind::BrokenPipe.into(),
+                        )));
+                    }
+                    Poll::Pending => {
+                        self.pending = Some(piece);
+                        return Poll::Pending;
+                    }
+                }
+            }
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            if self.decoded {
+                self.pending = Some(Piece::End);
+                continue;
+            }
+            let available = client.buf.pending().len().saturating_sub(self.at);
+            if available == 0 || self.starved {
+                self.starved = false;
+                match client
+                    .buf
+                    .poll_fill(&mut client.io, cx, self.at + buffers::SIZE)
+                {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Err(UploadError::ClientGone));
+                    }
+                    Poll::Ready(Ok(_)) => continue,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            let input = client.buf.pending().get(self.at..).unwrap_or_default();
+            let step = match self.decoder.decode(input) {
+                Ok(s) => s,
+                Err(e) => return Poll::Ready(Err(UploadError::Body(e))),
+            };
+            if let Some(data) = step
+                .data
+                .and_then(|r| input.get(r))
+                .filter(|d| !d.is_empty())
+            {
+                self.pending = Some(Piece::Data(Bytes::copy_from_slice(data)));
+            }
+            client.buf.cut(self.at, step.consumed);
+            self.starved = step.consumed == 0 && !step.done;
+            self.decoded = step.done;
+        }
+    }
+}
+
+/// Why relaying the response stopped.
+enum Relay {
+    /// Before anything went to the client: it can still get fulcrum's 502.
+    Unsent(String),
+    /// After: the client's connection ends.
+    Cut(String),
+}
+
+/// How the body reaches the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// Writes the response head and streams its body; `Ok(keep)`: the whole answer went out,
+/// and whether the connection may carry another request.
+async fn respond<S: ClientIo>(
+    cx: &mut Ctx<'_, S>,
+    resp: Response<ServerBody>,
+    set_cookie: Option<&str>,
+    stall: Duration,
+    finish: &mut Finish,
+) -> Result<bool, Relay> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status.as_u16();
+    let was_head = cx.head.method_is(cx.client.buf.pending(), "HEAD");
+    let framing = if was_head || status == 204 || status == 304 || status < 200 {
+        Framing::None
+    } else {
+        match (body.size_hint().exact(), cx.head.version) {
+            (Some(n), _) => Framing::Length(n),
+            (None, Version::Http11) => Framing::Chunked,
+            (None, Version::Http10) => Framing::Close,
+        }
+    };
+    let close = !cx.head.keep_alive || framing == Framing::Close || cx.stop.is_cancelled();
+    let mut out = buffers::take_write();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        status,
+        parts.status.canonical_reason().unwrap_or("")
+    );
+    let keep_framing = framing == Framing::None && status >= 200 && status != 204;
+    for (name, value) in &parts.headers {
+        let n = name.as_str().as_bytes();
+        let framing_field = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+        if (framing_field && !keep_framing) || is_hop_by_hop(n) {
+            continue;
+        }
+        line(&mut out, n, value.as_bytes());
+    }
+    if let Some(c) = set_cookie {
+        line(&mut out, b"Set-Cookie", c.as_bytes());
+    }
+    match framing {
+        Framing::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::None | Framing::Close => {}
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if cx.head.version == Version::Http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let r = stream_body(cx, &mut body, framing, stall, finish, &mut out).await;
+    buffers::give_write(out);
+    r.map(|()| !close)
+}
+
+/// The body's frames to the client after the head waiting in `out` (sent with the first).
+async fn stream_body<S: ClientIo>(
+    cx: &mut Ctx<'_, S>,
+    body: &mut ServerBody,
+    framing: Framing,
+    stall: Duration,
+    finish: &mut Finish,
+    out: &mut Vec<u8>,
+) -> Result<(), Relay> {
+    let mut sent = false;
+    let mut trailers = None;
+    while framing != Framing::None {
+        let frame = match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => Err(format!(
+                "the server sent nothing for {stall:?} in the middle of its body"
+            )),
+            Ok(Some(Err(e))) => Err(format!("the server's stream failed: {e}")),
+            Ok(None) => break,
+            Ok(Some(Ok(f))) => Ok(f),
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) if sent => return Err(Relay::Cut(e)),
+            Err(e) => return Err(Relay::Unsent(e)),
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                finish.add_bytes(data.len());
+                if framing == Framing::Chunked {
+                    h1::encode_chunk(&data, out);
+                } else {
+                    out.extend_from_slice(&data);
+                }
+            }
+            Err(f) => trailers = f.into_trailers().ok(),
+        }
+        if !out.is_empty() {
+            write(cx, out).await.map_err(Relay::Cut)?;
+            sent = true;
+        }
+    }
+    if framing == Framing::Chunked {
+        // The last chunk, with the server's trailers (RFC 9112 §7.1.2).
+        out.extend_from_slice(b"0\r\n");
+        for (name, value) in trailers.iter().flatten() {
+            line(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    write(cx, out).await.map_err(Relay::Cut)
+}
+
+async fn write<S: ClientIo>(cx: &mut Ctx<'_, S>, out: &mut Vec<u8>) -> Result<(), String> {
+    let io = &mut cx.client.io;
+    let r = match io.write_all(out).await {
+        Ok(()) => io.flush().await,
+        Err(e) => Err(e),
+    };
+    out.clear();
+    r.map_err(|e| format!("writing to the client failed: {e}"))
+}
+
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
