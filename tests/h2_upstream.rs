@@ -422,3 +422,48 @@ async fn h1_client_retried_after_a_failed_connect_and_timed_out() {
     assert_eq!(resp.headers()["x-fulcrum-error"], "upstream_timeout");
     f.shutdown().await;
 }
+
+/// An HTTP/2 server that refuses every stream (REFUSED_STREAM): nothing was processed.
+async fn refusing_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A refused stream is retried on another server even for a method that is not
+/// idempotent: the server said it did not process it.
+#[tokio::test]
+async fn a_refused_stream_goes_to_another_server() {
+    let (addr, _) = h2_server("a", 100).await;
+    let refuser = refusing_server().await;
+    let f = h2_setup(&[("refuser", refuser), ("a", addr)]).start().await;
+    let mut tx = h2_client(f.frontend("www")).await;
+    for _ in 0..4 {
+        let req = Request::post("http://books.example/")
+            .body(Empty::new().boxed())
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "a");
+    }
+    let c = client();
+    let url = format!("http://{}/", f.frontend("www"));
+    for _ in 0..4 {
+        let resp = c.post(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "a");
+    }
+    f.shutdown().await;
+}

@@ -38,6 +38,10 @@ pub enum Sent {
     Failed,
     /// No response head within the time allowed.
     TimedOut,
+    /// HTTP/2 only: the server refused the stream without processing it (REFUSED_STREAM,
+    /// or above the last stream its GOAWAY let through): safe to send again, whatever the
+    /// method, when the body can be.
+    Refused,
 }
 
 /// Writes the request head for the server.

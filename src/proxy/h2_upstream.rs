@@ -60,6 +60,7 @@ pub async fn send(
                     let why = std::io::Error::other(format!("HTTP/2: {}", e.error()));
                     return Sent::NoConnection(back, ConnectError::Failed(why));
                 }
+                None if refused(e.error()) => return Sent::Refused,
                 None => {
                     tracing::debug!(server = %server.full_name(), "HTTP/2 request failed: {}", e.error());
                     return Sent::Failed;
@@ -67,6 +68,21 @@ pub async fn send(
             },
         }
     }
+}
+
+/// Whether the server refused the stream unprocessed (RFC 9113 §8.7): reset with
+/// REFUSED_STREAM, or above the last stream id of a graceful GOAWAY (NO_ERROR; h2 fails
+/// every stream with an erroring GOAWAY's code, processed or not).
+fn refused(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<h2::Error>() {
+            return h.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h.is_go_away() && h.is_remote() && h.reason() == Some(h2::Reason::NO_ERROR));
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A new connection to `server`, with a first stream claimed on it.

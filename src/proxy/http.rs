@@ -107,15 +107,19 @@ async fn forward(
     backend.retry_budget.record_request();
     // In a block, so that the pieces are gone before the first await rather than kept in
     // the future's state beside the request they became.
-    let (mut req, replay) = {
+    let (mut req, replay, replayable) = {
         let (parts, body) = prepare(settings, client, tls, req)?.into_parts();
-        // A bodiless idempotent request keeps its head, so that it can be sent again.
-        let replay = (retries > 0 && retry::replayable(&parts, &body)).then(|| parts.clone());
+        // A bodiless idempotent request keeps its head, so that it can be sent again; to an
+        // HTTP/2 server any bodiless one does, for a stream refused unprocessed.
+        let replayable = retry::replayable(&parts, &body);
+        let h2 = b.protocol == config::UpstreamProtocol::H2;
+        let keep = retries > 0 && (replayable || (h2 && http_body::Body::is_end_stream(&body)));
+        let replay = keep.then(|| parts.clone());
         let body = match replay {
             Some(_) => UpstreamBody::Empty,
             None => UpstreamBody::Client(body),
         };
-        (Request::from_parts(parts, body), replay)
+        (Request::from_parts(parts, body), replay, replayable)
     };
     let mut slot = {
         let req = balance::Request::http(client.ip(), req.uri(), req.headers());
@@ -151,12 +155,14 @@ async fn forward(
                     outlier::record(backend, &server, seen);
                 }
                 let next = match &replay {
-                    Some(head) if more && retry::retry_status(status) => retry::next_slot(
-                        backend,
-                        &balance::Request::http(client.ip(), &head.uri, &head.headers),
-                        tried,
-                        true,
-                    ),
+                    Some(head) if replayable && more && retry::retry_status(status) => {
+                        retry::next_slot(
+                            backend,
+                            &balance::Request::http(client.ip(), &head.uri, &head.headers),
+                            tried,
+                            true,
+                        )
+                    }
                     _ => None,
                 };
                 let Some(next) = next else {
@@ -188,12 +194,14 @@ async fn forward(
                 };
                 outlier::record(backend, &server, seen);
                 let next = match &replay {
-                    Some(head) if more && refusal == Refusal::UpstreamBroken => retry::next_slot(
-                        backend,
-                        &balance::Request::http(client.ip(), &head.uri, &head.headers),
-                        tried,
-                        true,
-                    ),
+                    Some(head) if replayable && more && refusal == Refusal::UpstreamBroken => {
+                        retry::next_slot(
+                            backend,
+                            &balance::Request::http(client.ip(), &head.uri, &head.headers),
+                            tried,
+                            true,
+                        )
+                    }
                     _ => None,
                 };
                 let Some(next) = next else {
@@ -201,6 +209,24 @@ async fn forward(
                     return Err(refusal);
                 };
                 tracing::warn!(server = %server.full_name(), "connection broke before the response; retrying on another server");
+                (next, None)
+            }
+            // Not processed: neither a success nor a failure of the server's.
+            Outcome::Refused => {
+                let next = match &replay {
+                    Some(head) if more => retry::next_slot(
+                        backend,
+                        &balance::Request::http(client.ip(), &head.uri, &head.headers),
+                        tried,
+                        false,
+                    ),
+                    _ => None,
+                };
+                let Some(next) = next else {
+                    tracing::warn!(server = %server.full_name(), "refused the stream; no other server to try");
+                    return Err(Refusal::UpstreamBroken);
+                };
+                tracing::warn!(server = %server.full_name(), "refused the stream unprocessed; trying another server");
                 (next, None)
             }
         };
@@ -286,6 +312,8 @@ enum Outcome {
     NotSent(Request<UpstreamBody>, Unsent),
     /// The request was sent and failed (broken or timed out).
     Failed(Refusal),
+    /// HTTP/2: the server refused the stream unprocessed.
+    Refused,
 }
 
 /// Why an attempt sent nothing.
@@ -331,5 +359,6 @@ async fn send(
         Sent::NoConnection(back, e) => Outcome::NotSent(back, Unsent::Connect(e)),
         Sent::Failed => Outcome::Failed(Refusal::UpstreamBroken),
         Sent::TimedOut => Outcome::Failed(Refusal::UpstreamTimeout),
+        Sent::Refused => Outcome::Refused,
     }
 }

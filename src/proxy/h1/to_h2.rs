@@ -8,31 +8,28 @@
 //! another (its pumped body is still whole: it waits in the channel), and a bodiless
 //! idempotent one is sent again after a 502/503 or a broken stream.
 
-use std::io::Write;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, request::Parts};
-use http_body::Body;
-use http_body_util::BodyExt;
+use http::{Request, request::Parts};
 use tokio::io::AsyncWriteExt;
-use tokio_util::sync::{CancellationToken, PollSender};
+use tokio_util::sync::CancellationToken;
 
+use super::to_h2_answer::{Relay, respond};
+use super::to_h2_pump::Pump;
 use super::upload::UploadError;
 use super::{Client, ClientIo, relay};
-use crate::buffers;
 use crate::config;
-use crate::h1::{self, BodyDecoder, BodyFraming, RequestHead, Version};
+use crate::h1::{BodyDecoder, BodyFraming, RequestHead};
 use crate::pool::{Backend, Server, ServerId, Slot, outlier};
 use crate::proxy::body::Finish;
-use crate::proxy::bridge::{Sent, ServerBody, UpstreamBody};
+use crate::proxy::bridge::{Sent, UpstreamBody};
 use crate::proxy::error::Refusal;
 use crate::proxy::headers::{add_forwarded, is_hop_by_hop};
 use crate::proxy::{grpc, h2_upstream, retry};
-use crate::upstream::body::{Piece, pumped};
+use crate::upstream::body::pumped;
 
 /// What the exchange lends this request.
 pub struct Ctx<'a, S> {
@@ -150,6 +147,24 @@ pub async fn run<S: ClientIo>(mut cx: Ctx<'_, S>, mut slot: Slot) -> bool {
                         tracing::warn!(server = %server.full_name(), "{why}; trying another server");
                         // Nothing was sent: the body still waits whole in its channel.
                         req = back;
+                        next
+                    }
+                }
+            }
+            // Not processed: neither a success nor a failure of the server's; a bodiless
+            // request goes to another server, whatever its method.
+            Sent::Refused => {
+                match (more && !has_body)
+                    .then(|| retry::next_slot(cx.backend, &head_req(), tried, false))
+                    .flatten()
+                {
+                    None => {
+                        tracing::warn!(server = %server.full_name(), "refused the stream; no other server to try");
+                        return refuse(&mut cx, Refusal::UpstreamBroken, has_body).await;
+                    }
+                    Some(next) => {
+                        tracing::warn!(server = %server.full_name(), "refused the stream unprocessed; trying another server");
+                        req = Request::from_parts(parts.clone(), UpstreamBody::Empty);
                         next
                     }
                 }
@@ -327,243 +342,4 @@ async fn drive<S: ClientIo>(
         sending.as_mut().poll(cx).map(Ok)
     })
     .await
-}
-
-/// A request body on its way from the client's buffer into the stream's channel.
-struct Pump {
-    tx: PollSender<Piece>,
-    decoder: BodyDecoder,
-    /// Where the body starts in the client's pending bytes: right after the head.
-    at: usize,
-    /// A piece waiting for room in the channel.
-    pending: Option<Piece>,
-    decoded: bool,
-    starved: bool,
-    done: bool,
-}
-
-impl Pump {
-    fn new(tx: tokio::sync::mpsc::Sender<Piece>, decoder: BodyDecoder, at: usize) -> Self {
-        Pump {
-            tx: PollSender::new(tx),
-            decoder,
-            at,
-            pending: None,
-            decoded: false,
-            starved: false,
-            done: false,
-        }
-    }
-
-    fn poll<S: ClientIo>(
-        &mut self,
-        cx: &mut Context<'_>,
-        client: &mut Client<S>,
-    ) -> Poll<Result<(), UploadError>> {
-        loop {
-            if let Some(piece) = self.pending.take() {
-                match self.tx.poll_reserve(cx) {
-                    Poll::Ready(Ok(())) => {
-                        let end = matches!(piece, Piece::End);
-                        if self.tx.send_item(piece).is_err() || end {
-                            self.done = true;
-                            return Poll::Ready(Ok(()));
-                        }
-                        continue;
-                    }
-                    Poll::Ready(Err(_)) => {
-                        self.done = true;
-                        return Poll::Ready(Err(UploadError::Server(
-                            std::io::ErrorKind::BrokenPipe.into(),
-                        )));
-                    }
-                    Poll::Pending => {
-                        self.pending = Some(piece);
-                        return Poll::Pending;
-                    }
-                }
-            }
-            if self.done {
-                return Poll::Ready(Ok(()));
-            }
-            if self.decoded {
-                self.pending = Some(Piece::End);
-                continue;
-            }
-            let available = client.buf.pending().len().saturating_sub(self.at);
-            if available == 0 || self.starved {
-                self.starved = false;
-                match client
-                    .buf
-                    .poll_fill(&mut client.io, cx, self.at + buffers::SIZE)
-                {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                        return Poll::Ready(Err(UploadError::ClientGone));
-                    }
-                    Poll::Ready(Ok(_)) => continue,
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-            let input = client.buf.pending().get(self.at..).unwrap_or_default();
-            let step = match self.decoder.decode(input) {
-                Ok(s) => s,
-                Err(e) => return Poll::Ready(Err(UploadError::Body(e))),
-            };
-            if let Some(data) = step
-                .data
-                .and_then(|r| input.get(r))
-                .filter(|d| !d.is_empty())
-            {
-                self.pending = Some(Piece::Data(Bytes::copy_from_slice(data)));
-            }
-            client.buf.cut(self.at, step.consumed);
-            self.starved = step.consumed == 0 && !step.done;
-            self.decoded = step.done;
-        }
-    }
-}
-
-/// Why relaying the response stopped.
-enum Relay {
-    /// Before anything went to the client: it can still get fulcrum's 502.
-    Unsent(String),
-    /// After: the client's connection ends.
-    Cut(String),
-}
-
-/// How the body reaches the client.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    Close,
-}
-
-/// Writes the response head and streams its body; `Ok(keep)`: the whole answer went out,
-/// and whether the connection may carry another request.
-async fn respond<S: ClientIo>(
-    cx: &mut Ctx<'_, S>,
-    resp: Response<ServerBody>,
-    set_cookie: Option<&str>,
-    stall: Duration,
-    finish: &mut Finish,
-) -> Result<bool, Relay> {
-    let (parts, mut body) = resp.into_parts();
-    let status = parts.status.as_u16();
-    let was_head = cx.head.method_is(cx.client.buf.pending(), "HEAD");
-    let framing = if was_head || status == 204 || status == 304 || status < 200 {
-        Framing::None
-    } else {
-        match (body.size_hint().exact(), cx.head.version) {
-            (Some(n), _) => Framing::Length(n),
-            (None, Version::Http11) => Framing::Chunked,
-            (None, Version::Http10) => Framing::Close,
-        }
-    };
-    let close = !cx.head.keep_alive || framing == Framing::Close || cx.stop.is_cancelled();
-    let mut out = buffers::take_write();
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\n",
-        status,
-        parts.status.canonical_reason().unwrap_or("")
-    );
-    let keep_framing = framing == Framing::None && status >= 200 && status != 204;
-    for (name, value) in &parts.headers {
-        let n = name.as_str().as_bytes();
-        let framing_field = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
-        if (framing_field && !keep_framing) || is_hop_by_hop(n) {
-            continue;
-        }
-        line(&mut out, n, value.as_bytes());
-    }
-    if let Some(c) = set_cookie {
-        line(&mut out, b"Set-Cookie", c.as_bytes());
-    }
-    match framing {
-        Framing::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
-        }
-        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        Framing::None | Framing::Close => {}
-    }
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if cx.head.version == Version::Http10 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    let r = stream_body(cx, &mut body, framing, stall, finish, &mut out).await;
-    buffers::give_write(out);
-    r.map(|()| !close)
-}
-
-/// The body's frames to the client after the head waiting in `out` (sent with the first).
-async fn stream_body<S: ClientIo>(
-    cx: &mut Ctx<'_, S>,
-    body: &mut ServerBody,
-    framing: Framing,
-    stall: Duration,
-    finish: &mut Finish,
-    out: &mut Vec<u8>,
-) -> Result<(), Relay> {
-    let mut sent = false;
-    let mut trailers = None;
-    while framing != Framing::None {
-        let frame = match tokio::time::timeout(stall, body.frame()).await {
-            Err(_) => Err(format!(
-                "the server sent nothing for {stall:?} in the middle of its body"
-            )),
-            Ok(Some(Err(e))) => Err(format!("the server's stream failed: {e}")),
-            Ok(None) => break,
-            Ok(Some(Ok(f))) => Ok(f),
-        };
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) if sent => return Err(Relay::Cut(e)),
-            Err(e) => return Err(Relay::Unsent(e)),
-        };
-        match frame.into_data() {
-            Ok(data) => {
-                finish.add_bytes(data.len());
-                if framing == Framing::Chunked {
-                    h1::encode_chunk(&data, out);
-                } else {
-                    out.extend_from_slice(&data);
-                }
-            }
-            Err(f) => trailers = f.into_trailers().ok(),
-        }
-        if !out.is_empty() {
-            write(cx, out).await.map_err(Relay::Cut)?;
-            sent = true;
-        }
-    }
-    if framing == Framing::Chunked {
-        // The last chunk, with the server's trailers (RFC 9112 §7.1.2).
-        out.extend_from_slice(b"0\r\n");
-        for (name, value) in trailers.iter().flatten() {
-            line(out, name.as_str().as_bytes(), value.as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-    write(cx, out).await.map_err(Relay::Cut)
-}
-
-async fn write<S: ClientIo>(cx: &mut Ctx<'_, S>, out: &mut Vec<u8>) -> Result<(), String> {
-    let io = &mut cx.client.io;
-    let r = match io.write_all(out).await {
-        Ok(()) => io.flush().await,
-        Err(e) => Err(e),
-    };
-    out.clear();
-    r.map_err(|e| format!("writing to the client failed: {e}"))
-}
-
-fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
