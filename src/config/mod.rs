@@ -8,6 +8,7 @@ mod discovery;
 mod duration;
 mod load;
 mod locate;
+mod protocol;
 mod size;
 mod validate;
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Deserializer};
 pub use discovery::{Discovery, DnsQuery};
 pub use duration::{Dur, DurError};
 pub use load::{ConfigError, ConfigErrors, load_file, parse_str};
+pub use protocol::UpstreamProtocol;
 pub use size::{ByteSize, SizeError};
 pub use validate::{EVENT_NAMES, ResolveError, resolve};
 
@@ -364,18 +366,6 @@ pub struct Backend {
     /// Servers found through DNS, besides or instead of `servers`.
     #[serde(default)]
     pub discovery: Option<Discovery>,
-}
-
-/// The protocol a backend's servers speak: HTTP/1.1 on fulcrum's own engine, or HTTP/2
-/// (multiplexed; over TLS by ALPN, in cleartext by prior knowledge), which gRPC needs.
-/// An unknown value is a parse error naming its file, line, column and key.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
-pub enum UpstreamProtocol {
-    #[default]
-    #[serde(rename = "http1")]
-    Http1,
-    #[serde(rename = "h2")]
-    H2,
 }
 
 /// How a health check talks to a server.

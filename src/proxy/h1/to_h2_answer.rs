@@ -107,6 +107,8 @@ async fn stream_body<S: ClientIo>(
 ) -> Result<(), Relay> {
     let mut sent = false;
     let mut trailers = None;
+    // A bodiless answer (HEAD, 204, 304) takes nothing from the stream.
+    #[allow(clippy::while_immutable_condition)] // left by `break` and `return`
     while framing != Framing::None {
         let frame = match tokio::time::timeout(stall, body.frame()).await {
             Err(_) => Err(format!(
