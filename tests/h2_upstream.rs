@@ -240,6 +240,8 @@ async fn connections_are_reused() {
         conns >= 1 && conns <= fulcrum::workers::count(),
         "{conns} connections"
     );
+    let pooled = live_server(&f, "a").h2.conn_count();
+    assert!(pooled >= 1 && pooled <= conns, "{pooled} pooled of {conns}");
     f.shutdown().await;
 }
 
