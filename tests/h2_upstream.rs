@@ -469,3 +469,31 @@ async fn a_refused_stream_goes_to_another_server() {
     }
     f.shutdown().await;
 }
+
+/// Graceful shutdown lets a stream in flight to an h2 server finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_an_h2_stream_finish() {
+    let (addr, seen) = h2_server("a", 100).await;
+    let f = h2_setup(&[("a", addr)]).start().await;
+    let mut tx = h2_client(f.frontend("www")).await;
+    let in_flight = tokio::spawn(async move {
+        let mut req = get("/slow");
+        req.headers_mut()
+            .insert("x-delay-ms", HeaderValue::from_static("500"));
+        let resp = tx.send_request(req).await.unwrap();
+        let status = resp.status();
+        (status, resp.into_body().collect().await.unwrap().to_bytes())
+    });
+    eventually(
+        "the request reached the server",
+        Duration::from_secs(5),
+        || seen.last.lock().unwrap().is_some(),
+    )
+    .await;
+    assert!(
+        f.shutdown().await,
+        "everything finished within the grace period"
+    );
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!((status.as_u16(), body.as_ref()), (200, b"a".as_ref()));
+}
