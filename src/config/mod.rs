@@ -9,6 +9,7 @@ mod discovery;
 mod duration;
 mod load;
 mod locate;
+mod protocol;
 mod routes;
 mod size;
 mod validate;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Deserializer};
 pub use discovery::{Discovery, DnsQuery};
 pub use duration::{Dur, DurError};
 pub use load::{ConfigError, ConfigErrors, load_file, parse_str};
+pub use protocol::UpstreamProtocol;
 pub use routes::{HeaderRules, Route, is_token, route_name};
 pub use size::{ByteSize, SizeError};
 pub use validate::{EVENT_NAMES, ResolveError, resolve};
@@ -379,6 +381,9 @@ pub struct Backend {
     pub queue_timeout: Dur,
     #[serde(default = "defaults::slow_start")]
     pub slow_start: Dur,
+    /// The protocol spoken to the servers (`http1` or `h2`).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     #[serde(default)]
     pub health: Health,
     #[serde(default)]

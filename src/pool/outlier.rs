@@ -38,6 +38,9 @@ pub enum Outcome {
     Success,
     /// An answer with this status (5xx).
     Status(u16),
+    /// A gRPC call that ended with this `grpc-status`, one that means the server failed
+    /// (UNKNOWN, INTERNAL, UNAVAILABLE, DATA_LOSS; see `proxy::grpc`).
+    Grpc(u16),
     /// The TCP connect failed (refused, unreachable, reset).
     ConnectFailed(IoCause),
     /// No connection within `connect_timeout`.
@@ -61,6 +64,7 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Success => f.write_str("success"),
             Outcome::Status(s) => write!(f, "status {s}"),
+            Outcome::Grpc(s) => write!(f, "grpc-status {s}"),
             Outcome::ConnectFailed(cause) => write!(f, "connect failed: {cause}"),
             Outcome::ConnectTimedOut => f.write_str("connect timed out"),
             // The `x-fulcrum-error` codes these failures answer with.

@@ -15,6 +15,7 @@ use crate::balance::{Ewma, LoadHook};
 use crate::config;
 use crate::metrics::ServerStats;
 use crate::upstream::h1::IdleConns;
+use crate::upstream::h2::H2Conns;
 
 /// What the active health checks last concluded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +128,8 @@ pub struct Server {
     last_check_ok: AtomicBool,
     /// Idle keep-alive connections to this server, one list per worker.
     pub idle: IdleConns,
+    /// Multiplexed HTTP/2 connections (`protocol = "h2"`), one list per worker.
+    pub h2: H2Conns,
     /// Response-time estimate for `peak_ewma`, fed when a response head arrives.
     pub ewma: Ewma,
     /// Admin plane (issue 4): maintenance window and request metrics.
@@ -181,6 +184,7 @@ impl Server {
             last_check_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
             idle: IdleConns::default(),
+            h2: H2Conns::default(),
             ewma: Ewma::default(),
             maintenance: Maintenance::default(),
             stats: ServerStats::default(),
@@ -212,6 +216,7 @@ impl Server {
         if self.addr() != addr {
             self.resolved.store(Arc::new(addr));
             self.idle.clear();
+            self.h2.clear();
         }
     }
 

@@ -26,17 +26,7 @@ use crate::pool::Server;
 use crate::upstream::ConnectError;
 use crate::upstream::h1::{self as up, HeadError, ServerConn};
 
-/// The request body sent upstream: the client's body streamed as it arrives, or nothing.
-///
-/// `Empty` is what makes a retry possible after a request was sent: a request without a
-/// body can be sent again from its head alone, whereas the client's body is gone once sent.
-#[derive(Debug)]
-pub enum UpstreamBody {
-    /// The client's body, streamed (sent once: it cannot be replayed).
-    Client(Incoming),
-    /// No body: a bodiless request, which may be sent again on another server.
-    Empty,
-}
+pub use crate::upstream::body::UpstreamBody;
 
 /// What became of a request handed to a server.
 #[derive(Debug)]
@@ -50,6 +40,10 @@ pub enum Sent {
     TimedOut,
     /// The client's body grew past `max_body_bytes` (see [`BodyLimit`]) before an answer.
     TooLarge,
+    /// HTTP/2 only: the server refused the stream without processing it (REFUSED_STREAM,
+    /// or above the last stream its GOAWAY let through): safe to send again, whatever the
+    /// method, when the body can be.
+    Refused,
 }
 
 /// `max_body_bytes` for a request's streamed body, carried in its extensions: a body
@@ -85,12 +79,15 @@ fn write_head(out: &mut Vec<u8>, parts: &Parts, body: &UpstreamBody) {
             }
         }
         // HTTP/2 checks DATA against a declared length (RFC 9113 §8.1.1), so it holds.
-        UpstreamBody::Client(b) => match b.size_hint().exact().or(declared) {
-            Some(n) => {
-                let _ = write!(out, "Content-Length: {n}\r\n");
+        // (`Pumped` bodies go to HTTP/2 servers only: never here.)
+        b @ (UpstreamBody::Client(_) | UpstreamBody::Pumped(_)) => {
+            match b.size_hint().exact().or(declared) {
+                Some(n) => {
+                    let _ = write!(out, "Content-Length: {n}\r\n");
+                }
+                None => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             }
-            None => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        },
+        }
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -320,7 +317,7 @@ fn response(
         ResponseFraming::Length(n) => Some(n),
         _ => None,
     };
-    let body = ServerBody {
+    let body = H1Body {
         conn: Some(conn),
         server: Arc::clone(server),
         decoder,
@@ -328,13 +325,51 @@ fn response(
         exact,
     };
     let (parts, ()) = resp.into_parts();
-    Response::from_parts(parts, body)
+    Response::from_parts(parts, ServerBody::H1(body))
+}
+
+/// A server's response body, streamed as the client takes it, from either protocol.
+#[derive(Debug)]
+pub enum ServerBody {
+    /// Read by fulcrum's own codec from an HTTP/1.1 connection.
+    H1(H1Body),
+    /// A stream of an HTTP/2 connection (`protocol = "h2"`), trailers included.
+    H2(super::h2_upstream::H2Body),
+}
+
+impl Body for ServerBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ServerBody::H1(b) => Pin::new(b).poll_frame(cx),
+            ServerBody::H2(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ServerBody::H1(b) => b.is_end_stream(),
+            ServerBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ServerBody::H1(b) => b.size_hint(),
+            ServerBody::H2(b) => b.size_hint(),
+        }
+    }
 }
 
 /// A server's response body read from its connection as the client takes it; the
 /// connection goes back to its server's pool once the body has been read to its end.
 #[derive(Debug)]
-pub struct ServerBody {
+pub struct H1Body {
     conn: Option<ServerConn>,
     server: Arc<Server>,
     decoder: BodyDecoder,
@@ -345,7 +380,7 @@ pub struct ServerBody {
 /// Why a server's body ended early.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-impl ServerBody {
+impl H1Body {
     fn end(&mut self) {
         if let Some(conn) = self.conn.take()
             && self.reusable
@@ -355,7 +390,7 @@ impl ServerBody {
     }
 }
 
-impl Body for ServerBody {
+impl Body for H1Body {
     type Data = Bytes;
     type Error = BodyError;
 

@@ -14,6 +14,8 @@ use super::bridge::{self, Sent, ServerBody, UpstreamBody};
 use super::conn::Busy;
 use super::error::Refusal;
 use super::frontend::Frontend;
+use super::grpc;
+use super::h2_upstream::{self, TeTrailers};
 use super::headers::{add_forwarded, h2_host, head_size, join_cookies, strip_hop_by_hop};
 use super::retry;
 use crate::balance;
@@ -197,7 +199,7 @@ pub(super) fn retry_after(b: &config::Backend, refusal: Refusal) -> u64 {
 async fn forward(
     settings: &config::Frontend,
     b: &config::Backend,
-    backend: &Backend,
+    backend: &Arc<Backend>,
     client: SocketAddr,
     tls: bool,
     req: Request<Incoming>,
@@ -207,15 +209,19 @@ async fn forward(
     backend.retry_budget.record_request();
     // In a block, so that the pieces are gone before the first await rather than kept in
     // the future's state beside the request they became.
-    let (mut req, replay) = {
+    let (mut req, replay, replayable) = {
         let (parts, body) = prepare(settings, client, tls, req)?.into_parts();
-        // A bodiless idempotent request keeps its head, so that it can be sent again.
-        let replay = (retries > 0 && retry::replayable(&parts, &body)).then(|| parts.clone());
+        // A bodiless idempotent request keeps its head, so that it can be sent again; to an
+        // HTTP/2 server any bodiless one does, for a stream refused unprocessed.
+        let replayable = retry::replayable(&parts, &body);
+        let h2 = b.protocol == config::UpstreamProtocol::H2;
+        let keep = retries > 0 && (replayable || (h2 && http_body::Body::is_end_stream(&body)));
+        let replay = keep.then(|| parts.clone());
         let body = match replay {
             Some(_) => UpstreamBody::Empty,
             None => UpstreamBody::Client(body),
         };
-        (Request::from_parts(parts, body), replay)
+        (Request::from_parts(parts, body), replay, replayable)
     };
     let mut slot = {
         let req = balance::Request::http(client.ip(), req.uri(), req.headers());
@@ -232,26 +238,33 @@ async fn forward(
         attempts = (attempts + 1).min(tried_buf.len());
         let tried = &tried_buf[..attempts];
         let sent_at = balance::clock::now_ns();
-        let outcome = send(&server, connect_timeout, response_timeout, req).await;
+        let outcome = send(
+            b,
+            backend,
+            &server,
+            (connect_timeout, response_timeout),
+            req,
+        )
+        .await;
         let more = retried < retries && attempts < tried_buf.len();
         // Every attempt feeds passive health; a retry, when allowed, replaces the attempt.
         let again = match outcome {
             Outcome::Answered(resp) => {
                 server.ewma.observe_since(sent_at);
                 let status = resp.status();
-                let seen = if status.is_server_error() {
-                    outlier::Outcome::Status(status.as_u16())
-                } else {
-                    outlier::Outcome::Success
-                };
-                outlier::record(backend, &server, seen);
+                // `None`: a gRPC call whose status is in its trailers, recorded with them.
+                if let Some(seen) = grpc::head_outcome(status, resp.headers()) {
+                    outlier::record(backend, &server, seen);
+                }
                 let next = match &replay {
-                    Some(head) if more && retry::retry_status(status) => retry::next_slot(
-                        backend,
-                        &balance::Request::http(client.ip(), &head.uri, &head.headers),
-                        tried,
-                        true,
-                    ),
+                    Some(head) if replayable && more && retry::retry_status(status) => {
+                        retry::next_slot(
+                            backend,
+                            &balance::Request::http(client.ip(), &head.uri, &head.headers),
+                            tried,
+                            true,
+                        )
+                    }
                     _ => None,
                 };
                 let Some(next) = next else {
@@ -285,12 +298,14 @@ async fn forward(
                 };
                 outlier::record(backend, &server, seen);
                 let next = match &replay {
-                    Some(head) if more && refusal == Refusal::UpstreamBroken => retry::next_slot(
-                        backend,
-                        &balance::Request::http(client.ip(), &head.uri, &head.headers),
-                        tried,
-                        true,
-                    ),
+                    Some(head) if replayable && more && refusal == Refusal::UpstreamBroken => {
+                        retry::next_slot(
+                            backend,
+                            &balance::Request::http(client.ip(), &head.uri, &head.headers),
+                            tried,
+                            true,
+                        )
+                    }
                     _ => None,
                 };
                 let Some(next) = next else {
@@ -298,6 +313,24 @@ async fn forward(
                     return Err(refusal);
                 };
                 tracing::warn!(server = %server.full_name(), "connection broke before the response; retrying on another server");
+                (next, None)
+            }
+            // Not processed: neither a success nor a failure of the server's.
+            Outcome::Refused => {
+                let next = match &replay {
+                    Some(head) if more => retry::next_slot(
+                        backend,
+                        &balance::Request::http(client.ip(), &head.uri, &head.headers),
+                        tried,
+                        false,
+                    ),
+                    _ => None,
+                };
+                let Some(next) = next else {
+                    tracing::warn!(server = %server.full_name(), "refused the stream; no other server to try");
+                    return Err(Refusal::UpstreamBroken);
+                };
+                tracing::warn!(server = %server.full_name(), "refused the stream unprocessed; trying another server");
                 (next, None)
             }
         };
@@ -354,7 +387,17 @@ fn prepare(
             _ => {}
         }
     }
+    let te_trailers = parts
+        .headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     strip_hop_by_hop(&mut parts.headers);
+    if te_trailers {
+        parts.extensions.insert(TeTrailers);
+    }
     let host = parts.headers.get(header::HOST).cloned();
     add_forwarded(&mut parts.headers, client.ip(), tls, host.as_ref());
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
@@ -373,6 +416,8 @@ enum Outcome {
     NotSent(Request<UpstreamBody>, Unsent),
     /// The request was sent and failed (broken or timed out).
     Failed(Refusal),
+    /// HTTP/2: the server refused the stream unprocessed.
+    Refused,
 }
 
 /// Why an attempt sent nothing.
@@ -397,17 +442,28 @@ impl Unsent {
     }
 }
 
+/// One attempt, in the protocol the backend's servers speak.
 async fn send(
+    b: &config::Backend,
+    backend: &Arc<Backend>,
     server: &Arc<Server>,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    (connect_timeout, response_timeout): (Duration, Duration),
     req: Request<UpstreamBody>,
 ) -> Outcome {
-    match bridge::send(server, req, connect_timeout, response_timeout).await {
+    let sent = match b.protocol {
+        config::UpstreamProtocol::Http1 => {
+            bridge::send(server, req, connect_timeout, response_timeout).await
+        }
+        config::UpstreamProtocol::H2 => {
+            h2_upstream::send(server, backend, req, connect_timeout, response_timeout).await
+        }
+    };
+    match sent {
         Sent::Answered(resp) => Outcome::Answered(resp),
         Sent::NoConnection(back, e) => Outcome::NotSent(back, Unsent::Connect(e)),
         Sent::Failed => Outcome::Failed(Refusal::UpstreamBroken),
         Sent::TimedOut => Outcome::Failed(Refusal::UpstreamTimeout),
         Sent::TooLarge => Outcome::Failed(Refusal::BodyTooLarge),
+        Sent::Refused => Outcome::Refused,
     }
 }

@@ -153,6 +153,20 @@ impl Rules {
         }
     }
 
+    /// The rules' lines for one request as header pairs, rendered now (for a head built
+    /// after the request's buffer is lent elsewhere).
+    pub fn render_pairs(&self, fill: &Fill<'_>) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        self.lines
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    http::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    http::HeaderValue::from_bytes(&value.render(fill)).ok()?,
+                ))
+            })
+            .collect()
+    }
+
     /// Applies the rules to a header map (HTTP/2 and fulcrum's own answers).
     pub fn apply(&self, headers: &mut http::HeaderMap, fill: &Fill<'_>) {
         for d in self.drop.iter() {

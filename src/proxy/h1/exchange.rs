@@ -240,6 +240,47 @@ impl<S: ClientIo> Exchange<'_, S> {
             Some(Err(refusal)) => return self.refuse(refusal, has_body).await,
             Some(Ok(slot)) => slot,
         };
+        if self.b.protocol == config::UpstreamProtocol::H2 {
+            let (request_lines, response_lines) = {
+                let buf = self.client.buf.pending();
+                let host =
+                    route::normalize_host(self.head.authority.map_or(&b""[..], |a| a.of(buf)));
+                let fill = fill(
+                    buf,
+                    &self.head,
+                    &host,
+                    &self.request_id,
+                    self.client.peer.ip(),
+                );
+                let mut pairs = self.target.request.render_pairs(&fill);
+                if let Some(id) = self.request_id.made()
+                    && let Ok(v) = http::HeaderValue::from_bytes(id)
+                {
+                    pairs.push((http::HeaderName::from_static("x-request-id"), v));
+                }
+                let mut lines = Vec::new();
+                self.target.response.write_lines(&mut lines, &fill);
+                (pairs, lines)
+            };
+            let cx = super::to_h2::Ctx {
+                client: &mut *self.client,
+                head: &self.head,
+                b: &self.b,
+                backend: &self.backend,
+                stop: self.stop,
+                finish: &mut self.finish,
+                sticky: sticky.as_deref(),
+                routed: super::to_h2::Routed {
+                    target: self.rewritten.as_deref(),
+                    request: &self.target.request,
+                    request_lines,
+                    response: &self.target.response,
+                    response_lines: &response_lines,
+                    body_limit: self.body_limit,
+                },
+            };
+            return super::to_h2::run(cx, slot).await;
+        }
         let mut out = buffers::take_write();
         // The response's header lines, rendered now: the client's buffer that fills them
         // is the client's again while the response is relayed.

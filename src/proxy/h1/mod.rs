@@ -16,6 +16,9 @@ mod heads;
 mod io;
 mod relay;
 mod routed;
+mod to_h2;
+mod to_h2_answer;
+mod to_h2_pump;
 mod upload;
 
 use std::net::SocketAddr;
