@@ -23,8 +23,8 @@ use super::headers::is_hop_by_hop;
 use crate::buffers;
 use crate::h1::{self, BodyDecoder, ResponseFraming, ResponseHead};
 use crate::pool::Server;
-use crate::upstream::ConnectError;
-use crate::upstream::h1::{self as up, HeadError, ServerConn};
+use crate::upstream::{ClientAddrs, ConnectError};
+use crate::upstream::h1::{HeadError, ServerConn};
 
 /// The request body sent upstream: the client's body streamed as it arrives, or nothing.
 ///
@@ -91,6 +91,7 @@ fn write_head(out: &mut Vec<u8>, parts: &Parts, body: &UpstreamBody) {
 /// Sends `req` to `server` (a pooled connection first) and waits for its response head.
 pub async fn send(
     server: &Arc<Server>,
+    client: ClientAddrs,
     req: Request<UpstreamBody>,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -100,13 +101,13 @@ pub async fn send(
     write_head(&mut out, &parts, &body);
     let chunked = out.ends_with(b"chunked\r\n\r\n");
     let was_head = parts.method == http::Method::HEAD;
-    let mut pooled = server.idle.checkout();
+    let mut pooled = server.checkout(client);
     let mut streamed = false;
     let sent = loop {
         let reused = pooled.is_some();
         let mut conn = match pooled.take() {
             Some(c) => c,
-            None => match Box::pin(up::connect(server.addr(), connect_timeout)).await {
+            None => match Box::pin(server.connect(client, connect_timeout)).await {
                 Ok(c) => c,
                 Err(e) => {
                     buffers::give_write(out);
@@ -123,7 +124,7 @@ pub async fn send(
             // A pooled connection the server closed as we used it: a fresh one, when
             // nothing of the body has gone.
             Ok(Err(Closed::BeforeAnswer)) if reused && !streamed => {
-                pooled = server.idle.checkout();
+                pooled = server.checkout(client);
             }
             Ok(Err(_)) => break Sent::Failed,
         }

@@ -19,7 +19,7 @@ use super::retry;
 use crate::balance;
 use crate::config;
 use crate::pool::{Backend, Server, ServerId, Slot, outlier};
-use crate::upstream::ConnectError;
+use crate::upstream::{ClientAddrs, ConnectError};
 
 /// A response from a server, with the slot it holds until its body is done.
 struct Forwarded {
@@ -130,7 +130,13 @@ async fn forward(
         attempts = (attempts + 1).min(tried_buf.len());
         let tried = &tried_buf[..attempts];
         let sent_at = balance::clock::now_ns();
-        let outcome = send(&server, connect_timeout, response_timeout, req).await;
+        // HTTP/2 clients: the destination is the frontend's bind address (the hyper
+        // service is not told the connection's own local address).
+        let addrs = ClientAddrs {
+            source: client,
+            destination: settings.bind,
+        };
+        let outcome = send(&server, addrs, connect_timeout, response_timeout, req).await;
         let more = retried < retries && attempts < tried_buf.len();
         // Every attempt feeds passive health; a retry, when allowed, replaces the attempt.
         let again = match outcome {
@@ -295,11 +301,12 @@ impl Unsent {
 
 async fn send(
     server: &Arc<Server>,
+    client: ClientAddrs,
     connect_timeout: Duration,
     response_timeout: Duration,
     req: Request<UpstreamBody>,
 ) -> Outcome {
-    match bridge::send(server, req, connect_timeout, response_timeout).await {
+    match bridge::send(server, client, req, connect_timeout, response_timeout).await {
         Sent::Answered(resp) => Outcome::Answered(resp),
         Sent::NoConnection(back, e) => Outcome::NotSent(back, Unsent::Connect(e)),
         Sent::Failed => Outcome::Failed(Refusal::UpstreamBroken),

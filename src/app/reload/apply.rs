@@ -233,6 +233,16 @@ impl App {
         }
         let running = self.backends.load_full();
         let mut backends = Backends::new();
+        let list = plans.iter().map(|b| (b.name.clone(), b.cfg.clone())).collect();
+        // The files were read and checked moments ago by validation; one that broke since
+        // leaves that backend connecting as before (logged).
+        let mut connectors = match super::super::connectors::build(self.config().source.clone(), list).await {
+            Ok(c) => c,
+            Err((backend, e)) => {
+                tracing::error!(backend = %backend, "{e}; the backends keep their previous TLS settings");
+                Default::default()
+            }
+        };
         for (b, Built { all, fresh }) in plans.into_iter().zip(servers) {
             let backend = match running.get(&b.name) {
                 Some(live) => {
@@ -246,6 +256,9 @@ impl App {
                 }
                 None => Backend::new(&b.name, b.cfg, all, self.events.clone(), self.tasks.clone()),
             };
+            if let Some(c) = connectors.remove(&b.name) {
+                backend.set_connector(c);
+            }
             backends.insert(b.name, backend);
         }
         let backends = Arc::new(backends);
