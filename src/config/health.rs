@@ -74,9 +74,16 @@ pub fn is_header_value(value: &str) -> bool {
 }
 
 /// The checks of the keys above that serde cannot make, each at its key.
-pub(super) fn validate(hp: &super::locate::KeyPath, h: &Health, out: &mut Vec<(super::locate::KeyPath, String)>) {
+pub(super) fn validate(
+    hp: &super::locate::KeyPath,
+    h: &Health,
+    out: &mut Vec<(super::locate::KeyPath, String)>,
+) {
     if h.port > u32::from(u16::MAX) {
-        out.push((hp.key("port"), format!("{} is not a port (0 to 65535)", h.port)));
+        out.push((
+            hp.key("port"),
+            format!("{} is not a port (0 to 65535)", h.port),
+        ));
     }
     if !is_header_value(&h.host) {
         out.push((hp.key("host"), "not a valid Host header value".into()));

@@ -12,7 +12,9 @@ use serde::Deserialize;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
-use tokio_rustls::rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use tokio_rustls::rustls::crypto::{
+    CryptoProvider, verify_tls12_signature, verify_tls13_signature,
+};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{
@@ -112,7 +114,10 @@ impl UpstreamTls {
         Ok(config)
     }
 
-    fn roots(&self, resolve: &impl Fn(&Path) -> PathBuf) -> Result<RootCertStore, TlsSettingsError> {
+    fn roots(
+        &self,
+        resolve: &impl Fn(&Path) -> PathBuf,
+    ) -> Result<RootCertStore, TlsSettingsError> {
         let Some(ca) = &self.ca_file else {
             return Ok(RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -186,7 +191,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -195,13 +205,16 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -233,7 +246,10 @@ pub(super) fn validate(
     if !tls.server_name.is_empty() && ServerName::try_from(tls.server_name.as_str()).is_err() {
         out.push((
             tp.key("server_name"),
-            format!("`{}` is neither a DNS name nor an IP address", tls.server_name),
+            format!(
+                "`{}` is neither a DNS name nor an IP address",
+                tls.server_name
+            ),
         ));
     }
     if let Err(e) = tls.client_config(|path| config.resolve_path(path)) {

@@ -170,7 +170,10 @@ pub fn feedback(backend: &super::Backend, server: &super::Server, value: Option<
     let Some(change) = server.agent.apply(value) else {
         return;
     };
-    let said = value.map_or_else(|| "no agent header".to_string(), |v| format!("`{HEADER}: {v}`"));
+    let said = value.map_or_else(
+        || "no agent header".to_string(),
+        |v| format!("`{HEADER}: {v}`"),
+    );
     let who = server.full_name();
     let kind = match (change.drained_before, change.drained_now) {
         (false, true) => Some(crate::events::EventKind::MaintenanceStarted),
@@ -178,7 +181,10 @@ pub fn feedback(backend: &super::Backend, server: &super::Server, value: Option<
         _ => None,
     };
     let detail = if change.drained_now {
-        format!("{} drained by its agent ({said}): no new requests", server.address)
+        format!(
+            "{} drained by its agent ({said}): no new requests",
+            server.address
+        )
     } else {
         format!(
             "{} now takes {}% of its weight, as its agent asks ({said})",

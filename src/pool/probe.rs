@@ -77,10 +77,11 @@ pub struct Probed {
 pub async fn probe(server: &Server, settings: &config::Health) -> Probed {
     let timeout = settings.timeout.get();
     let mut agent = None;
-    let result = match tokio::time::timeout(timeout, probe_inner(server, settings, &mut agent)).await {
-        Ok(r) => r,
-        Err(_) => Err(ProbeFailure::TimedOut(settings.timeout)),
-    };
+    let result =
+        match tokio::time::timeout(timeout, probe_inner(server, settings, &mut agent)).await {
+            Ok(r) => r,
+            Err(_) => Err(ProbeFailure::TimedOut(settings.timeout)),
+        };
     Probed { result, agent }
 }
 
@@ -166,7 +167,13 @@ fn request_head(server: &Server, settings: &config::Health) -> Vec<u8> {
         settings.host.as_str()
     };
     let mut out = Vec::with_capacity(256);
-    for part in ["GET ", settings.path.as_str(), " HTTP/1.1\r\nhost: ", host, "\r\n"] {
+    for part in [
+        "GET ",
+        settings.path.as_str(),
+        " HTTP/1.1\r\nhost: ",
+        host,
+        "\r\n",
+    ] {
         out.extend_from_slice(part.as_bytes());
     }
     let named = |n: &str| settings.headers.keys().any(|k| k.eq_ignore_ascii_case(n));
@@ -189,7 +196,10 @@ fn request_head(server: &Server, settings: &config::Health) -> Vec<u8> {
 }
 
 /// Up to [`BODY_LIMIT`] bytes of the body that follows in `conn`.
-async fn read_body(conn: &mut ServerConn, mut decoder: BodyDecoder) -> Result<Vec<u8>, ProbeFailure> {
+async fn read_body(
+    conn: &mut ServerConn,
+    mut decoder: BodyDecoder,
+) -> Result<Vec<u8>, ProbeFailure> {
     let mut body = Vec::new();
     loop {
         if !conn.buf.is_empty() {

@@ -23,8 +23,8 @@ use super::headers::is_hop_by_hop;
 use crate::buffers;
 use crate::h1::{self, BodyDecoder, ResponseFraming, ResponseHead};
 use crate::pool::Server;
-use crate::upstream::{ClientAddrs, ConnectError};
 use crate::upstream::h1::{HeadError, ServerConn};
+use crate::upstream::{ClientAddrs, ConnectError};
 
 /// The request body sent upstream: the client's body streamed as it arrives, or nothing.
 ///

@@ -25,7 +25,9 @@ pub fn header(mode: SendProxy, client: Option<ClientAddrs>) -> Vec<u8> {
         (SendProxy::V1, None) => ppp::v1::Addresses::Unknown.to_string().into_bytes(),
         (SendProxy::V1, Some(pair)) => ppp::v1::Addresses::from(pair).to_string().into_bytes(),
         (SendProxy::V2, None) => v2(Version::Two | Command::Local, Protocol::Unspecified, None),
-        (SendProxy::V2, Some(pair)) => v2(Version::Two | Command::Proxy, Protocol::Stream, Some(pair)),
+        (SendProxy::V2, Some(pair)) => {
+            v2(Version::Two | Command::Proxy, Protocol::Stream, Some(pair))
+        }
     }
 }
 

@@ -31,7 +31,9 @@ impl UpStream {
                 let mut probe = [0u8; 1];
                 let mut buf = ReadBuf::new(&mut probe);
                 let mut cx = Context::from_waker(Waker::noop());
-                Pin::new(s.as_mut()).poll_read(&mut cx, &mut buf).is_pending()
+                Pin::new(s.as_mut())
+                    .poll_read(&mut cx, &mut buf)
+                    .is_pending()
             }
         }
     }

@@ -233,10 +233,18 @@ impl App {
         }
         let running = self.backends.load_full();
         let mut backends = Backends::new();
-        let list = plans.iter().map(|b| (b.name.clone(), b.cfg.clone())).collect();
+        let list = plans
+            .iter()
+            .map(|b| (b.name.clone(), b.cfg.clone()))
+            .collect();
         // The files were read and checked moments ago by validation; one that broke since
         // leaves that backend connecting as before (logged).
-        let mut connectors = match super::super::connectors::build(self.config().source.clone(), list).await {
+        let mut connectors = match super::super::connectors::build(
+            self.config().source.clone(),
+            list,
+        )
+        .await
+        {
             Ok(c) => c,
             Err((backend, e)) => {
                 tracing::error!(backend = %backend, "{e}; the backends keep their previous TLS settings");

@@ -24,8 +24,8 @@ use crate::proxy::body::{AccessLog, Finish};
 use crate::proxy::error::Refusal;
 use crate::proxy::frontend::Frontend;
 use crate::proxy::retry;
-use crate::upstream::{ClientAddrs, ConnectError};
 use crate::upstream::h1::{HeadError, ServerConn};
+use crate::upstream::{ClientAddrs, ConnectError};
 
 /// Runs the exchange for `head` (at the front of the client's buffer); returns whether the
 /// connection may carry another request.
