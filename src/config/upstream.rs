@@ -218,19 +218,6 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::host_part;
-
-    #[test]
-    fn host_part_of_addresses() {
-        assert_eq!(host_part("api.internal:443"), "api.internal");
-        assert_eq!(host_part("10.0.0.1:8443"), "10.0.0.1");
-        assert_eq!(host_part("[::1]:8443"), "::1");
-        assert_eq!(host_part("example.com"), "example.com");
-    }
-}
-
 /// The checks of `tls` (its files read and built as start-up would) and of its
 /// `server_name`, each at its key.
 pub(super) fn validate(
@@ -254,5 +241,18 @@ pub(super) fn validate(
     }
     if let Err(e) = tls.client_config(|path| config.resolve_path(path)) {
         out.push((tp.key(e.key), e.message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_part;
+
+    #[test]
+    fn host_part_of_addresses() {
+        assert_eq!(host_part("api.internal:443"), "api.internal");
+        assert_eq!(host_part("10.0.0.1:8443"), "10.0.0.1");
+        assert_eq!(host_part("[::1]:8443"), "::1");
+        assert_eq!(host_part("example.com"), "example.com");
     }
 }

@@ -129,39 +129,6 @@ impl AgentState {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_three_forms() {
-        assert_eq!(parse("ready"), Some(Ask::Ready));
-        assert_eq!(parse(" Drain "), Some(Ask::Drain));
-        assert_eq!(parse("weight=50%"), Some(Ask::Weight(50)));
-        assert_eq!(parse("weight=0%"), Some(Ask::Drain));
-        assert_eq!(parse("weight=101%"), None);
-        assert_eq!(parse("weight=50"), None);
-        assert_eq!(parse("maybe"), None);
-    }
-
-    #[test]
-    fn applies_and_reports_changes_once() {
-        let a = AgentState::default();
-        assert_eq!(a.apply(None), None);
-        let c = a.apply(Some("weight=25%")).unwrap();
-        assert_eq!((c.percent_before, c.percent_now), (100, 25));
-        assert_eq!(a.apply(Some("weight=25%")), None);
-        assert!((a.factor() - 0.25).abs() < 1e-9);
-        assert!(a.apply(Some("drain")).unwrap().drained_now);
-        assert!(a.is_drained());
-        assert_eq!(a.last().as_deref(), Some("drain"));
-        let c = a.apply(None).unwrap();
-        assert!(c.drained_before && !c.drained_now);
-        assert_eq!(a.last(), None);
-        assert!((a.factor() - 1.0).abs() < 1e-9);
-    }
-}
-
 /// Applies what one check answer's agent said to `server`: a change of rotation or share
 /// is logged at WARN, rebuilds the backend's snapshot (so selection sees it), and a drain
 /// and its end are announced as `maintenance_started` / `maintenance_ended` (an agent's
@@ -200,5 +167,38 @@ pub fn feedback(backend: &super::Backend, server: &super::Server, value: Option<
             Some(&server.name),
             detail,
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_three_forms() {
+        assert_eq!(parse("ready"), Some(Ask::Ready));
+        assert_eq!(parse(" Drain "), Some(Ask::Drain));
+        assert_eq!(parse("weight=50%"), Some(Ask::Weight(50)));
+        assert_eq!(parse("weight=0%"), Some(Ask::Drain));
+        assert_eq!(parse("weight=101%"), None);
+        assert_eq!(parse("weight=50"), None);
+        assert_eq!(parse("maybe"), None);
+    }
+
+    #[test]
+    fn applies_and_reports_changes_once() {
+        let a = AgentState::default();
+        assert_eq!(a.apply(None), None);
+        let c = a.apply(Some("weight=25%")).unwrap();
+        assert_eq!((c.percent_before, c.percent_now), (100, 25));
+        assert_eq!(a.apply(Some("weight=25%")), None);
+        assert!((a.factor() - 0.25).abs() < 1e-9);
+        assert!(a.apply(Some("drain")).unwrap().drained_now);
+        assert!(a.is_drained());
+        assert_eq!(a.last().as_deref(), Some("drain"));
+        let c = a.apply(None).unwrap();
+        assert!(c.drained_before && !c.drained_now);
+        assert_eq!(a.last(), None);
+        assert!((a.factor() - 1.0).abs() < 1e-9);
     }
 }

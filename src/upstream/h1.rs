@@ -42,7 +42,9 @@ pub struct ServerConn {
     pub reused: bool,
     /// The client whose addresses the PROXY header at its start carried: the connection
     /// may only serve that client's requests again (`None`: any request, no header sent).
-    pub for_client: Option<ClientAddrs>,
+    /// Boxed: only connections with the PROXY protocol hold one, and every exchange's
+    /// future carries the connection.
+    pub for_client: Option<Box<ClientAddrs>>,
 }
 
 impl ServerConn {
@@ -127,7 +129,7 @@ impl Default for IdleConns {
 
 /// An idle connection: its stream, since when it idles, and whose it is (see
 /// [`ServerConn::for_client`]).
-type Idle = VecDeque<(UpStream, Instant, Option<ClientAddrs>)>;
+type Idle = VecDeque<(UpStream, Instant, Option<Box<ClientAddrs>>)>;
 
 fn lock(m: &Mutex<Idle>) -> std::sync::MutexGuard<'_, Idle> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -154,7 +156,9 @@ impl IdleConns {
         loop {
             let (mut stream, since, for_client) = {
                 let mut idle = self.lock();
-                let i = idle.iter().rposition(|(_, _, k)| *k == client)?;
+                let i = idle
+                    .iter()
+                    .rposition(|(_, _, k)| k.as_deref() == client.as_ref())?;
                 idle.remove(i)?
             };
             if since.elapsed() < IDLE_TIMEOUT && stream.still_open() {
@@ -225,6 +229,6 @@ pub async fn connect(
         stream,
         buf: ReadBuf::new(),
         reused: false,
-        for_client: client.filter(|_| proxied),
+        for_client: client.filter(|_| proxied).map(Box::new),
     })
 }
