@@ -409,4 +409,48 @@ fn bad_tls_settings_are_located_errors() {
 
     let p = problems(&base("server_name = \"not a name\""));
     assert_eq!(p[0].0, "backends.b.tls.server_name");
+
+    let text = base("").replace(
+        "[backends.b]\n",
+        "[backends.b]\nsend_proxy_protocol = \"v3\"\n",
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(
+        (p[0].0.as_str(), p[0].1),
+        ("backends.b.send_proxy_protocol", 7)
+    );
+    assert!(p[0].2.contains("v3"), "{p:?}");
+}
+
+#[tokio::test]
+async fn a_reload_that_adds_tls_applies_it() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("server", &["127.0.0.1"]);
+    let server = tls_server("after-reload", &cert, &key, None, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fulcrum.toml");
+    let plain = Setup::new().backend("b", |b| b.server_at("s", server.addr, |s| s));
+    let f = plain.start_from(&file).await;
+    // Plain HTTP to a TLS server: its checks fail, nothing serves.
+    let (status, _, _) = get_once(&f).await;
+    assert_eq!(status, 503);
+    // The same file with `[backends.b.tls]`; the CA file is relative to the file's folder.
+    std::fs::copy(pki.path("ca.pem"), dir.path().join("ca.pem")).unwrap();
+    let tls = Setup::new().backend("b", |b| {
+        b.set("tls", tls_table(&[("ca_file", "ca.pem".into())]))
+            .server_at("s", server.addr, |s| s)
+    });
+    let text = tls.toml().replace(
+        &tls.state_path().display().to_string(),
+        &plain.state_path().display().to_string(),
+    );
+    std::fs::write(&file, text).unwrap();
+    f.app.reload().await.expect("the reload is accepted");
+    eventually_async("served over TLS", Duration::from_secs(5), || {
+        let f = &f;
+        async move { get_once(f).await.0 == 200 }
+    })
+    .await;
+    f.shutdown().await;
 }
