@@ -229,7 +229,7 @@ async fn a_certificate_for_another_name_is_connect_failed_and_retried_elsewhere(
             b.set("tls", tls.clone())
                 .retries(1)
                 .health(|h| h.set("port", port))
-                .outlier("consecutive_failures", 0)
+                .outlier("consecutive_failures", 2)
                 .server_at("good", good.addr, |s| s)
                 .server_at("bad", bad.addr, |s| s)
         })
@@ -240,6 +240,11 @@ async fn a_certificate_for_another_name_is_connect_failed_and_retried_elsewhere(
         assert_eq!((status, body.as_str()), (200, "good"));
     }
     assert_eq!(bad.seen.requests.load(Ordering::SeqCst), 0);
+    // Passive health counted the failed handshakes as connect failures.
+    assert_eq!(
+        live_server(&f, "bad").state(),
+        fulcrum::pool::ServerState::Ejected
+    );
     f.shutdown().await;
 
     // Alone, the bad server answers nothing: 502 connect_failed.
