@@ -222,25 +222,28 @@ impl Server {
         self.target.load()
     }
 
-    /// An idle connection that may carry a request of `client`: with the PROXY protocol a
-    /// connection serves only the client its header named; without, any.
-    pub fn checkout(&self, client: ClientAddrs) -> Option<ServerConn> {
-        self.idle.checkout(self.pool_key(client))
+    /// Whether connections to this server start with a PROXY header (`send_proxy_protocol`):
+    /// only then does the data path need the client's addresses (the local one costs a
+    /// system call).
+    pub fn proxied(&self) -> bool {
+        self.target().connector.proxy != config::SendProxy::Off
     }
 
-    fn pool_key(&self, client: ClientAddrs) -> Option<ClientAddrs> {
-        let proxied = self.target().connector.proxy != config::SendProxy::Off;
-        proxied.then_some(client)
+    /// An idle connection that may carry a request of `client`: with the PROXY protocol a
+    /// connection serves only the client its header named; without, any (`client` is then
+    /// `None`, see [`proxied`](Self::proxied)).
+    pub fn checkout(&self, client: Option<ClientAddrs>) -> Option<ServerConn> {
+        self.idle.checkout(client.filter(|_| self.proxied()))
     }
 
     /// Opens a new connection for `client` within `timeout` (see [`crate::upstream::connect`]).
     pub async fn connect(
         &self,
-        client: ClientAddrs,
+        client: Option<ClientAddrs>,
         timeout: Duration,
     ) -> Result<ServerConn, ConnectError> {
         let target = self.target.load_full();
-        crate::upstream::h1::connect(self.addr(), &target, Some(client), timeout).await
+        crate::upstream::h1::connect(self.addr(), &target, client, timeout).await
     }
 
     /// `backend/server`, the name used in logs and on the command line.

@@ -88,10 +88,11 @@ fn write_head(out: &mut Vec<u8>, parts: &Parts, body: &UpstreamBody) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Sends `req` to `server` (a pooled connection first) and waits for its response head.
+/// Sends `req` to `server` (a pooled connection first) and waits for its response head;
+/// `client`: the addresses a PROXY header names, when the backend sends one.
 pub async fn send(
     server: &Arc<Server>,
-    client: ClientAddrs,
+    client: Option<ClientAddrs>,
     req: Request<UpstreamBody>,
     connect_timeout: Duration,
     response_timeout: Duration,

@@ -132,10 +132,10 @@ async fn forward(
         let sent_at = balance::clock::now_ns();
         // HTTP/2 clients: the destination is the frontend's bind address (the hyper
         // service is not told the connection's own local address).
-        let addrs = ClientAddrs {
+        let addrs = Some(ClientAddrs {
             source: client,
             destination: settings.bind,
-        };
+        });
         let outcome = send(&server, addrs, connect_timeout, response_timeout, req).await;
         let more = retried < retries && attempts < tried_buf.len();
         // Every attempt feeds passive health; a retry, when allowed, replaces the attempt.
@@ -301,7 +301,7 @@ impl Unsent {
 
 async fn send(
     server: &Arc<Server>,
-    client: ClientAddrs,
+    client: Option<ClientAddrs>,
     connect_timeout: Duration,
     response_timeout: Duration,
     req: Request<UpstreamBody>,

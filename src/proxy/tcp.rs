@@ -72,7 +72,7 @@ async fn connect(backend: &Backend, client: ClientAddrs) -> Option<(UpStream, Sl
     };
     for attempt in 0..=retries {
         let server = Arc::clone(slot.server());
-        let e = match server.connect(client, timeout).await {
+        let e = match server.connect(Some(client), timeout).await {
             Ok(conn) => {
                 outlier::record(backend, &server, outlier::Outcome::Success);
                 return Some((conn.stream, slot));

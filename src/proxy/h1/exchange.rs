@@ -402,10 +402,10 @@ impl Attempt<'_> {
         upload: &mut Upload,
         continue_owed: &mut bool,
     ) -> Outcome {
-        let addrs = ClientAddrs {
+        let addrs = self.server.proxied().then(|| ClientAddrs {
             source: client.peer,
             destination: client.io.local_addr().unwrap_or(client.peer),
-        };
+        });
         let mut pooled = self.server.checkout(addrs);
         loop {
             let reused = pooled.is_some();
