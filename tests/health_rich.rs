@@ -219,8 +219,16 @@ async fn agent_feedback_sets_weight_drains_and_restores() {
     let share = a.hits() - before;
     assert!((10..=30).contains(&share), "a took {share} of 100");
 
-    // drain: no new requests; status says draining.
+    // drain: no new requests; status says draining; announced as maintenance.
+    let mut events = f.app.events().subscribe();
     a.set_agent(Some("drain"));
+    let started = next_event(&mut events, fulcrum::events::EventKind::MaintenanceStarted).await;
+    assert_eq!(started.server.as_deref(), Some("a"));
+    assert!(
+        started.detail.contains("drained by its agent"),
+        "{}",
+        started.detail
+    );
     eventually("drained", Duration::from_secs(5), || {
         state_of(&f, "a") == Draining
     })
@@ -238,6 +246,7 @@ async fn agent_feedback_sets_weight_drains_and_restores() {
 
     // ready: back in rotation with its full weight.
     a.set_agent(Some("ready"));
+    next_event(&mut events, fulcrum::events::EventKind::MaintenanceEnded).await;
     eventually("ready", Duration::from_secs(5), || state_of(&f, "a") == Up).await;
     assert_eq!(api.server("b", "a").await["agent"], "ready");
     let before = a.hits();
@@ -254,6 +263,25 @@ async fn agent_feedback_sets_weight_drains_and_restores() {
     })
     .await;
     f.shutdown().await;
+}
+
+/// The next event of `kind` (others are skipped), within 5 s.
+async fn next_event(
+    rx: &mut tokio::sync::broadcast::Receiver<fulcrum::events::Event>,
+    kind: fulcrum::events::EventKind,
+) -> fulcrum::events::Event {
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if e.event == kind => return e,
+                Ok(_) => {}
+                Err(e) => panic!("events: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {kind:?} event"))
 }
 
 /// `fulcrum check`'s errors for a health table holding `health`: (key, message) each.
