@@ -21,8 +21,11 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {
     /// nothing either way; then it stays pending.
     fn poll_gone(&self, cx: &mut Context<'_>) -> Poll<()>;
 
-    /// The address the client connected to (the PROXY header fulcrum sends names it).
-    fn local_addr(&self) -> Option<SocketAddr>;
+    /// The address the client connected to (the PROXY header fulcrum sends names it);
+    /// `None` when the stream cannot tell (the header then names the client's own address).
+    fn local_addr(&self) -> Option<SocketAddr> {
+        None
+    }
 }
 
 fn tcp_gone(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<()> {
