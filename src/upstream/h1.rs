@@ -186,6 +186,11 @@ impl IdleConns {
         {
             idle.pop_front();
         }
+        // A connection private to one client (PROXY header) outlives its client unseen:
+        // when the list is full, the least recently used goes rather than the newest.
+        if idle.len() >= MAX_IDLE && conn.for_client.is_some() {
+            idle.pop_front();
+        }
         if idle.len() < MAX_IDLE {
             idle.push_back((conn.stream, now, conn.for_client));
         }
