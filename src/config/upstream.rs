@@ -239,7 +239,15 @@ pub(super) fn validate(
             ),
         ));
     }
-    if let Err(e) = tls.client_config(|path| config.resolve_path(path)) {
+    // One half of the client pair is reported even when another file fails first.
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(_), None) => out.push((tp.key("client_cert"), "needs client_key as well".into())),
+        (None, Some(_)) => out.push((tp.key("client_key"), "needs client_cert as well".into())),
+        _ => {}
+    }
+    if let Err(e) = tls.client_config(|path| config.resolve_path(path))
+        && !out.iter().any(|(k, _)| *k == tp.key(e.key))
+    {
         out.push((tp.key(e.key), e.message));
     }
 }
