@@ -156,6 +156,9 @@ pub struct ServerStatus {
     /// Found through the backend's `[discovery]` (DNS), not written in the file.
     #[serde(default)]
     pub discovered: bool,
+    /// The last `fulcrum-agent` header value its health checks answered; null: none.
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
 impl Status {
@@ -224,6 +227,7 @@ impl ServerStatus {
             errors_total,
             duration_counts: buckets.into_iter().map(|(_, n)| n).collect(),
             discovered: s.discovered,
+            agent: s.agent.last(),
         }
     }
 }

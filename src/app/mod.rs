@@ -14,6 +14,7 @@
 
 mod checkers;
 mod cluster;
+mod connectors;
 mod discovery;
 mod frontends;
 mod maintenance;

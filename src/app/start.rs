@@ -33,6 +33,13 @@ pub enum StartError {
         #[source]
         source: ResolveError,
     },
+    /// A backend's `[tls]` files cannot be used (changed since the check, or unreadable).
+    #[error("backend `{backend}`: {source}")]
+    UpstreamTls {
+        backend: String,
+        #[source]
+        source: crate::config::TlsSettingsError,
+    },
     /// A worker thread that reads files did not come back.
     #[error("starting was interrupted: {0}")]
     Interrupted(#[from] tokio::task::JoinError),
@@ -63,9 +70,16 @@ impl App {
         let overload = Overload::new(events.clone());
         overload.set_ceiling(config.global.max_memory);
         let mut backends = Backends::new();
+        let list = config.backends.iter().map(|(n, b)| (n.clone(), b.clone()));
+        let mut connectors = super::connectors::build(config.source.clone(), list.collect())
+            .await
+            .map_err(|(backend, source)| StartError::UpstreamTls { backend, source })?;
         for (name, cfg) in &config.backends {
             let servers = build_servers(name, cfg).await?;
             let backend = Backend::new(name, cfg.clone(), servers, events.clone(), tasks.clone());
+            if let Some(c) = connectors.remove(name) {
+                backend.set_connector(c);
+            }
             backends.insert(name.clone(), backend);
         }
         let cluster = match &config.cluster {

@@ -7,11 +7,13 @@
 mod defaults;
 mod discovery;
 mod duration;
+mod health;
 mod load;
 mod locate;
 mod protocol;
 mod routes;
 mod size;
+mod upstream;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -23,10 +25,12 @@ use serde::{Deserialize, Deserializer};
 
 pub use discovery::{Discovery, DnsQuery};
 pub use duration::{Dur, DurError};
+pub use health::{Health, HealthKind};
 pub use load::{ConfigError, ConfigErrors, load_file, parse_str};
 pub use protocol::UpstreamProtocol;
 pub use routes::{HeaderRules, Route, is_token, route_name};
 pub use size::{ByteSize, SizeError};
+pub use upstream::{SendProxy, TlsSettingsError, UpstreamTls};
 pub use validate::{EVENT_NAMES, ResolveError, resolve};
 
 /// The whole configuration, as read from one file.
@@ -388,6 +392,10 @@ pub struct Backend {
     pub health: Health,
     #[serde(default)]
     pub outlier: Outlier,
+    /// Present: connect to the servers over TLS (proxied traffic and health checks).
+    pub tls: Option<UpstreamTls>,
+    #[serde(default)]
+    pub send_proxy_protocol: SendProxy,
     /// The file's servers (then, at run time, the discovered ones after them); may be
     /// empty when `discovery` finds them.
     #[serde(default)]
@@ -395,42 +403,6 @@ pub struct Backend {
     /// Servers found through DNS, besides or instead of `servers`.
     #[serde(default)]
     pub discovery: Option<Discovery>,
-}
-
-/// How a health check talks to a server.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthKind {
-    #[default]
-    Http,
-    Tcp,
-}
-
-/// Active health checks.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Health {
-    pub kind: HealthKind,
-    pub path: String,
-    pub expect_status: StatusRange,
-    pub interval: Dur,
-    pub timeout: Dur,
-    pub rise: u32,
-    pub fall: u32,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Health {
-            kind: HealthKind::Http,
-            path: "/healthz".into(),
-            expect_status: StatusRange::default(),
-            interval: Dur::secs(2),
-            timeout: Dur::secs(1),
-            rise: 2,
-            fall: 3,
-        }
-    }
 }
 
 /// Passive checks on live traffic.
@@ -531,18 +503,24 @@ pub const MAX_RETRIES: u32 = 10;
 impl Config {
     /// Resolves a path from the file against the file's folder, as the README's configuration reference promises.
     pub fn resolve_path(&self, path: &std::path::Path) -> PathBuf {
-        if path.is_absolute() {
-            return path.to_path_buf();
-        }
-        match self.source.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
-            _ => path.to_path_buf(),
-        }
+        resolve_path_from(&self.source, path)
     }
 
     /// The state directory, resolved.
     pub fn state_dir(&self) -> PathBuf {
         self.resolve_path(&self.global.state_dir)
+    }
+}
+
+/// [`Config::resolve_path`] for a configuration read from `source`, for work that runs
+/// after the configuration itself has moved on (a reload building connectors off the runtime).
+pub fn resolve_path_from(source: &std::path::Path, path: &std::path::Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    match source.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
+        _ => path.to_path_buf(),
     }
 }
 

@@ -306,6 +306,8 @@ fn backends(config: &Config, out: &mut Problems) {
                 format!("`{}` is not a path starting with /", h.path),
             ));
         }
+        super::health::validate(&hp, h, out);
+        super::upstream::validate(&p, b, config, out);
         let o = &b.outlier;
         let op = p.key("outlier");
         if o.max_ejection_percent > 100 {

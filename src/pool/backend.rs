@@ -21,6 +21,7 @@ use crate::balance::{Candidate, Selector};
 use crate::config;
 use crate::events::{Bus, Event, EventKind};
 use crate::tasks::Tasks;
+use crate::upstream::Connector;
 
 /// Why [`Backend::acquire`] found no slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +63,10 @@ impl Snapshot {
 /// Whether a server may take new requests at all (per-request limits are checked at pick).
 /// An ejected server is out until its ejection ends (passive health, see `outlier`).
 fn is_eligible(server: &Server) -> bool {
-    server.health() == Health::Up && !server.maintenance.is_on() && !server.is_ejected()
+    server.health() == Health::Up
+        && !server.maintenance.is_on()
+        && !server.agent.is_drained()
+        && !server.is_ejected()
 }
 
 /// One backend. The object lives as long as a backend of that name is configured, so the
@@ -91,6 +95,8 @@ pub struct Backend {
     pub retry_budget: RetryBudget,
     /// Whether the slow-start ticker runs.
     ramp_ticker: AtomicBool,
+    /// How its servers are connected to (TLS, PROXY header); set at start and every reload.
+    connector: ArcSwap<Connector>,
 }
 
 /// Who takes a backend's requests.
@@ -131,7 +137,22 @@ impl Backend {
             outliers: Outliers::default(),
             retry_budget: RetryBudget::default(),
             ramp_ticker: AtomicBool::new(false),
+            connector: ArcSwap::from_pointee(Connector::default()),
         })
+    }
+
+    /// Connects to the servers through `connector` from now on (start, reload); the
+    /// servers a later [`replace`](Self::replace) brings take it too.
+    pub fn set_connector(&self, connector: Arc<Connector>) {
+        for s in &self.snapshot().servers {
+            s.set_connector(&connector);
+        }
+        self.connector.store(connector);
+    }
+
+    /// How the servers are connected to now.
+    pub fn connector(&self) -> Arc<Connector> {
+        self.connector.load_full()
     }
 
     /// The current snapshot: one atomic load.
@@ -198,8 +219,10 @@ impl Backend {
     pub fn replace(&self, settings: config::Backend, servers: Vec<Arc<Server>>) {
         {
             let mut serving = self.rebuild_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let connector = self.connector.load_full();
             for s in &servers {
                 s.attach_queue(&self.queue);
+                s.set_connector(&connector);
             }
             let new = build(&settings, servers);
             self.settings.store(Arc::new(settings));
@@ -369,16 +392,18 @@ fn candidate_servers(snap: &Snapshot) -> Vec<Arc<Server>> {
 
 /// The snapshot for `servers` in their present state.
 fn build(settings: &config::Backend, servers: Vec<Arc<Server>>) -> Snapshot {
-    // While a server ramps up, weights are scaled so that its fraction is expressible.
+    // While a server ramps up, or its agent asks for less than its full weight, weights are
+    // scaled so that its fraction is expressible.
     let now = clock::now_ms();
-    let scale = if servers.iter().any(|s| s.ramp_factor(now) < 1.0) {
+    let factor = |s: &Server| s.ramp_factor(now) * s.agent.factor();
+    let scale = if servers.iter().any(|s| factor(s) < 1.0) {
         slow_start::WEIGHT_SCALE
     } else {
         1
     };
     let candidate = |s: &Arc<Server>| Candidate {
         server: Arc::clone(s),
-        weight: slow_start::effective_weight(s.weight(), s.ramp_factor(now), scale),
+        weight: slow_start::effective_weight(s.weight(), factor(s), scale),
     };
     let mut candidates: Vec<Candidate> = servers
         .iter()

@@ -4,96 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backend, Health, Server};
-use crate::config::{self, Dur, HealthKind, StatusRange};
 use crate::events::{Event, EventKind};
 
-/// The result of one probe: passed, or why not.
-pub type Probe = Result<(), ProbeFailure>;
-
-/// Why one health probe failed. The `server_down` event quotes it, so its text says what
-/// an operator would look at first: the address that refused, or the status that came back.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeFailure {
-    /// Nothing (connect, handshake, answer) within the check's `timeout`.
-    #[error("no answer within {0}")]
-    TimedOut(Dur),
-    /// The TCP connect failed: refused, unreachable, reset.
-    #[error("connect to {addr}: {source}")]
-    Connect {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("http handshake: {0}")]
-    Handshake(#[source] hyper::Error),
-    /// The check's request could not be built (a `path` that is no valid URI).
-    #[error("bad check request: {0}")]
-    BadRequest(#[source] http::Error),
-    /// The request could not be sent or its answer read.
-    #[error("http: {0}")]
-    Http(#[source] hyper::Error),
-    /// An answer outside `expect_status`.
-    #[error("status {status}, expected {expected}")]
-    Status { status: u16, expected: StatusRange },
-}
-
-impl ProbeFailure {
-    /// Whether the probe failed because fulcrum itself is out of fds (EMFILE/ENFILE on its
-    /// own socket), which says nothing about the server.
-    pub fn is_local_fd_exhaustion(&self) -> bool {
-        matches!(self, ProbeFailure::Connect { source, .. } if crate::fds::is_exhaustion(source))
-    }
-}
-
-/// Runs one check of `server` as `settings` describe, within the timeout.
-pub async fn probe(server: &Server, settings: &config::Health) -> Probe {
-    let timeout = settings.timeout.get();
-    match tokio::time::timeout(timeout, probe_inner(server, settings)).await {
-        Ok(r) => r,
-        Err(_) => Err(ProbeFailure::TimedOut(settings.timeout)),
-    }
-}
-
-async fn probe_inner(server: &Server, settings: &config::Health) -> Probe {
-    let addr = server.addr();
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|source| ProbeFailure::Connect { addr, source })?;
-    if settings.kind == HealthKind::Tcp {
-        return Ok(());
-    }
-    let _ = stream.set_nodelay(true);
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(ProbeFailure::Handshake)?;
-    tokio::spawn(async move {
-        // The probe ends the connection either way; its error is the probe's error.
-        let _ = conn.await;
-    });
-    let req = http::Request::get(settings.path.as_str())
-        .header(http::header::HOST, server.address.as_str())
-        .header(http::header::USER_AGENT, "fulcrum-health-check")
-        .header(http::header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(ProbeFailure::BadRequest)?;
-    let resp = tx.send_request(req).await.map_err(ProbeFailure::Http)?;
-    let status = resp.status().as_u16();
-    if settings.expect_status.contains(status) {
-        Ok(())
-    } else {
-        Err(ProbeFailure::Status {
-            status,
-            expected: settings.expect_status,
-        })
-    }
-}
+pub use super::probe::{Probe, ProbeFailure, Probed, probe};
 
 /// Consecutive results, and the threshold logic that turns them into a state.
 #[derive(Debug, Default)]
@@ -131,7 +47,10 @@ pub async fn check_once(backend: &Backend, server: &Arc<Server>, streak: &mut St
     if let Some(addr) = reresolve(&server.address, settings.timeout.get()).await {
         server.set_addr(addr);
     }
-    let result = probe(server, &settings).await;
+    let Probed { result, agent } = probe(server, &settings).await;
+    if let Some(said) = agent {
+        super::agent::feedback(backend, server, said.as_deref());
+    }
     if let Err(why) = &result
         && why.is_local_fd_exhaustion()
     {
@@ -232,6 +151,8 @@ fn jitter(interval: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::config::Dur;
 
     #[test]
     fn only_fulcrums_own_fd_exhaustion_is_not_a_server_failure() {

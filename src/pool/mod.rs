@@ -1,12 +1,14 @@
 //! Backends and their servers: live state in atomics, the selection snapshot behind one
 //! `ArcSwap`, and the active health checks that write the state the request path reads.
 
+pub mod agent;
 mod backend;
 pub mod capacity;
 mod clock;
 pub mod health;
 pub mod maintenance;
 pub mod outlier;
+mod probe;
 pub mod queue;
 pub mod resolve;
 pub mod retry_budget;

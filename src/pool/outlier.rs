@@ -249,6 +249,7 @@ impl From<&ConnectError> for Outcome {
         match e {
             ConnectError::Failed(io) => Outcome::ConnectFailed(io.into()),
             ConnectError::TimedOut => Outcome::ConnectTimedOut,
+            ConnectError::Tls(io) | ConnectError::Proxy(io) => Outcome::ConnectFailed(io.into()),
         }
     }
 }

@@ -14,8 +14,9 @@ use super::{clock, slow_start};
 use crate::balance::{Ewma, LoadHook};
 use crate::config;
 use crate::metrics::ServerStats;
-use crate::upstream::h1::IdleConns;
+use crate::upstream::h1::{IdleConns, ServerConn};
 use crate::upstream::h2::H2Conns;
+use crate::upstream::{ClientAddrs, ConnectError, Connector, Target};
 
 /// What the active health checks last concluded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +161,12 @@ pub struct Server {
     /// other algorithms pay one relaxed load per slot taken or freed.
     load_hook: ArcSwapOption<LoadHook>,
     load_hooked: AtomicBool,
+
+    // Issue 13: how connections are opened, and what the server's agent last said.
+    /// The backend's connector (TLS, PROXY header) and this server's TLS name.
+    target: ArcSwap<Target>,
+    /// What the `fulcrum-agent` header of the health checks asks for (see [`super::agent`]).
+    pub agent: super::agent::AgentState,
 }
 
 impl Server {
@@ -198,7 +205,49 @@ impl Server {
             queue: ArcSwapOption::empty(),
             load_hook: ArcSwapOption::empty(),
             load_hooked: AtomicBool::new(false),
+            target: ArcSwap::from_pointee(Target::default()),
+            agent: super::agent::AgentState::default(),
         }
+    }
+
+    /// Connects through `connector` from now on (a start, a reload). Idle connections made
+    /// under other settings (plain vs TLS, another PROXY mode) are closed.
+    pub fn set_connector(&self, connector: &Arc<Connector>) {
+        let old = self.target.load();
+        if !old.connector.same_settings(connector) {
+            self.idle.clear();
+        }
+        self.target
+            .store(Arc::new(Target::new(Arc::clone(connector), &self.address)));
+    }
+
+    /// How connections to this server are opened now.
+    pub fn target(&self) -> arc_swap::Guard<Arc<Target>> {
+        self.target.load()
+    }
+
+    /// Whether connections to this server start with a PROXY header (`send_proxy_protocol`):
+    /// only then does the data path need the client's addresses (the local one costs a
+    /// system call).
+    pub fn proxied(&self) -> bool {
+        self.target().connector.proxy != config::SendProxy::Off
+    }
+
+    /// An idle connection that may carry a request of `client`: with the PROXY protocol a
+    /// connection serves only the client its header named; without, any (`client` is then
+    /// `None`, see [`proxied`](Self::proxied)).
+    pub fn checkout(&self, client: Option<ClientAddrs>) -> Option<ServerConn> {
+        self.idle.checkout(client.filter(|_| self.proxied()))
+    }
+
+    /// Opens a new connection for `client` within `timeout` (see [`crate::upstream::connect`]).
+    pub async fn connect(
+        &self,
+        client: Option<ClientAddrs>,
+        timeout: Duration,
+    ) -> Result<ServerConn, ConnectError> {
+        let target = self.target.load_full();
+        crate::upstream::h1::connect(self.addr(), &target, client, timeout).await
     }
 
     /// `backend/server`, the name used in logs and on the command line.
@@ -350,6 +399,9 @@ impl Server {
             } else {
                 ServerState::Maintenance
             }
+        } else if self.agent.is_drained() && self.health() == Health::Up {
+            // Its agent asked for no new requests (`fulcrum-agent: drain`).
+            ServerState::Draining
         } else if self.health() == Health::Unknown {
             ServerState::Starting
         } else if self.health() == Health::Down {

@@ -23,8 +23,8 @@ use super::headers::is_hop_by_hop;
 use crate::buffers;
 use crate::h1::{self, BodyDecoder, ResponseFraming, ResponseHead};
 use crate::pool::Server;
-use crate::upstream::ConnectError;
-use crate::upstream::h1::{self as up, HeadError, ServerConn};
+use crate::upstream::h1::{HeadError, ServerConn};
+use crate::upstream::{ClientAddrs, ConnectError};
 
 pub use crate::upstream::body::UpstreamBody;
 
@@ -92,9 +92,11 @@ fn write_head(out: &mut Vec<u8>, parts: &Parts, body: &UpstreamBody) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Sends `req` to `server` (a pooled connection first) and waits for its response head.
+/// Sends `req` to `server` (a pooled connection first) and waits for its response head;
+/// `client`: the addresses a PROXY header names, when the backend sends one.
 pub async fn send(
     server: &Arc<Server>,
+    client: Option<ClientAddrs>,
     req: Request<UpstreamBody>,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -108,13 +110,13 @@ pub async fn send(
         .extensions
         .get::<BodyLimit>()
         .map_or(u64::MAX, |l| l.0);
-    let mut pooled = server.idle.checkout();
+    let mut pooled = server.checkout(client);
     let mut streamed = false;
     let sent = loop {
         let reused = pooled.is_some();
         let mut conn = match pooled.take() {
             Some(c) => c,
-            None => match Box::pin(up::connect(server.addr(), connect_timeout)).await {
+            None => match Box::pin(server.connect(client, connect_timeout)).await {
                 Ok(c) => c,
                 Err(e) => {
                     buffers::give_write(out);
@@ -138,7 +140,7 @@ pub async fn send(
             // A pooled connection the server closed as we used it: a fresh one, when
             // nothing of the body has gone.
             Ok(Err(Closed::BeforeAnswer)) if reused && !streamed => {
-                pooled = server.idle.checkout();
+                pooled = server.checkout(client);
             }
             Ok(Err(Closed::TooLarge)) => break Sent::TooLarge,
             Ok(Err(_)) => break Sent::Failed,

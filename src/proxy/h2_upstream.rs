@@ -20,7 +20,7 @@ use super::bridge::{BodyError, Sent, ServerBody, UpstreamBody};
 use super::grpc;
 use crate::pool::{Backend, Server, outlier};
 use crate::upstream::ConnectError;
-use crate::upstream::h2::{self as up, Sender, StreamClaim};
+use crate::upstream::h2::{Sender, StreamClaim};
 
 /// Marks a request whose client sent `te: trailers`: the header is hop-by-hop and dropped
 /// with the others, but HTTP/2 lets it through (RFC 9113 §8.2.2) and gRPC servers want it.
@@ -85,16 +85,18 @@ fn refused(e: &hyper::Error) -> bool {
     false
 }
 
-/// A new connection to `server`, with a first stream claimed on it.
-///
-/// TLS to servers plugs in here: the TLS connector (offering ALPN `h2`) wraps `tcp`, and
-/// its stream goes to `server.h2.open` instead; `to_h2` then says `https`.
+/// A new connection to `server`, with a first stream claimed on it: opened as its backend
+/// says (over TLS with ALPN `h2` when it has `[tls]`, by prior knowledge otherwise).
 async fn open(
     server: &Arc<Server>,
     connect_timeout: Duration,
 ) -> Result<(Sender, StreamClaim), ConnectError> {
-    let tcp = up::connect_tcp(server.addr(), connect_timeout).await?;
-    match tokio::time::timeout(connect_timeout, server.h2.open(tcp)).await {
+    let target = Arc::clone(&server.target());
+    // One connection carries many clients' streams: no PROXY header can name them all,
+    // so validation refuses `send_proxy_protocol` on an h2 backend.
+    let stream =
+        crate::upstream::connect::open(server.addr(), &target, None, connect_timeout).await?;
+    match tokio::time::timeout(connect_timeout, server.h2.open(stream)).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(ConnectError::Failed(std::io::Error::other(format!(
             "HTTP/2 handshake: {e}"
@@ -114,7 +116,11 @@ fn to_h2(req: Request<UpstreamBody>, server: &Server) -> Request<UpstreamBody> {
         .or_else(|| parts.uri.authority().cloned())
         .or_else(|| Authority::try_from(server.addr().to_string()).ok());
     let mut uri = parts.uri.clone().into_parts();
-    uri.scheme = Some(Scheme::HTTP);
+    uri.scheme = Some(if server.target().connector.is_tls() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
     uri.authority = authority;
     if uri.path_and_query.is_none() {
         uri.path_and_query = Some(PathAndQuery::from_static("/"));

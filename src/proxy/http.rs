@@ -22,7 +22,7 @@ use crate::balance;
 use crate::config;
 use crate::pool::{Backend, Server, ServerId, Slot, outlier};
 use crate::route::{self, Action};
-use crate::upstream::ConnectError;
+use crate::upstream::{ClientAddrs, ConnectError};
 
 /// A response from a server, with the slot it holds until its body is done.
 struct Forwarded {
@@ -238,10 +238,17 @@ async fn forward(
         attempts = (attempts + 1).min(tried_buf.len());
         let tried = &tried_buf[..attempts];
         let sent_at = balance::clock::now_ns();
+        // HTTP/2 clients: the destination is the frontend's bind address (the hyper
+        // service is not told the connection's own local address).
+        let addrs = Some(ClientAddrs {
+            source: client,
+            destination: settings.bind,
+        });
         let outcome = send(
             b,
             backend,
             &server,
+            addrs,
             (connect_timeout, response_timeout),
             req,
         )
@@ -447,12 +454,13 @@ async fn send(
     b: &config::Backend,
     backend: &Arc<Backend>,
     server: &Arc<Server>,
+    client: Option<ClientAddrs>,
     (connect_timeout, response_timeout): (Duration, Duration),
     req: Request<UpstreamBody>,
 ) -> Outcome {
     let sent = match b.protocol {
         config::UpstreamProtocol::Http1 => {
-            bridge::send(server, req, connect_timeout, response_timeout).await
+            bridge::send(server, client, req, connect_timeout, response_timeout).await
         }
         config::UpstreamProtocol::H2 => {
             h2_upstream::send(server, backend, req, connect_timeout, response_timeout).await

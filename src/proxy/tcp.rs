@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use super::frontend::Frontend;
 use crate::balance;
 use crate::pool::{Backend, ServerId, Slot, outlier};
+use crate::upstream::{ClientAddrs, UpStream};
 
 /// Relays one connection until it ends (see the module's doc). On shutdown a relay is not cut: it may
 /// finish within the grace period, after which the process ends and takes it along.
@@ -18,12 +19,15 @@ pub(super) async fn relay(fe: &Frontend, mut client: TcpStream, peer: SocketAddr
     let Some(backend) = fe.backend() else {
         return;
     };
-    let Some((mut upstream, slot)) = connect(&backend, peer).await else {
+    let addrs = ClientAddrs {
+        source: peer,
+        destination: client.local_addr().unwrap_or(peer),
+    };
+    let Some((mut upstream, slot)) = connect(&backend, addrs).await else {
         tracing::warn!(frontend = %fe.name, client = %peer, "no server could take the connection");
         return;
     };
     let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
     let (access_log, idle) = {
         let s = fe.settings();
         (s.access_log, s.tunnel_idle_timeout.get())
@@ -51,8 +55,10 @@ pub(super) async fn relay(fe: &Frontend, mut client: TcpStream, peer: SocketAddr
     }
 }
 
-/// Connects to a chosen server, trying others on failure up to `retries`.
-async fn connect(backend: &Backend, peer: SocketAddr) -> Option<(TcpStream, Slot)> {
+/// Connects to a chosen server (TLS and the PROXY header as its backend says), trying
+/// others on failure up to `retries`.
+async fn connect(backend: &Backend, client: ClientAddrs) -> Option<(UpStream, Slot)> {
+    let peer = client.source;
     let settings = backend.settings();
     let (timeout, retries) = (settings.connect_timeout.get(), settings.retries);
     drop(settings);
@@ -69,16 +75,15 @@ async fn connect(backend: &Backend, peer: SocketAddr) -> Option<(TcpStream, Slot
     };
     for attempt in 0..=retries {
         let server = Arc::clone(slot.server());
-        let why = match tokio::time::timeout(timeout, TcpStream::connect(server.addr())).await {
-            Ok(Ok(s)) => {
+        let e = match server.connect(Some(client), timeout).await {
+            Ok(conn) => {
                 outlier::record(backend, &server, outlier::Outcome::Success);
-                return Some((s, slot));
+                return Some((conn.stream, slot));
             }
-            Ok(Err(e)) => outlier::Outcome::ConnectFailed((&e).into()),
-            Err(_) => outlier::Outcome::ConnectTimedOut,
+            Err(e) => e,
         };
-        tracing::warn!(server = %server.full_name(), "{why}");
-        outlier::record(backend, &server, why);
+        tracing::warn!(server = %server.full_name(), "{} ({}): {e}", server.full_name(), server.addr());
+        outlier::record(backend, &server, (&e).into());
         tried.push(server.id);
         if attempt == retries {
             break;

@@ -11,9 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
-
-use super::ConnectError;
+use super::{ClientAddrs, ConnectError, Target, UpStream};
 use crate::buffers::ReadBuf;
 use crate::h1::{Limits, Parsed, ResponseError, ResponseHead, parse_response};
 
@@ -35,12 +33,18 @@ pub enum HeadError {
 /// One connection to a server.
 #[derive(Debug)]
 pub struct ServerConn {
-    pub stream: TcpStream,
+    /// Plain or TLS, as the backend connects.
+    pub stream: UpStream,
     /// What the server sent and the exchange has not used yet.
     pub buf: ReadBuf,
     /// Came from the idle pool: the server may have closed it just before we used it, and a
     /// request it fails before any answer may go on a fresh connection.
     pub reused: bool,
+    /// The client whose addresses the PROXY header at its start carried: the connection
+    /// may only serve that client's requests again (`None`: any request, no header sent).
+    /// Boxed: only connections with the PROXY protocol hold one, and every exchange's
+    /// future carries the connection.
+    pub for_client: Option<Box<ClientAddrs>>,
 }
 
 impl ServerConn {
@@ -123,17 +127,12 @@ impl Default for IdleConns {
     }
 }
 
-type Idle = VecDeque<(TcpStream, Instant)>;
+/// An idle connection: its stream, since when it idles, and whose it is (see
+/// [`ServerConn::for_client`]).
+type Idle = VecDeque<(UpStream, Instant, Option<Box<ClientAddrs>>)>;
 
 fn lock(m: &Mutex<Idle>) -> std::sync::MutexGuard<'_, Idle> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Whether an idle socket is still open and silent: a server that closed it, or sent bytes
-/// nobody asked for, makes it useless. One non-blocking read, no wait.
-fn still_open(stream: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 impl IdleConns {
@@ -150,16 +149,24 @@ impl IdleConns {
         }
     }
 
-    /// An idle connection still open, the most recently used first (the least likely to
-    /// have been closed by the server meanwhile).
-    pub fn checkout(&self) -> Option<ServerConn> {
+    /// An idle connection still open that may serve `client` (see
+    /// [`ServerConn::for_client`]; `None` when no PROXY header is sent), the most recently
+    /// used first (the least likely to have been closed by the server meanwhile).
+    pub fn checkout(&self, client: Option<ClientAddrs>) -> Option<ServerConn> {
         loop {
-            let (stream, since) = self.lock().pop_back()?;
-            if since.elapsed() < IDLE_TIMEOUT && still_open(&stream) {
+            let (mut stream, since, for_client) = {
+                let mut idle = self.lock();
+                let i = idle
+                    .iter()
+                    .rposition(|(_, _, k)| k.as_deref() == client.as_ref())?;
+                idle.remove(i)?
+            };
+            if since.elapsed() < IDLE_TIMEOUT && stream.still_open() {
                 return Some(ServerConn {
                     stream,
                     buf: ReadBuf::new(),
                     reused: true,
+                    for_client,
                 });
             }
         }
@@ -175,12 +182,17 @@ impl IdleConns {
         let mut idle = self.lock();
         while idle
             .front()
-            .is_some_and(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT)
+            .is_some_and(|(_, since, _)| now.duration_since(*since) >= IDLE_TIMEOUT)
         {
             idle.pop_front();
         }
+        // A connection private to one client (PROXY header) outlives its client unseen:
+        // when the list is full, the least recently used goes rather than the newest.
+        if idle.len() >= MAX_IDLE && conn.for_client.is_some() {
+            idle.pop_front();
+        }
         if idle.len() < MAX_IDLE {
-            idle.push_back((conn.stream, now));
+            idle.push_back((conn.stream, now, conn.for_client));
         }
     }
 
@@ -189,7 +201,9 @@ impl IdleConns {
     /// before a request would use the connection.
     pub fn prune(&self) {
         for m in self.all() {
-            lock(m).retain(|(stream, since)| since.elapsed() < IDLE_TIMEOUT && still_open(stream));
+            lock(m).retain_mut(|(stream, since, _)| {
+                since.elapsed() < IDLE_TIMEOUT && stream.still_open()
+            });
         }
     }
 
@@ -206,17 +220,20 @@ impl IdleConns {
     }
 }
 
-/// Opens a new connection to `addr` within `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<ServerConn, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(ConnectError::Failed(e)),
-        Err(_) => return Err(ConnectError::TimedOut),
-    };
-    let _ = stream.set_nodelay(true);
+/// Opens a new connection to `addr` as `target` says (TLS, the PROXY header for `client`)
+/// within `timeout`.
+pub async fn connect(
+    addr: SocketAddr,
+    target: &Target,
+    client: Option<ClientAddrs>,
+    timeout: Duration,
+) -> Result<ServerConn, ConnectError> {
+    let stream = super::connect::open(addr, target, client, timeout).await?;
+    let proxied = target.connector.proxy != crate::config::SendProxy::Off;
     Ok(ServerConn {
         stream,
         buf: ReadBuf::new(),
         reused: false,
+        for_client: client.filter(|_| proxied).map(Box::new),
     })
 }

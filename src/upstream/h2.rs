@@ -9,7 +9,6 @@
 //! A connection the server closed (or sent GOAWAY on) is dropped at the next checkout;
 //! one without streams for [`IDLE_TIMEOUT`] is closed.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,10 +17,8 @@ use std::time::{Duration, Instant};
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::ConnectError;
 use super::body::UpstreamBody;
 
 /// The sending half of one HTTP/2 connection (cheap to clone: a channel to its driver).
@@ -203,16 +200,4 @@ impl H2Conns {
 /// The streams fulcrum uses on one connection for a server's limit `n`.
 fn cap(n: usize) -> usize {
     n.clamp(1, MAX_STREAMS_PER_CONN)
-}
-
-/// Opens a TCP connection to `addr` within `timeout`, for HTTP/2 (TLS, when configured,
-/// goes on top of it before [`H2Conns::open`]).
-pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(ConnectError::Failed(e)),
-        Err(_) => return Err(ConnectError::TimedOut),
-    };
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }

@@ -184,7 +184,7 @@ impl App {
     ) {
         let old = self.config.load_full();
         let backends = self
-            .commit_backends(plan.backends, prepared.servers, prepared.settle)
+            .commit_backends(plan.backends, prepared.servers, prepared.settle, true)
             .await;
         for (fp, ready) in plan.frontends.into_iter().zip(prepared.frontends) {
             self.bring_up(frontends, &backends, fp.cfg, ready).await;
@@ -225,6 +225,7 @@ impl App {
         plans: Vec<BackendPlan>,
         servers: Vec<Built>,
         settle: Vec<Settle>,
+        connectors: bool,
     ) -> Arc<Backends> {
         for (server, weight, max) in settle {
             if let Some(w) = weight {
@@ -234,6 +235,21 @@ impl App {
         }
         let running = self.backends.load_full();
         let mut backends = Backends::new();
+        let list = plans
+            .iter()
+            .map(|b| (b.name.clone(), b.cfg.clone()))
+            .collect();
+        // The files were read and checked moments ago by validation; one that broke since
+        // leaves that backend connecting as before (logged).
+        let source = self.config().source.clone();
+        let built = match connectors {
+            true => super::super::connectors::build(source, list).await,
+            false => Ok(Default::default()),
+        };
+        let mut connectors = built.unwrap_or_else(|(backend, e)| {
+            tracing::error!(backend = %backend, "{e}; the backends keep their previous TLS settings");
+            Default::default()
+        });
         for (b, Built { all, fresh }) in plans.into_iter().zip(servers) {
             let backend = match running.get(&b.name) {
                 Some(live) => {
@@ -247,6 +263,9 @@ impl App {
                 }
                 None => Backend::new(&b.name, b.cfg, all, self.events.clone(), self.tasks.clone()),
             };
+            if let Some(c) = connectors.remove(&b.name) {
+                backend.set_connector(c);
+            }
             backends.insert(b.name, backend);
         }
         let backends = Arc::new(backends);
@@ -270,7 +289,9 @@ impl App {
         let old = self.config.load_full();
         let plan = plan(&old, &new);
         let (servers, settle) = self.prepare_backends(&plan).await?;
-        self.commit_backends(plan.backends, servers, settle).await;
+        // Only server lists changed: the backends keep their connectors (and TLS sessions).
+        self.commit_backends(plan.backends, servers, settle, false)
+            .await;
         self.config.store(Arc::new(new));
         Ok(plan.changes)
     }

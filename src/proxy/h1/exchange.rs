@@ -26,8 +26,8 @@ use crate::proxy::error::Refusal;
 use crate::proxy::frontend::Frontend;
 use crate::proxy::retry;
 use crate::route::{self, Action, Target};
-use crate::upstream::ConnectError;
-use crate::upstream::h1::{self as up, HeadError, ServerConn};
+use crate::upstream::h1::{HeadError, ServerConn};
+use crate::upstream::{ClientAddrs, ConnectError};
 
 /// Runs the exchange for `head` (at the front of the client's buffer); returns whether the
 /// connection may carry another request.
@@ -537,14 +537,17 @@ impl Attempt<'_> {
         upload: &mut Upload,
         continue_owed: &mut bool,
     ) -> Outcome {
-        let mut pooled = self.server.idle.checkout();
+        let addrs = self.server.proxied().then(|| ClientAddrs {
+            source: client.peer,
+            destination: client.io.local_addr().unwrap_or(client.peer),
+        });
+        let mut pooled = self.server.checkout(addrs);
         loop {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
                 Some(c) => c,
                 // Boxed: with keep-alive a new connection is the rare path.
-                None => match Box::pin(up::connect(self.server.addr(), self.connect_timeout)).await
-                {
+                None => match Box::pin(self.server.connect(addrs, self.connect_timeout)).await {
                     Ok(c) => c,
                     Err(e) => return Outcome::NotSent(Unsent::Connect(e)),
                 },
@@ -557,7 +560,7 @@ impl Attempt<'_> {
                 // A pooled connection the server closed as we used it: the request goes
                 // on a fresh one when nothing of its body has been taken yet.
                 Err(Fail::Closed) if reused && upload.streamed == 0 && self.resend_ok => {
-                    pooled = self.server.idle.checkout();
+                    pooled = self.server.checkout(addrs);
                 }
                 Err(Fail::Closed | Fail::Broken) => {
                     return Outcome::Failed(Refusal::UpstreamBroken);

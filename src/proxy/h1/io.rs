@@ -3,6 +3,7 @@
 //! whose request is waiting (queued, or for its server) has gone away.
 
 use std::io;
+use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,6 +20,12 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {
     /// Ready when the client has certainly closed its side. Bytes waiting to be read say
     /// nothing either way; then it stays pending.
     fn poll_gone(&self, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// The address the client connected to (the PROXY header fulcrum sends names it);
+    /// `None` when the stream cannot tell (the header then names the client's own address).
+    fn local_addr(&self) -> Option<SocketAddr> {
+        None
+    }
 }
 
 fn tcp_gone(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<()> {
@@ -38,6 +45,10 @@ impl ClientIo for Tracked<TcpStream> {
     fn poll_gone(&self, cx: &mut Context<'_>) -> Poll<()> {
         tcp_gone(self.get_ref(), cx)
     }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.get_ref().local_addr().ok()
+    }
 }
 
 impl ClientIo for TlsStream<Tracked<TcpStream>> {
@@ -51,5 +62,9 @@ impl ClientIo for TlsStream<Tracked<TcpStream>> {
     /// as bytes, so only the FIN after it is seen).
     fn poll_gone(&self, cx: &mut Context<'_>) -> Poll<()> {
         tcp_gone(self.get_ref().0.get_ref(), cx)
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.get_ref().0.get_ref().local_addr().ok()
     }
 }

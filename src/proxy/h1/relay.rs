@@ -9,7 +9,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use super::heads::{self, ClientFraming, Relaying};
@@ -19,6 +18,7 @@ use crate::h1::{self, BodyDecoder, BodyError, ResponseFraming, ResponseHead};
 use crate::proxy::body::Finish;
 use crate::proxy::error::Refusal;
 use crate::proxy::tunnel::{self, Relayed};
+use crate::upstream::UpStream;
 use crate::upstream::h1::{IdleConns, ServerConn};
 
 /// Writes `bytes` to the client and flushes them (TLS holds records until a flush).
@@ -114,7 +114,7 @@ pub enum RelayError {
 /// made only when a read has to wait (most small bodies never do), then reset per read.
 async fn fill_within(
     buf: &mut ReadBuf,
-    io: &mut TcpStream,
+    io: &mut UpStream,
     limit: Duration,
     timer: &mut Option<Pin<Box<Sleep>>>,
 ) -> Result<usize, RelayError> {
