@@ -9,6 +9,7 @@ mod duration;
 mod load;
 mod locate;
 mod size;
+mod tls;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -132,12 +133,38 @@ pub enum Mode {
     Tcp,
 }
 
-/// TLS termination files.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// TLS termination files: one certificate (`cert`, `key`) or several chosen by SNI
+/// (`certs`), never both; validation says which is missing or doubled.
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Several certificates; each serves the DNS names of its SAN, the first is the default.
+    pub certs: Option<Vec<CertPair>>,
+}
+
+/// One certificate chain and its key, in PEM files.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+impl Tls {
+    /// The certificate/key pairs as written, the default first; empty when the table is
+    /// incomplete (which validation reports).
+    pub fn pairs(&self) -> Vec<(PathBuf, PathBuf)> {
+        match (&self.cert, &self.key, &self.certs) {
+            (Some(c), Some(k), None) => vec![(c.clone(), k.clone())],
+            (None, None, Some(all)) => all
+                .iter()
+                .map(|p| (p.cert.clone(), p.key.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// A listening socket and the backend it feeds.
@@ -152,6 +179,10 @@ pub struct Frontend {
     pub mode: Mode,
     #[serde(default)]
     pub tls: Option<Tls>,
+    /// Every connection must begin with a PROXY protocol (v1 or v2) header, read before
+    /// anything else (TLS included); its source address becomes the client's.
+    #[serde(default)]
+    pub accept_proxy_protocol: bool,
     #[serde(default = "defaults::client_header_timeout")]
     pub client_header_timeout: Dur,
     #[serde(default = "defaults::client_idle_timeout")]

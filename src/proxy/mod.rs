@@ -10,6 +10,7 @@ mod h1;
 mod headers;
 pub mod http;
 pub mod listener;
+mod proxy_protocol;
 mod retry;
 mod stall;
 pub mod tcp;
