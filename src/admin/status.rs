@@ -22,6 +22,53 @@ pub struct Status {
     /// The process's own limits and pressure (fds, memory); absent from older fulcrums.
     #[serde(default)]
     pub process: Option<ProcessStatus>,
+    /// Every running frontend, with the certificates it serves.
+    #[serde(default)]
+    pub frontends: Vec<FrontendStatus>,
+}
+
+/// One running frontend: where it listens, how it serves and what its certificates say.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FrontendStatus {
+    pub name: String,
+    /// The address it listens on (the bound port when the file said 0).
+    pub bind: String,
+    /// http | tcp
+    pub mode: String,
+    /// Empty without TLS; the default certificate first.
+    #[serde(default)]
+    pub certificates: Vec<CertificateStatus>,
+}
+
+/// One served certificate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// The DNS names of its SAN.
+    pub names: Vec<String>,
+    /// RFC 3339 time it expires.
+    pub not_after: String,
+}
+
+impl FrontendStatus {
+    fn of(fe: &crate::app::ServedFrontend) -> FrontendStatus {
+        FrontendStatus {
+            name: fe.name.clone(),
+            bind: fe.bind.to_string(),
+            mode: match fe.mode {
+                crate::config::Mode::Http => "http",
+                crate::config::Mode::Tcp => "tcp",
+            }
+            .to_string(),
+            certificates: fe
+                .certificates
+                .iter()
+                .map(|c| CertificateStatus {
+                    names: c.names.clone(),
+                    not_after: c.not_after_rfc3339(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// fulcrum's own limits: what the fd limit allows, and where memory stands against
@@ -122,6 +169,7 @@ impl Status {
             now: Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
             duration_buckets: DURATION_BUCKETS.to_vec(),
             process: Some(ProcessStatus::of(app)),
+            frontends: app.served().iter().map(FrontendStatus::of).collect(),
         }
     }
 }

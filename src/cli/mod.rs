@@ -160,6 +160,30 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+/// One line per certificate of a frontend: its names and when it expires (or why it
+/// cannot be read, which validation has already reported).
+fn certificate_lines(cfg: &Config, tls: &config::Tls, out: &mut String) {
+    use std::fmt::Write;
+    let provider = tokio_rustls::rustls::crypto::ring::default_provider();
+    for (cert, key) in tls.pairs() {
+        let (cert, key) = (cfg.resolve_path(&cert), cfg.resolve_path(&key));
+        match crate::certs::load_pair(&cert, &key, &provider) {
+            Ok(c) => {
+                let _ = writeln!(
+                    out,
+                    "  certificate {}: {} expires {}",
+                    cert.display(),
+                    c.info.joined_names(),
+                    c.info.not_after_rfc3339()
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  certificate {}: {e}", cert.display());
+            }
+        }
+    }
+}
+
 /// The one-screen summary `check` prints.
 pub fn summary(cfg: &Config) -> String {
     use std::fmt::Write;
@@ -177,6 +201,9 @@ pub fn summary(cfg: &Config) -> String {
             "frontend {} {mode}{tls} on {} -> backend {}",
             fe.name, fe.bind, fe.backend
         );
+        if let Some(t) = &fe.tls {
+            certificate_lines(cfg, t, &mut out);
+        }
     }
     for (name, b) in &cfg.backends {
         let _ = writeln!(
