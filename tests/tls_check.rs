@@ -79,7 +79,10 @@ fn good_file_lists_each_certificate_with_names_and_expiry() {
         .lines()
         .find(|l| l.contains("a.pem"))
         .unwrap_or_else(|| panic!("{stdout}"));
-    assert!(a.contains("a.test,*.a.test") && a.contains(&want[..10]), "{a}");
+    assert!(
+        a.contains("a.test,*.a.test") && a.contains(&want[..10]),
+        "{a}"
+    );
     assert!(stdout.contains("b.test"), "{stdout}");
 }
 

@@ -100,7 +100,7 @@ pub(super) async fn tls_for(
         .collect();
     let alpn = fe.mode == Mode::Http;
     let frontend = || fe.name.clone();
-    tokio::task::spawn_blocking(move || crate::proxy::tls::acceptor(&pairs, alpn))
+    tokio::task::spawn_blocking(move || crate::proxy::tls::terminator(&pairs, alpn))
         .await
         .map_err(|source| FrontendTlsError::Interrupted {
             frontend: frontend(),

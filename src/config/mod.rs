@@ -23,6 +23,7 @@ pub use discovery::{Discovery, DnsQuery};
 pub use duration::{Dur, DurError};
 pub use load::{ConfigError, ConfigErrors, load_file, parse_str};
 pub use size::{ByteSize, SizeError};
+pub use tls::{CertPair, Tls};
 pub use validate::{EVENT_NAMES, ResolveError, resolve};
 
 /// The whole configuration, as read from one file.
@@ -131,40 +132,6 @@ pub enum Mode {
     #[default]
     Http,
     Tcp,
-}
-
-/// TLS termination files: one certificate (`cert`, `key`) or several chosen by SNI
-/// (`certs`), never both; validation says which is missing or doubled.
-#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Tls {
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-    /// Several certificates; each serves the DNS names of its SAN, the first is the default.
-    pub certs: Option<Vec<CertPair>>,
-}
-
-/// One certificate chain and its key, in PEM files.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CertPair {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl Tls {
-    /// The certificate/key pairs as written, the default first; empty when the table is
-    /// incomplete (which validation reports).
-    pub fn pairs(&self) -> Vec<(PathBuf, PathBuf)> {
-        match (&self.cert, &self.key, &self.certs) {
-            (Some(c), Some(k), None) => vec![(c.clone(), k.clone())],
-            (None, None, Some(all)) => all
-                .iter()
-                .map(|p| (p.cert.clone(), p.key.clone()))
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
 }
 
 /// A listening socket and the backend it feeds.

@@ -1,11 +1,48 @@
-//! Checks a frontend's `tls` table: one form or the other (`cert` + `key`, or a non-empty
+//! A frontend's `tls` table and its checks: one form or the other (`cert` + `key`, or a non-empty
 //! `certs`), and every file readable, a certificate, and the key's. The files are read
 //! here so that `fulcrum check` refuses what a start or reload would refuse.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use serde::Deserialize;
 
 use super::locate::KeyPath;
 use super::{Config, Frontend};
+
+/// TLS termination files: one certificate (`cert`, `key`) or several chosen by SNI
+/// (`certs`), never both; validation says which is missing or doubled.
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Several certificates; each serves the DNS names of its SAN, the first is the default.
+    pub certs: Option<Vec<CertPair>>,
+}
+
+/// One certificate chain and its key, in PEM files.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Tls {
+    /// The certificate/key pairs as written, the default first; empty when the table is
+    /// incomplete (which validation reports).
+    pub fn pairs(&self) -> Vec<(PathBuf, PathBuf)> {
+        match (&self.cert, &self.key, &self.certs) {
+            (Some(c), Some(k), None) => vec![(c.clone(), k.clone())],
+            (None, None, Some(all)) => all
+                .iter()
+                .map(|p| (p.cert.clone(), p.key.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
 
 /// Problems with `f.tls`, each at the key it concerns (`p` is the frontend's path).
 pub(super) fn check(config: &Config, f: &Frontend, p: &KeyPath, out: &mut Vec<(KeyPath, String)>) {

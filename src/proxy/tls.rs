@@ -2,7 +2,7 @@
 //! toolchain beyond what Rust needs), one or several certificates chosen by SNI
 //! ([`crate::certs::SniResolver`]), ALPN offering h2 and http/1.1 in HTTP mode.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_rustls::TlsAcceptor;
@@ -28,9 +28,15 @@ impl std::fmt::Debug for Terminator {
     }
 }
 
-/// Builds the acceptor for the `(cert, key)` PEM file pairs, the first being the default.
+/// Builds the acceptor for one certificate chain and key in PEM files, offering h2 and
+/// http/1.1 (what a test HTTPS server needs; frontends use [`terminator`]).
+pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    terminator(&[(cert.to_path_buf(), key.to_path_buf())], true).map(|t| t.acceptor)
+}
+
+/// Builds the terminator for the `(cert, key)` PEM file pairs, the first being the default.
 /// `alpn`: offer h2 and http/1.1 (HTTP mode); a TCP relay offers none.
-pub fn acceptor(pairs: &[(PathBuf, PathBuf)], alpn: bool) -> Result<Terminator, TlsError> {
+pub fn terminator(pairs: &[(PathBuf, PathBuf)], alpn: bool) -> Result<Terminator, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let loaded = pairs
         .iter()
