@@ -334,3 +334,69 @@ async fn expiry_in_status_metrics_and_certificate_expiring_at_start_and_reload()
     assert!(past.contains("expired"), "{past}");
     assert!(!seen.iter().any(|d| d.contains("fine.test")), "{seen:?}");
 }
+
+/// A webhook receiver: each request's body, on the returned channel.
+async fn receiver() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    use http_body_util::BodyExt;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<_>| {
+                    let tx = tx.clone();
+                    async move {
+                        let body: hyper::body::Incoming = req.into_body();
+                        let bytes = body.collect().await.unwrap().to_bytes();
+                        let _ = tx.send(serde_json::from_slice(&bytes).unwrap());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from("ok")),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn a_webhook_subscribed_to_certificate_expiring_gets_it_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let soon = cert(dir.path(), "soon", &["soon.test"], in_days(2));
+    let s = TestServer::start("s").await;
+    let (hook, mut rx) = receiver().await;
+    let url = format!("http://{hook}/hook");
+    let f = Setup::new()
+        .alerts(|al| al.webhook(&url, |w| w.events(&["certificate_expiring"])))
+        .frontend(|f| f.tls(&soon.cert, &soon.key))
+        .servers(&[&s])
+        .start()
+        .await;
+    let v = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a webhook call within 10 s")
+        .unwrap();
+    assert_eq!(v["event"], "certificate_expiring");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`www`") && detail.contains("soon.test"),
+        "{detail}"
+    );
+    assert!(
+        v["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[fulcrum] certificate_expiring"),
+        "{v}"
+    );
+    f.shutdown().await;
+}

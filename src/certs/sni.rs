@@ -67,3 +67,56 @@ impl ResolvesServerCert for SniResolver {
         Some(Arc::clone(self.choose(hello.server_name())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::CertInfo;
+    use tokio_rustls::rustls::crypto::ring::default_provider;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    /// A certificate for `names` (the names are what the resolver reads, from the SAN).
+    fn loaded(names: &[&str]) -> Loaded {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let der: CertificateDer<'static> = cert.der().clone();
+        let info = CertInfo::of_der(&der).unwrap();
+        let key = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let certified = CertifiedKey::from_der(vec![der], key, &default_provider()).unwrap();
+        Loaded {
+            key: Arc::new(certified),
+            info,
+        }
+    }
+
+    fn which(r: &SniResolver, name: Option<&str>, all: &[&Loaded]) -> usize {
+        let k = r.choose(name);
+        all.iter().position(|l| Arc::ptr_eq(&l.key, k)).unwrap()
+    }
+
+    #[test]
+    fn exact_then_wildcard_then_the_first() {
+        let a = loaded(&["a.example", "shared.example"]);
+        let b = loaded(&["*.b.example", "shared.example", "b.example"]);
+        let r = SniResolver::new(&[a.clone(), b.clone()]).unwrap();
+        let all = [&a, &b];
+        assert_eq!(a.info.names, ["a.example", "shared.example"]);
+        assert_eq!(which(&r, Some("a.example"), &all), 0);
+        assert_eq!(which(&r, Some("A.Example."), &all), 0);
+        assert_eq!(which(&r, Some("x.b.example"), &all), 1);
+        assert_eq!(which(&r, Some("b.example"), &all), 1);
+        assert_eq!(which(&r, Some("y.x.b.example"), &all), 0);
+        // Named by both: the earlier certificate serves it.
+        assert_eq!(which(&r, Some("shared.example"), &all), 0);
+        assert_eq!(which(&r, Some("nobody.example"), &all), 0);
+        assert_eq!(which(&r, None, &all), 0);
+    }
+
+    #[test]
+    fn no_certificate_no_resolver() {
+        assert!(SniResolver::new(&[]).is_none());
+    }
+}
