@@ -285,3 +285,40 @@ async fn missing_malformed_and_slow_headers_close_without_forwarding() {
     .await;
     assert_eq!(got.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn hashing_by_client_ip_uses_the_address_the_header_names() {
+    let a = TestServer::start("a").await;
+    let b = TestServer::start("b").await;
+    let f = proxied()
+        .backend("b", |be| {
+            be.algorithm("consistent_hash").hash_key("source_ip")
+        })
+        .servers(&[&a, &b])
+        .start()
+        .await;
+    let addr = f.frontend("www");
+    let mut chosen = std::collections::BTreeMap::new();
+    // Every connection comes from 127.0.0.1; only the header's address varies.
+    for round in 0..2 {
+        for i in 1..=20u8 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let header = format!("PROXY TCP4 198.51.100.{i} 127.0.0.1 4000 80\r\n");
+            c.write_all(header.as_bytes()).await.unwrap();
+            let answer = get_over(c).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            let server = answer.rsplit("\r\n\r\n").next().unwrap().to_string();
+            if round == 0 {
+                chosen.insert(i, server);
+            } else {
+                assert_eq!(chosen[&i], server, "198.51.100.{i} moved");
+            }
+        }
+    }
+    assert!(
+        a.hits() > 0 && b.hits() > 0,
+        "a {} b {}",
+        a.hits(),
+        b.hits()
+    );
+}
