@@ -30,6 +30,7 @@ pub mod overload;
 pub mod pool;
 pub mod proxy;
 pub mod resolve;
+pub mod route;
 pub mod runtime;
 pub mod simulate;
 pub mod systemd;

@@ -131,6 +131,15 @@ async fn dashboard_in_headless_chromium_puts_a_server_in_maintenance() {
            document.querySelector(`tr[data-server=\"${k}\"] .state`).innerText.toLowerCase() === 'up')",
     )
     .await;
+    // Each frontend and where it sends requests.
+    cdp.wait_for(
+        "the frontends and their backends",
+        Duration::from_secs(10),
+        "(() => { const w = document.querySelector('tr[data-route=\"www/-\"]'); \
+           const a = document.querySelector('tr[data-route=\"api/-\"]'); \
+           return !!w && !!a && w.innerText.includes('backend web') && a.innerText.includes('backend api'); })()",
+    )
+    .await;
     assert_eq!(
         cdp.eval("sessionStorage.getItem('fulcrum.admin.token')")
             .await,

@@ -1,6 +1,6 @@
-//! The dashboard's Frontends card in a real headless Chromium: each frontend with where it
-//! listens and its mode, each certificate with its names and expiry, the one within 14 days
-//! marked. Chromium must be installed (`scripts/test` installs it); see tests/dashboard.rs.
+//! The dashboard's Certificates card in a real headless Chromium: each TLS frontend with
+//! where it listens and its mode, each certificate with its names and expiry, the one within
+//! 14 days marked; a frontend without TLS is not listed there. Chromium must be installed (`scripts/test` installs it); see tests/dashboard.rs.
 #[path = "common/admin.rs"]
 mod admin_common;
 #[path = "common/browser.rs"]
@@ -33,7 +33,7 @@ fn cert(dir: &std::path::Path, file: &str, names: &[&str], days: u64) -> toml::V
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_frontends_card_shows_certificates_and_marks_the_expiring_one() {
+async fn the_certificates_card_shows_names_and_expiry_and_marks_the_expiring_one() {
     let dir = tempfile::tempdir().unwrap();
     let fine = cert(dir.path(), "fine", &["shop.test", "*.shop.test"], 200);
     let soon = cert(dir.path(), "soon", &["old.test"], 5);
@@ -78,14 +78,14 @@ async fn the_frontends_card_shows_certificates_and_marks_the_expiring_one() {
     cdp.click("#token-form button[type=submit]").await;
 
     cdp.wait_for(
-        "the frontends card with three rows",
+        "the certificates card with two rows",
         Duration::from_secs(10),
-        "(() => { const c = document.querySelector('#frontends'); return !!c && c.offsetParent !== null \
-           && document.querySelectorAll('#frontend-rows tr').length === 3; })()",
+        "(() => { const c = document.querySelector('#certificates'); return !!c && c.offsetParent !== null \
+           && document.querySelectorAll('#certificate-rows tr').length === 2; })()",
     )
     .await;
     let rows = cdp
-        .eval("[...document.querySelectorAll('#frontend-rows tr')].map(r => [r.dataset.frontend, r.innerText])")
+        .eval("[...document.querySelectorAll('#certificate-rows tr')].map(r => [r.dataset.frontend, r.innerText])")
         .await;
     let rows: Vec<(String, String)> = serde_json::from_value(rows).unwrap();
     let www: Vec<&String> = rows
@@ -95,7 +95,7 @@ async fn the_frontends_card_shows_certificates_and_marks_the_expiring_one() {
         .collect();
     assert_eq!(www.len(), 2, "{rows:?}");
     assert!(
-        www[0].contains(&f.frontend("www").to_string()) && www[0].contains("http+tls"),
+        www[0].contains(&f.frontend("www").to_string()) && www[0].contains("(http)"),
         "{rows:?}"
     );
     assert!(
@@ -106,10 +106,9 @@ async fn the_frontends_card_shows_certificates_and_marks_the_expiring_one() {
         www[1].contains("old.test") && www[1].contains("(soon)"),
         "{rows:?}"
     );
-    let plain = rows.iter().find(|(n, _)| n == "plain").unwrap();
-    assert!(plain.1.contains("no TLS"), "{rows:?}");
+    assert!(!rows.iter().any(|(n, _)| n == "plain"), "{rows:?}");
     assert_eq!(
-        cdp.eval("document.querySelectorAll('#frontend-rows td.err').length")
+        cdp.eval("document.querySelectorAll('#certificate-rows td.err').length")
             .await,
         json!(1),
         "only the expiring certificate is marked"

@@ -51,6 +51,30 @@ impl Collector for FulcrumCollector {
         }
         {
             let mut m = enc.encode_descriptor(
+                "fulcrum_route_requests",
+                "Requests by frontend, route (\"-\": none matched) and status code",
+                None,
+                MetricType::Counter,
+            )?;
+            for (fe, routes) in self.app.route_counts() {
+                for (route, tally) in routes {
+                    for table in tally.tables().iter() {
+                        for (code, n) in table.nonzero() {
+                            let code = code.to_string();
+                            let labels = [
+                                ("frontend", fe.as_str()),
+                                ("route", &*route),
+                                ("code", code.as_str()),
+                            ];
+                            m.encode_family(&labels)?
+                                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                        }
+                    }
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
                 "fulcrum_events",
                 "Events published, by name",
                 None,

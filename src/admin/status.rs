@@ -11,6 +11,9 @@ use crate::pool::{Backend, Server};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub backends: Vec<BackendStatus>,
+    /// Every frontend and its routes; absent from older fulcrums.
+    #[serde(default)]
+    pub frontends: Vec<FrontendStatus>,
     /// RFC 3339 time (milliseconds) this status was taken, so a client can count down
     /// maintenance windows against fulcrum's clock rather than its own.
     #[serde(default)]
@@ -22,19 +25,19 @@ pub struct Status {
     /// The process's own limits and pressure (fds, memory); absent from older fulcrums.
     #[serde(default)]
     pub process: Option<ProcessStatus>,
-    /// Every running frontend, with the certificates it serves.
-    #[serde(default)]
-    pub frontends: Vec<FrontendStatus>,
 }
 
-/// One running frontend: where it listens, how it serves and what its certificates say.
+/// One frontend as configured: where it listens, where its routes lead and what its
+/// certificates say.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FrontendStatus {
     pub name: String,
     /// The address it listens on (the bound port when the file said 0).
     pub bind: String,
-    /// http | tcp
     pub mode: String,
+    /// The backend of requests no route matches (every request without routes); null: 404.
+    pub backend: Option<String>,
+    pub routes: Vec<RouteStatus>,
     /// Empty without TLS; the default certificate first.
     #[serde(default)]
     pub certificates: Vec<CertificateStatus>,
@@ -49,24 +52,50 @@ pub struct CertificateStatus {
     pub not_after: String,
 }
 
+/// One route: its name and either the backend it forwards to or its redirect target.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
+}
+
 impl FrontendStatus {
-    fn of(fe: &crate::app::ServedFrontend) -> FrontendStatus {
+    /// `fe` as configured, with what its running accept loop serves (`served`: every
+    /// running frontend) for its bound address and certificates.
+    fn of(fe: &crate::config::Frontend, served: &[crate::app::ServedFrontend]) -> FrontendStatus {
+        let running = served.iter().find(|s| s.name == fe.name);
         FrontendStatus {
             name: fe.name.clone(),
-            bind: fe.bind.to_string(),
+            bind: running.map_or(fe.bind, |r| r.bind).to_string(),
             mode: match fe.mode {
-                crate::config::Mode::Http => "http",
-                crate::config::Mode::Tcp => "tcp",
-            }
-            .to_string(),
-            certificates: fe
-                .certificates
+                crate::config::Mode::Http => "http".into(),
+                crate::config::Mode::Tcp => "tcp".into(),
+            },
+            backend: fe.backend.clone(),
+            routes: fe
+                .routes
                 .iter()
-                .map(|c| CertificateStatus {
-                    names: c.names.clone(),
-                    not_after: c.not_after_rfc3339(),
+                .enumerate()
+                .map(|(i, r)| RouteStatus {
+                    name: crate::config::route_name(&fe.name, i, r),
+                    backend: r.backend.clone(),
+                    redirect: r.redirect.clone(),
                 })
                 .collect(),
+            certificates: running
+                .map(|r| {
+                    r.certificates
+                        .iter()
+                        .map(|c| CertificateStatus {
+                            names: c.names.clone(),
+                            not_after: c.not_after_rfc3339(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -160,16 +189,22 @@ pub struct ServerStatus {
 impl Status {
     /// The live state of `app`.
     pub fn of(app: &App) -> Status {
+        let served = app.served();
         Status {
             backends: app
                 .backends()
                 .values()
                 .map(|b| BackendStatus::of(b, app.discovery_round(&b.name)))
                 .collect(),
+            frontends: app
+                .config()
+                .frontends
+                .iter()
+                .map(|fe| FrontendStatus::of(fe, &served))
+                .collect(),
             now: Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
             duration_buckets: DURATION_BUCKETS.to_vec(),
             process: Some(ProcessStatus::of(app)),
-            frontends: app.served().iter().map(FrontendStatus::of).collect(),
         }
     }
 }

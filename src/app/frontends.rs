@@ -200,7 +200,7 @@ impl Frontends {
         };
         let certificates = protocol.certificates();
         let close = app.tasks.child_token();
-        tracing::info!(frontend = %cfg.name, addr = %socket.addr, backend = %cfg.backend, mode = ?protocol, "listening");
+        tracing::info!(frontend = %cfg.name, addr = %socket.addr, backend = %cfg.backend.as_deref().unwrap_or("-"), routes = cfg.routes.len(), mode = ?protocol, "listening");
         let mut loops = Vec::with_capacity(socket.sockets.len());
         for (socket, worker) in socket
             .sockets

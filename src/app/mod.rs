@@ -51,6 +51,9 @@ pub use state_file::{Entry as SavedWindow, FILE_NAME as STATE_FILE_NAME};
 /// Backends by name, swapped whole by a reload.
 pub type Backends = BTreeMap<String, Arc<Backend>>;
 
+/// One frontend's route counters: each route's name (`-`: none matched) and its tally.
+pub type RouteCounts = Vec<(Arc<str>, Arc<crate::metrics::Tally>)>;
+
 /// One running fulcrum. Built by [`start`]; shared (`Arc`) by the admin plane, the signal
 /// handler and the tasks it spawns.
 pub struct App {
@@ -66,6 +69,9 @@ pub struct App {
     maintenance: maintenance::Scheduler,
     /// Open client connections per frontend, kept across reloads.
     clients: Mutex<BTreeMap<String, Arc<ClientCount>>>,
+    /// Each frontend's route counters (`fulcrum_route_requests_total`), as its current
+    /// routing table holds them: read by the metrics collector without the frontends' lock.
+    routes: Mutex<BTreeMap<String, RouteCounts>>,
     /// The webhooks of the current `[alerts]`.
     webhooks: Mutex<Webhooks>,
     /// The runtimes client connections are served on (`[global] threads`).
@@ -229,6 +235,22 @@ impl App {
     fn clients(&self, frontend: &str) -> Arc<ClientCount> {
         let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(map.entry(frontend.to_string()).or_default())
+    }
+
+    /// Records the counters of `frontend`'s routing table (a start or a reload built it).
+    pub(crate) fn record_routes(&self, frontend: &str, routing: &crate::route::Routing) {
+        let list = routing
+            .all()
+            .map(|t| (Arc::clone(&t.name), Arc::clone(&t.counts)))
+            .collect();
+        let mut map = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(frontend.to_string(), list);
+    }
+
+    /// Every frontend's route counters, for metrics.
+    pub fn route_counts(&self) -> Vec<(String, RouteCounts)> {
+        let map = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Every frontend's open client connections, for metrics.

@@ -17,6 +17,7 @@ use crate::overload::Overload;
 use crate::pool::resolve::{self, ResolveError};
 use crate::pool::{Backend, Server};
 use crate::proxy::Frontend;
+use crate::route::Routing;
 use crate::tasks::Tasks;
 
 /// Why fulcrum could not start.
@@ -80,6 +81,7 @@ impl App {
             frontends: Default::default(),
             maintenance: Default::default(),
             clients: Mutex::new(BTreeMap::new()),
+            routes: Mutex::new(BTreeMap::new()),
             webhooks: Mutex::new(Default::default()),
             workers,
             discovery: Default::default(),
@@ -145,11 +147,16 @@ pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketA
         }
     }
     for (fe, socket, tls) in ready {
-        // Validation guarantees the backend exists.
-        let Some(backend) = app.backend(&fe.backend) else {
-            continue;
+        // Validation guarantees every backend named exists.
+        let routing = match Routing::build(fe, &app.backends(), None) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(frontend = %fe.name, "{e}; the frontend does not start");
+                continue;
+            }
         };
-        let front = Frontend::new(fe.clone(), backend, Arc::clone(&app.overload));
+        app.record_routes(&fe.name, &routing);
+        let front = Frontend::new(fe.clone(), routing, Arc::clone(&app.overload));
         let protocol = frontends::protocol(fe, tls);
         running.launch(&app, fe.clone(), front, socket, protocol);
     }

@@ -184,6 +184,33 @@ fn certificate_lines(cfg: &Config, tls: &config::Tls, out: &mut String) {
     }
 }
 
+/// One route as `check` prints it: its name, what it matches, where it goes.
+fn route_line(frontend: &str, i: usize, r: &config::Route) -> String {
+    let mut line = config::route_name(frontend, i, r);
+    if !r.host.is_empty() {
+        line += &format!(" host {}", r.host.join(","));
+    }
+    if let Some(p) = &r.path {
+        line += &format!(" path {p}");
+    }
+    if let Some(p) = &r.path_prefix {
+        line += &format!(" path_prefix {p}");
+    }
+    if !r.methods.is_empty() {
+        line += &format!(" methods {}", r.methods.join(","));
+    }
+    for (n, v) in &r.headers {
+        line += &format!(" header {n}={v}");
+    }
+    match (&r.backend, &r.redirect) {
+        (Some(b), _) if r.strip_prefix => line += &format!(" -> backend {b} (prefix stripped)"),
+        (Some(b), _) => line += &format!(" -> backend {b}"),
+        (None, Some(to)) => line += &format!(" -> redirect {} {to}", r.redirect_status),
+        (None, None) => {}
+    }
+    line
+}
+
 /// The one-screen summary `check` prints.
 pub fn summary(cfg: &Config) -> String {
     use std::fmt::Write;
@@ -196,14 +223,29 @@ pub fn summary(cfg: &Config) -> String {
             config::Mode::Http => "http",
             config::Mode::Tcp => "tcp",
         };
-        let _ = writeln!(
-            out,
-            "frontend {} {mode}{tls} on {} -> backend {}",
-            fe.name, fe.bind, fe.backend
-        );
+        let default = match &fe.backend {
+            Some(b) => format!("backend {b}"),
+            None => "404 no_route".into(),
+        };
+        if fe.routes.is_empty() {
+            let _ = writeln!(
+                out,
+                "frontend {} {mode}{tls} on {} -> {default}",
+                fe.name, fe.bind
+            );
+            if let Some(t) = &fe.tls {
+                certificate_lines(cfg, t, &mut out);
+            }
+            continue;
+        }
+        let _ = writeln!(out, "frontend {} {mode}{tls} on {}:", fe.name, fe.bind);
         if let Some(t) = &fe.tls {
             certificate_lines(cfg, t, &mut out);
         }
+        for (i, r) in fe.routes.iter().enumerate() {
+            let _ = writeln!(out, "  route {}", route_line(&fe.name, i, r));
+        }
+        let _ = writeln!(out, "  otherwise -> {default}");
     }
     for (name, b) in &cfg.backends {
         let _ = writeln!(

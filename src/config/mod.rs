@@ -4,10 +4,12 @@
 //! Every default here is the one the README's "Configuration reference" names; `deny_unknown_fields` everywhere so a
 //! typo is an error rather than a silently ignored knob.
 
+mod defaults;
 mod discovery;
 mod duration;
 mod load;
 mod locate;
+mod routes;
 mod size;
 mod tls;
 mod validate;
@@ -22,6 +24,7 @@ use serde::{Deserialize, Deserializer};
 pub use discovery::{Discovery, DnsQuery};
 pub use duration::{Dur, DurError};
 pub use load::{ConfigError, ConfigErrors, load_file, parse_str};
+pub use routes::{HeaderRules, Route, is_token, route_name};
 pub use size::{ByteSize, SizeError};
 pub use tls::{CertPair, Tls};
 pub use validate::{EVENT_NAMES, ResolveError, resolve};
@@ -141,7 +144,10 @@ pub struct Frontend {
     pub name: String,
     #[serde(deserialize_with = "bind_addr")]
     pub bind: SocketAddr,
-    pub backend: String,
+    /// Where requests go when no route matches (and every request of a `mode = "tcp"`
+    /// frontend); without one, an unrouted request gets 404 `no_route`.
+    #[serde(default)]
+    pub backend: Option<String>,
     #[serde(default)]
     pub mode: Mode,
     #[serde(default)]
@@ -166,6 +172,29 @@ pub struct Frontend {
     pub tunnel_idle_timeout: Dur,
     #[serde(default = "defaults::yes")]
     pub access_log: bool,
+    #[serde(default)]
+    pub access_log_format: LogFormat,
+    /// Tried in order; the first that matches a request decides where it goes.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub request_headers: HeaderRules,
+    #[serde(default)]
+    pub response_headers: HeaderRules,
+    /// The largest request body accepted (0: no limit); larger gets 413 `body_too_large`.
+    #[serde(default)]
+    pub max_body_bytes: u64,
+}
+
+/// How access log lines are written.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `key=value` pairs after the time and level, as `tracing` writes them.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
 }
 
 /// The selection algorithms; see `balance`.
@@ -491,59 +520,6 @@ pub const MAX_WEIGHT: u32 = 256;
 /// The most `retries` a backend may ask for. Validation refuses more, and the request path
 /// keeps the servers a request has tried in an array of `MAX_RETRIES + 1` on the stack.
 pub const MAX_RETRIES: u32 = 10;
-
-mod defaults {
-    use super::Dur;
-
-    pub fn yes() -> bool {
-        true
-    }
-    pub fn client_header_timeout() -> Dur {
-        Dur::secs(10)
-    }
-    pub fn client_idle_timeout() -> Dur {
-        Dur::secs(60)
-    }
-    pub fn max_header_bytes() -> usize {
-        65536
-    }
-    pub fn max_concurrent_streams() -> u32 {
-        100
-    }
-    pub fn tunnel_idle_timeout() -> Dur {
-        Dur::secs(3600)
-    }
-    pub fn min_healthy() -> u32 {
-        2
-    }
-    pub fn connect_timeout() -> Dur {
-        Dur::secs(2)
-    }
-    pub fn response_timeout() -> Dur {
-        Dur::secs(30)
-    }
-    pub fn retries() -> u32 {
-        1
-    }
-    pub fn max_queue() -> u32 {
-        1000
-    }
-    pub fn queue_timeout() -> Dur {
-        Dur::secs(5)
-    }
-    pub fn slow_start() -> Dur {
-        Dur::secs(30)
-    }
-    pub fn weight() -> u32 {
-        1
-    }
-    pub fn server_max_connections() -> u32 {
-        100
-    }
-    pub fn all_events() -> Vec<String> {
-        vec!["all".into()]
-    }
-}
 
 impl Config {
     /// Resolves a path from the file against the file's folder, as the README's configuration reference promises.

@@ -41,11 +41,15 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 1000;
 /// keeps no keep-alive state and speaks no HTTP/2. `client_header_timeout` does act there
 /// when the relay first reads a PROXY header or a TLS handshake, so it is refused only
 /// without both.
-const HTTP_ONLY_KEYS: [&str; 4] = [
+const HTTP_ONLY_KEYS: [&str; 8] = [
     "client_header_timeout",
     "client_idle_timeout",
     "max_header_bytes",
     "max_concurrent_streams",
+    "routes",
+    "request_headers",
+    "response_headers",
+    "max_body_bytes",
 ];
 
 /// Keys written in the file that have no effect in their frontend's mode. Whether a key was
@@ -202,12 +206,7 @@ fn frontends(config: &Config, out: &mut Problems) {
                 format!("{} is bound by another frontend", f.bind),
             ));
         }
-        if !config.backends.contains_key(&f.backend) {
-            out.push((
-                p.key("backend"),
-                format!("no backend named `{}`", f.backend),
-            ));
-        }
+        super::routes::validate(config, i, f, out);
         super::tls::check(config, f, &p, out);
         if f.client_header_timeout.get().is_zero() {
             out.push((

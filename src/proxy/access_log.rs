@@ -155,6 +155,40 @@ pub struct Line {
     pub status: u16,
     pub server: Option<Arc<str>>,
     pub start: Instant,
+    /// The request's host, lower-cased, without its port.
+    pub host: Box<str>,
+    /// The route taken; `None` on a frontend without routes.
+    pub route: Option<Arc<str>>,
+    pub backend: Option<Arc<str>>,
+    /// The client's `x-request-id`, or the one fulcrum made.
+    pub request_id: Box<str>,
+    /// Request body bytes taken from the client (for a tunnel: bytes client to server).
+    pub bytes_in: u64,
+    /// From the request's start to the server's response head.
+    pub first_byte: Option<Duration>,
+    /// `access_log_format = "json"`.
+    pub json: bool,
+}
+
+/// One line of `access_log_format = "json"`.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    time: &'a str,
+    frontend: &'a str,
+    client: String,
+    method: &'a str,
+    host: &'a str,
+    path: &'a str,
+    status: u16,
+    route: Option<&'a str>,
+    backend: Option<&'a str>,
+    server: Option<&'a str>,
+    request_id: &'a str,
+    bytes_in: u64,
+    bytes_out: u64,
+    duration_ms: f64,
+    first_byte_ms: Option<f64>,
+    complete: bool,
 }
 
 thread_local! {
@@ -190,6 +224,9 @@ impl Line {
     }
 
     fn format(&self, out: &mut Vec<u8>, micros: u128, bytes: u64, complete: bool) {
+        if self.json {
+            return self.format_json(out, micros, bytes, complete);
+        }
         let mut num = itoa::Buffer::new();
         out.extend_from_slice(Timestamp::now().as_str().as_bytes());
         out.extend_from_slice(b"  INFO frontend=");
@@ -216,10 +253,45 @@ impl Line {
         out.extend_from_slice(b" bytes=");
         out.extend_from_slice(num.format(bytes).as_bytes());
         out.extend_from_slice(if complete {
-            b" complete=true\n"
+            b" complete=true"
         } else {
-            b" complete=false\n"
+            b" complete=false"
         });
+        out.extend_from_slice(b" route=");
+        out.extend_from_slice(self.route.as_deref().unwrap_or("-").as_bytes());
+        out.extend_from_slice(b" request_id=");
+        // A client's id is a header value: visible text, which may hold spaces.
+        for &b in self.request_id.as_bytes() {
+            out.push(if b.is_ascii_graphic() { b } else { b'_' });
+        }
+        out.push(b'\n');
+    }
+
+    fn format_json(&self, out: &mut Vec<u8>, micros: u128, bytes: u64, complete: bool) {
+        let now = Timestamp::now();
+        let line = JsonLine {
+            time: now.as_str(),
+            frontend: &self.frontend,
+            client: self.client.to_string(),
+            method: self.method.as_str(),
+            host: &self.host,
+            path: &self.path,
+            status: self.status,
+            route: self.route.as_deref(),
+            backend: self.backend.as_deref(),
+            server: self.server.as_deref(),
+            request_id: &self.request_id,
+            bytes_in: self.bytes_in,
+            bytes_out: bytes,
+            duration_ms: micros as f64 / 1000.0,
+            first_byte_ms: self.first_byte.map(|d| d.as_micros() as f64 / 1000.0),
+            complete,
+        };
+        if serde_json::to_writer(&mut *out, &line).is_ok() {
+            out.push(b'\n');
+        } else {
+            out.clear();
+        }
     }
 }
 
@@ -338,6 +410,13 @@ mod tests {
             status: 200,
             server: Some("web1".into()),
             start: Instant::now(),
+            host: "www.example.com".into(),
+            route: Some("site".into()),
+            backend: Some("web".into()),
+            request_id: "4f2a".into(),
+            bytes_in: 10,
+            first_byte: Some(Duration::from_micros(2_500)),
+            json: false,
         };
         let mut out = Vec::new();
         line.format(&mut out, 12_345, 1234, true);
@@ -347,12 +426,37 @@ mod tests {
         assert_eq!(
             rest,
             "  INFO frontend=www client=192.0.2.7:51234 method=GET path=/books status=200 \
-             server=web1 duration_ms=12.345 bytes=1234 complete=true\n"
+             server=web1 duration_ms=12.345 bytes=1234 complete=true route=site request_id=4f2a\n"
         );
+        let json = Line {
+            json: true,
+            host: "www.example.com".into(),
+            route: Some("site".into()),
+            backend: Some("web".into()),
+            request_id: "4f2a".into(),
+            server: Some("web1".into()),
+            frontend: "www".into(),
+            path: "/books \"x\"".into(),
+            start: line.start,
+            ..line
+        };
+        let mut out = Vec::new();
+        json.format(&mut out, 12_345, 1234, true);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["path"], "/books \"x\"");
+        assert_eq!(v["route"], "site");
+        assert_eq!(v["bytes_in"], 10);
+        assert_eq!(v["bytes_out"], 1234);
+        assert_eq!(v["first_byte_ms"], 2.5);
+        assert_eq!(v["duration_ms"], 12.345);
+        assert!(out.ends_with(b"}\n"));
         let v6 = Line {
             client: "[2001:db8::1]:443".parse().unwrap(),
             server: None,
-            ..line
+            json: false,
+            route: None,
+            path: "/books".into(),
+            ..json
         };
         let mut out = Vec::new();
         v6.format(&mut out, 7, 0, false);
@@ -360,7 +464,7 @@ mod tests {
         assert!(
             text.ends_with(
                 "client=[2001:db8::1]:443 method=GET path=/books status=200 server=- \
-                 duration_ms=0.007 bytes=0 complete=false\n"
+                 duration_ms=0.007 bytes=0 complete=false route=- request_id=4f2a\n"
             ),
             "{text}"
         );

@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use super::bridge::ServerBody;
 use super::conn::Busy;
 use super::stall::Watch;
+use crate::metrics::Tally;
 use crate::pool::{Backend, Slot};
 
 /// The response body type of the proxy.
@@ -93,6 +94,8 @@ pub struct Finish {
     bytes: u64,
     /// Where to count the request for metrics, once its status is known.
     count: Option<(Arc<str>, Arc<Backend>)>,
+    /// The route's own counts (`fulcrum_route_requests_total`), by frontend.
+    route: Option<(Arc<str>, Arc<Tally>)>,
     status: u16,
     start: Instant,
 }
@@ -107,6 +110,7 @@ impl Finish {
             busy: Some(busy),
             bytes: 0,
             count: None,
+            route: None,
             status: 0,
             start,
         }
@@ -118,9 +122,18 @@ impl Finish {
         self
     }
 
+    /// Counts the request in its route's metrics too when it is done.
+    pub fn routed(mut self, counts: &Arc<Tally>, frontend: &Arc<str>) -> Self {
+        self.route = Some((Arc::clone(frontend), Arc::clone(counts)));
+        self
+    }
+
     /// Records the request in lock-free per-server counters (or the backend's own-answer
     /// counters when no server answered).
     fn record(&self) {
+        if let Some((frontend, counts)) = &self.route {
+            counts.count(frontend, self.status);
+        }
         let Some((frontend, backend)) = &self.count else {
             return;
         };

@@ -48,7 +48,14 @@ pub enum Sent {
     Failed,
     /// No response head within the time allowed.
     TimedOut,
+    /// The client's body grew past `max_body_bytes` (see [`BodyLimit`]) before an answer.
+    TooLarge,
 }
+
+/// `max_body_bytes` for a request's streamed body, carried in its extensions: a body
+/// without a declared length is cut there, and nothing past it reaches the server.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub u64);
 
 /// Writes the request head for the server.
 fn write_head(out: &mut Vec<u8>, parts: &Parts, body: &UpstreamBody) {
@@ -100,6 +107,10 @@ pub async fn send(
     write_head(&mut out, &parts, &body);
     let chunked = out.ends_with(b"chunked\r\n\r\n");
     let was_head = parts.method == http::Method::HEAD;
+    let limit = parts
+        .extensions
+        .get::<BodyLimit>()
+        .map_or(u64::MAX, |l| l.0);
     let mut pooled = server.idle.checkout();
     let mut streamed = false;
     let sent = loop {
@@ -114,7 +125,14 @@ pub async fn send(
                 }
             },
         };
-        let exchange = exchange(&mut conn, &out, &mut body, chunked, was_head, &mut streamed);
+        let exchange = exchange(
+            &mut conn,
+            &out,
+            &mut body,
+            (chunked, limit),
+            was_head,
+            &mut streamed,
+        );
         match tokio::time::timeout(response_timeout, exchange).await {
             Err(_) => break Sent::TimedOut,
             Ok(Ok((head, uploaded))) => {
@@ -125,6 +143,7 @@ pub async fn send(
             Ok(Err(Closed::BeforeAnswer)) if reused && !streamed => {
                 pooled = server.idle.checkout();
             }
+            Ok(Err(Closed::TooLarge)) => break Sent::TooLarge,
             Ok(Err(_)) => break Sent::Failed,
         }
     };
@@ -138,6 +157,8 @@ enum Closed {
     BeforeAnswer,
     /// After it, or with a malformed response.
     Broken,
+    /// The client's body passed its limit before the answer.
+    TooLarge,
 }
 
 /// Writes the head, streams the body while reading the response head; returns the head and
@@ -146,7 +167,7 @@ async fn exchange(
     conn: &mut ServerConn,
     head: &[u8],
     body: &mut UpstreamBody,
-    chunked: bool,
+    (chunked, limit): (bool, u64),
     was_head: bool,
     streamed: &mut bool,
 ) -> Result<(ResponseHead, bool), Closed> {
@@ -159,6 +180,8 @@ async fn exchange(
         done: matches!(body, UpstreamBody::Empty),
         chunked,
         failed: false,
+        left: limit,
+        too_large: false,
     };
     let mut answered = false;
     std::future::poll_fn(|cx| {
@@ -167,6 +190,9 @@ async fn exchange(
             && let UpstreamBody::Client(b) = body
         {
             let _ = upload.poll(cx, b, &mut conn.stream, streamed);
+            if upload.too_large {
+                return Poll::Ready(Err(Closed::TooLarge));
+            }
         }
         conn.poll_response_head(cx, was_head, &mut answered)
             .map(|r| match r {
@@ -191,6 +217,9 @@ struct FrameUpload {
     done: bool,
     chunked: bool,
     failed: bool,
+    /// Body bytes still allowed (`max_body_bytes`).
+    left: u64,
+    too_large: bool,
 }
 
 impl FrameUpload {
@@ -221,6 +250,12 @@ impl FrameUpload {
             match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
+                        if data.len() as u64 > self.left {
+                            self.failed = true;
+                            self.too_large = true;
+                            return Poll::Ready(());
+                        }
+                        self.left -= data.len() as u64;
                         *streamed = true;
                         if self.chunked {
                             h1::encode_chunk(data, &mut self.out);

@@ -22,6 +22,10 @@ pub enum Refusal {
     UpstreamTimeout,
     /// fulcrum itself is above 95 % of `[global] max_memory`.
     Overloaded,
+    /// No route matched and the frontend has no default backend.
+    NoRoute,
+    /// The request body is larger than the frontend's `max_body_bytes`.
+    BodyTooLarge,
 }
 
 impl Refusal {
@@ -37,6 +41,8 @@ impl Refusal {
             | Refusal::QueueTimeout
             | Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -54,6 +60,8 @@ impl Refusal {
             Refusal::QueueTimeout => "queue_timeout",
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::Overloaded => "overloaded",
+            Refusal::NoRoute => "no_route",
+            Refusal::BodyTooLarge => "body_too_large",
         }
     }
 
@@ -73,6 +81,8 @@ impl Refusal {
             Refusal::QueueTimeout => "service unavailable: every server stayed busy\n",
             Refusal::UpstreamTimeout => "gateway timeout: the server did not answer in time\n",
             Refusal::Overloaded => "service unavailable: the load balancer is overloaded\n",
+            Refusal::NoRoute => "not found: no route matches this request\n",
+            Refusal::BodyTooLarge => "payload too large: the request body is over the limit\n",
         }
     }
 
@@ -81,7 +91,10 @@ impl Refusal {
     pub fn closes(self) -> bool {
         matches!(
             self,
-            Refusal::BadRequest | Refusal::HeaderTooLarge | Refusal::UriTooLong
+            Refusal::BadRequest
+                | Refusal::HeaderTooLarge
+                | Refusal::UriTooLong
+                | Refusal::BodyTooLarge
         )
     }
 

@@ -1,6 +1,7 @@
-//! A frontend as the data path sees it, whatever its mode: its settings and its backend,
-//! each swapped whole by a reload so that the next request (HTTP) or connection (TCP) uses
-//! the new ones while those in flight finish with what they started with.
+//! A frontend as the data path sees it, whatever its mode: its settings and its routes
+//! (the backends they lead to), each swapped whole by a reload so that the next request
+//! (HTTP) or connection (TCP) uses the new ones while those in flight finish with what
+//! they started with.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,27 +11,25 @@ use arc_swap::{ArcSwap, Guard};
 use crate::config;
 use crate::overload::Overload;
 use crate::pool::Backend;
+use crate::route::{Action, Routing};
 
 /// One frontend; shared by its accept loop and every connection it accepted.
 pub struct Frontend {
     pub name: Arc<str>,
     settings: ArcSwap<config::Frontend>,
-    backend: ArcSwap<Backend>,
+    routing: ArcSwap<Routing>,
     /// fulcrum's memory pressure: `handle` refuses new requests while it sheds.
     pub overload: Arc<Overload>,
 }
 
 impl Frontend {
-    /// A frontend serving `backend` with `settings`, refusing requests while `overload` sheds.
-    pub fn new(
-        settings: config::Frontend,
-        backend: Arc<Backend>,
-        overload: Arc<Overload>,
-    ) -> Arc<Self> {
+    /// A frontend routing by `routing` with `settings`, refusing requests while `overload`
+    /// sheds.
+    pub fn new(settings: config::Frontend, routing: Routing, overload: Arc<Overload>) -> Arc<Self> {
         Arc::new(Frontend {
             name: settings.name.as_str().into(),
             settings: ArcSwap::from_pointee(settings),
-            backend: ArcSwap::new(backend),
+            routing: ArcSwap::from_pointee(routing),
             overload,
         })
     }
@@ -45,15 +44,23 @@ impl Frontend {
         self.settings.load_full()
     }
 
-    /// The backend requests go to now.
-    pub fn backend(&self) -> Arc<Backend> {
-        self.backend.load_full()
+    /// The routes requests are matched against now.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.load_full()
     }
 
-    /// Points the frontend at new settings and backend (a reload).
-    pub fn swap(&self, settings: config::Frontend, backend: Arc<Backend>) {
+    /// The backend unrouted requests (and every TCP connection) go to, if any.
+    pub fn backend(&self) -> Option<Arc<Backend>> {
+        match &self.routing.load().fallback().action {
+            Action::Forward { backend, .. } => Some(Arc::clone(backend)),
+            _ => None,
+        }
+    }
+
+    /// Points the frontend at new settings and routes (a reload).
+    pub fn swap(&self, settings: config::Frontend, routing: Routing) {
         self.settings.store(Arc::new(settings));
-        self.backend.store(backend);
+        self.routing.store(Arc::new(routing));
     }
 }
 
@@ -64,7 +71,8 @@ impl fmt::Debug for Frontend {
             .field("name", &self.name)
             .field("bind", &settings.bind)
             .field("mode", &settings.mode)
-            .field("backend", &self.backend.load().name)
+            .field("backend", &settings.backend)
+            .field("routes", &settings.routes.len())
             .finish()
     }
 }

@@ -19,6 +19,7 @@ use super::retry;
 use crate::balance;
 use crate::config;
 use crate::pool::{Backend, Server, ServerId, Slot, outlier};
+use crate::route::{self, Action};
 use crate::upstream::ConnectError;
 
 /// A response from a server, with the slot it holds until its body is done.
@@ -36,7 +37,21 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let settings = fe.settings();
-    let backend = fe.backend();
+    let routing = fe.routing();
+    let mut req = req;
+    let request_id = request_id(req.headers_mut());
+    let host = {
+        let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
+        let raw = authority.or_else(|| req.headers().get(header::HOST).map(HeaderValue::as_bytes));
+        route::normalize_host(raw.unwrap_or_default()).into_owned()
+    };
+    let path = route::normalize_path(req.uri().path().as_bytes()).into_owned();
+    let target = routing.select(&route::Request {
+        host: &host,
+        path: &path,
+        method: req.method().as_str().as_bytes(),
+        headers: req.headers(),
+    });
     let log = (settings.access_log && super::access_log::enabled()).then(|| AccessLog {
         frontend: Arc::clone(&fe.name),
         client,
@@ -45,10 +60,70 @@ pub async fn handle(
         status: 0,
         server: None,
         start: Instant::now(),
+        host: host.as_str().into(),
+        route: routing.is_routed().then(|| Arc::clone(&target.name)),
+        backend: None,
+        request_id: request_id.as_str().into(),
+        bytes_in: 0,
+        first_byte: None,
+        json: settings.access_log_format == config::LogFormat::Json,
     });
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let raw_path = req.uri().path().to_string();
+    let filled = route::Fill {
+        client_ip: client.ip(),
+        host: &host,
+        request_id: request_id.as_bytes(),
+        path: raw_path.as_bytes(),
+        path_and_query: pq.as_bytes(),
+    };
     // Boxed now rather than when the body takes it: the same one allocation, and the
     // request's future does not carry it inline across every await.
-    let mut finish = Box::new(Finish::new(busy, log).counted(&fe.name, &backend));
+    let mut finish = Box::new(Finish::new(busy, log).routed(&target.counts, &fe.name));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large =
+        settings.max_body_bytes > 0 && declared.is_some_and(|n| n > settings.max_body_bytes);
+    let (backend, strip) = match &target.action {
+        _ if too_large => return alone(finish, Refusal::BodyTooLarge.response(1)),
+        Action::NoRoute => return alone(finish, Refusal::NoRoute.response(1)),
+        Action::Redirect { to, status } => {
+            let mut resp = Response::new(ProxyBody::full(bytes::Bytes::new()));
+            *resp.status_mut() =
+                http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::PERMANENT_REDIRECT);
+            if let Ok(v) = HeaderValue::from_bytes(&to.render(&filled)) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            target.response.apply(resp.headers_mut(), &filled);
+            return alone(finish, resp);
+        }
+        Action::Forward { backend, strip } => (Arc::clone(backend), strip.as_deref()),
+    };
+    if let Some(prefix) = strip {
+        let stripped = route::strip_path(&path, prefix, req.uri().query().map(str::as_bytes));
+        // Scheme and authority stay: HTTP/2's `:authority` is the request's host.
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = http::uri::PathAndQuery::try_from(stripped).ok();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    target.request.apply(req.headers_mut(), &filled);
+    if settings.max_body_bytes > 0 {
+        req.extensions_mut()
+            .insert(bridge::BodyLimit(settings.max_body_bytes));
+    }
+    if let Some(log) = finish.log.as_mut() {
+        log.backend = Some(Arc::clone(&backend.name));
+    }
+    let mut finish = Box::new(finish.counted(&fe.name, &backend));
     // One view of the backend's settings for the whole request: a reload meanwhile
     // does not mix old and new values, and the request path loads them once.
     let b = arc_swap::Guard::into_inner(backend.settings());
@@ -65,8 +140,10 @@ pub async fn handle(
             strip_hop_by_hop(&mut parts.headers);
             let server = Arc::clone(fwd.slot.server());
             balance::sticky::set_cookie(&b, sticky.as_deref(), &server, &mut parts.headers);
+            target.response.apply(&mut parts.headers, &filled);
             if let Some(log) = finish.log.as_mut() {
                 log.server = Some(Arc::clone(&server.name));
+                log.first_byte = Some(log.start.elapsed());
             }
             finish.slot = Some(fwd.slot);
             let limit = b.response_timeout.get();
@@ -78,6 +155,31 @@ pub async fn handle(
     resp.body_mut().on_finish(finish);
     resp.body_mut().log_status(status);
     resp
+}
+
+/// An answer made without a server (a redirect, no route, a body too large), counted and
+/// logged like the others.
+fn alone(mut finish: Box<Finish>, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    let status = resp.status().as_u16();
+    finish.set_status(status);
+    resp.body_mut().on_finish(finish);
+    resp.body_mut().log_status(status);
+    resp
+}
+
+/// The request's `x-request-id`: the client's, or a new one added to the request.
+fn request_id(headers: &mut http::HeaderMap) -> String {
+    if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+    {
+        return v.to_string();
+    }
+    let id = crate::proxy::request_id::make();
+    let text = String::from_utf8_lossy(&id).into_owned();
+    if let Ok(v) = HeaderValue::from_bytes(&id) {
+        headers.insert("x-request-id", v);
+    }
+    text
 }
 
 /// How long a refused client should wait before asking again.
@@ -174,6 +276,8 @@ async fn forward(
                 tracing::warn!(server = %server.full_name(), "{why}; trying another server");
                 (next, Some(back))
             }
+            // The client's fault, not the server's: no outlier, no retry.
+            Outcome::Failed(Refusal::BodyTooLarge) => return Err(Refusal::BodyTooLarge),
             Outcome::Failed(refusal) => {
                 let seen = match refusal {
                     Refusal::UpstreamTimeout => outlier::Outcome::TimedOut,
@@ -304,5 +408,6 @@ async fn send(
         Sent::NoConnection(back, e) => Outcome::NotSent(back, Unsent::Connect(e)),
         Sent::Failed => Outcome::Failed(Refusal::UpstreamBroken),
         Sent::TimedOut => Outcome::Failed(Refusal::UpstreamTimeout),
+        Sent::TooLarge => Outcome::Failed(Refusal::BodyTooLarge),
     }
 }

@@ -11,6 +11,7 @@ mod headers;
 pub mod http;
 pub mod listener;
 mod proxy_protocol;
+pub mod request_id;
 mod retry;
 mod stall;
 pub mod tcp;

@@ -43,7 +43,10 @@ async fn relay<C>(fe: &Frontend, mut client: C, peer: SocketAddr)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let backend = fe.backend();
+    // Validation gives every tcp frontend a backend.
+    let Some(backend) = fe.backend() else {
+        return;
+    };
     let Some((mut upstream, slot)) = connect(&backend, peer).await else {
         tracing::warn!(frontend = %fe.name, client = %peer, "no server could take the connection");
         return;

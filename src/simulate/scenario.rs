@@ -378,7 +378,7 @@ impl Scenario {
         let name = cfg
             .frontends
             .first()
-            .map(|f| f.backend.clone())
+            .and_then(|f| f.backend.clone())
             .or_else(|| cfg.backends.keys().next().cloned())
             .ok_or(ScenarioError::NoBackend)?;
         let backend = cfg

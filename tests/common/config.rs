@@ -331,6 +331,12 @@ impl Frontend {
     pub fn max_header_bytes(self, n: u32) -> Self {
         self.set("max_header_bytes", n)
     }
+
+    /// Drops a key set so far (e.g. the default `backend`, for a frontend of routes only).
+    pub fn unset(mut self, key: &str) -> Self {
+        self.0.remove(key);
+        self
+    }
 }
 
 /// One `[backends.NAME]` table with its `health` table and servers.

@@ -12,6 +12,7 @@ use crate::app::{App, Backends};
 use crate::config::Config;
 use crate::pool::{Backend, Server, resolve};
 use crate::proxy::Frontend;
+use crate::route::Routing;
 
 /// What phase 1 acquired.
 struct Prepared {
@@ -281,31 +282,39 @@ impl App {
         fe: crate::config::Frontend,
         ready: Prepared1,
     ) {
-        // Validation guarantees the backend exists.
-        let Some(backend) = backends.get(&fe.backend).cloned() else {
-            tracing::error!(frontend = %fe.name, backend = %fe.backend, "no such backend; the frontend keeps its previous one");
-            return;
-        };
         let cur = frontends.running.remove(&fe.name);
+        // Validation guarantees every backend named exists; route counters carry over.
+        let previous = cur.as_ref().map(|c| c.front.routing());
+        let routing = match Routing::build(&fe, backends, previous.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(frontend = %fe.name, "{e}; the frontend keeps its previous routes");
+                if let Some(c) = cur {
+                    frontends.running.insert(fe.name.clone(), c);
+                }
+                return;
+            }
+        };
+        self.record_routes(&fe.name, &routing);
         // The frontend object stays when its mode does, so keep-alive connections see the
         // new settings and backend too; a mode change gets a new object.
-        let reuse = |front: &Arc<Frontend>, old_mode| {
+        let reuse = |front: &Arc<Frontend>, old_mode, routing: Routing| {
             if old_mode == fe.mode {
-                front.swap(fe.clone(), Arc::clone(&backend));
+                front.swap(fe.clone(), routing);
                 Arc::clone(front)
             } else {
-                Frontend::new(fe.clone(), Arc::clone(&backend), Arc::clone(&self.overload))
+                Frontend::new(fe.clone(), routing, Arc::clone(&self.overload))
             }
         };
         match (ready.action, cur, ready.socket) {
             (FrontendAction::Swap, Some(mut cur), _) => {
-                cur.front.swap(fe.clone(), Arc::clone(&backend));
+                cur.front.swap(fe.clone(), routing);
                 cur.cfg = fe;
                 frontends.running.insert(cur.cfg.name.clone(), cur);
             }
             (FrontendAction::Restart, Some(cur), _) => {
                 let (old_cfg, front, socket) = cur.stop_accepting().await;
-                let front = reuse(&front, old_cfg.mode);
+                let front = reuse(&front, old_cfg.mode, routing);
                 let protocol = frontends::protocol(&fe, ready.tls);
                 frontends.launch(self, fe, front, socket, protocol);
             }
@@ -313,10 +322,8 @@ impl App {
                 // Bound in phase 1, so the new address already accepts; only now does the
                 // old listener close.
                 let front = match &cur {
-                    Some(c) => reuse(&c.front, c.cfg.mode),
-                    None => {
-                        Frontend::new(fe.clone(), Arc::clone(&backend), Arc::clone(&self.overload))
-                    }
+                    Some(c) => reuse(&c.front, c.cfg.mode, routing),
+                    None => Frontend::new(fe.clone(), routing, Arc::clone(&self.overload)),
                 };
                 let protocol = frontends::protocol(&fe, ready.tls);
                 let name = fe.name.clone();

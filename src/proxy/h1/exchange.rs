@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::heads::{self, ClientFraming, Forwarding, Relaying};
 use super::relay;
+use super::routed::{self, Alone, RequestId, fill};
 use super::upload::{Upload, UploadError};
 use super::{Client, ClientIo};
 use crate::balance::{self, Fields};
@@ -24,6 +25,7 @@ use crate::proxy::body::{AccessLog, Finish};
 use crate::proxy::error::Refusal;
 use crate::proxy::frontend::Frontend;
 use crate::proxy::retry;
+use crate::route::{self, Action, Target};
 use crate::upstream::ConnectError;
 use crate::upstream::h1::{self as up, HeadError, ServerConn};
 
@@ -37,12 +39,16 @@ pub async fn run<S: ClientIo>(
 ) -> bool {
     let busy = client.activity.begin();
     let settings = fe.settings_full();
-    let backend = fe.backend();
-    let b = arc_swap::Guard::into_inner(backend.settings());
+    let routing = fe.routing();
+    let buf = client.buf.pending();
+    let request_id = RequestId::of(buf, &head);
+    let raw_target = heads::origin_target(buf, &head);
+    let (target, rewritten, host) = routed::choose(&routing, buf, &head, settings.access_log);
     let log = (settings.access_log && access_log::enabled()).then(|| {
-        let buf = client.buf.pending();
-        let target = heads::origin_target(buf, &head);
-        let path = target.split(|&c| c == b'?').next().unwrap_or(target);
+        let path = raw_target
+            .split(|&c| c == b'?')
+            .next()
+            .unwrap_or(raw_target);
         AccessLog {
             frontend: Arc::clone(&fe.name),
             client: client.peer,
@@ -51,9 +57,48 @@ pub async fn run<S: ClientIo>(
             status: 0,
             server: None,
             start: Instant::now(),
+            host: host.unwrap_or_default(),
+            route: routing.is_routed().then(|| Arc::clone(&target.name)),
+            backend: None,
+            request_id: String::from_utf8_lossy(request_id.bytes(buf)).into(),
+            bytes_in: 0,
+            first_byte: None,
+            json: settings.access_log_format == config::LogFormat::Json,
         }
     });
-    let finish = Box::new(Finish::new(busy, log).counted(&fe.name, &backend));
+    let mut finish = Finish::new(busy, log).routed(&target.counts, &fe.name);
+    let too_large = settings.max_body_bytes > 0
+        && matches!(head.body, BodyFraming::Length(n) if n > settings.max_body_bytes);
+    let backend = match &target.action {
+        _ if too_large => None,
+        Action::Forward { backend, .. } => Some(Arc::clone(backend)),
+        _ => None,
+    };
+    let Some(backend) = backend else {
+        // Answered without a server: a body still on its way is not read, so the
+        // connection closes after the answer when there is one.
+        let alone = Alone {
+            client,
+            head: &head,
+            target,
+            request_id: &request_id,
+            stop,
+        };
+        let keep = match &target.action {
+            _ if too_large => alone.refuse(finish, Refusal::BodyTooLarge).await,
+            Action::Redirect { to, status } => alone.redirect(finish, to, *status).await,
+            _ => alone.refuse(finish, Refusal::NoRoute).await,
+        };
+        if keep {
+            client.buf.consume(head.head_len);
+        }
+        return keep;
+    };
+    if let Some(log) = finish.log.as_mut() {
+        log.backend = Some(Arc::clone(&backend.name));
+    }
+    let finish = Box::new(finish.counted(&fe.name, &backend));
+    let b = arc_swap::Guard::into_inner(backend.settings());
     let mut ex = Exchange {
         client,
         head,
@@ -62,6 +107,10 @@ pub async fn run<S: ClientIo>(
         stop,
         finish: Some(finish),
         tunnel_idle: settings.tunnel_idle_timeout.get(),
+        target,
+        rewritten,
+        request_id,
+        body_limit: settings.max_body_bytes,
     };
     // Above 95 % of `max_memory`: refused before any work (one relaxed load otherwise).
     let keep = if fe.overload.shedding() {
@@ -88,8 +137,9 @@ enum Outcome {
     NotSent(Unsent),
     /// Sent, and the server failed before a response head.
     Failed(Refusal),
-    /// The client's body broke the framing rules (no fault of the server).
-    BadBody(BodyError),
+    /// The client's body broke the framing rules (no fault of the server), or (`None`)
+    /// grew past `max_body_bytes`.
+    BadBody(Option<BodyError>),
     /// The client went away.
     ClientGone,
 }
@@ -107,7 +157,8 @@ enum Fail {
     Broken,
     BadResponse(ResponseError),
     TimedOut,
-    Body(BodyError),
+    /// The client's body: malformed, or (`None`) over `max_body_bytes`.
+    Body(Option<BodyError>),
     ClientGone,
 }
 
@@ -120,6 +171,13 @@ struct Exchange<'a, S> {
     /// Taken when the exchange completes; dropped unfinished it logs a 499.
     finish: Option<Box<Finish>>,
     tunnel_idle: Duration,
+    /// The route taken: its header rules.
+    target: &'a Target,
+    /// The path and query sent instead of the client's (`strip_prefix`).
+    rewritten: Option<Vec<u8>>,
+    request_id: RequestId,
+    /// `max_body_bytes` (0: none), enforced on chunked bodies as they arrive.
+    body_limit: u64,
 }
 
 impl<S: ClientIo> Exchange<'_, S> {
@@ -178,14 +236,33 @@ impl<S: ClientIo> Exchange<'_, S> {
             Some(Ok(slot)) => slot,
         };
         let mut out = buffers::take_write();
-        let fwd = Forwarding {
-            client: self.client.peer.ip(),
-            tls: self.client.tls,
-            server: slot.server().addr(),
-            drop_expect: self.head.expect_continue,
-        };
-        heads::request(&mut out, self.client.buf.pending(), &self.head, &fwd);
-        let mut upload = Upload::new(self.head.body, self.head.head_len);
+        // The response's header lines, rendered now: the client's buffer that fills them
+        // is the client's again while the response is relayed.
+        let mut response_lines = Vec::new();
+        {
+            let buf = self.client.buf.pending();
+            let host = route::normalize_host(self.head.authority.map_or(&b""[..], |a| a.of(buf)));
+            let fill = fill(
+                buf,
+                &self.head,
+                &host,
+                &self.request_id,
+                self.client.peer.ip(),
+            );
+            let fwd = Forwarding {
+                client: self.client.peer.ip(),
+                tls: self.client.tls,
+                server: slot.server().addr(),
+                drop_expect: self.head.expect_continue,
+                target: self.rewritten.as_deref(),
+                rules: &self.target.request,
+                made_request_id: self.request_id.made(),
+                fill: &fill,
+            };
+            heads::request(&mut out, buf, &self.head, &fwd);
+            self.target.response.write_lines(&mut response_lines, &fill);
+        }
+        let mut upload = Upload::new(self.head.body, self.head.head_len).limit(self.body_limit);
         upload.coalesce(self.client, &mut out);
         let mut continue_owed = self.head.expect_continue && !upload.is_done();
         let resend_ok = idempotent || !has_body;
@@ -278,7 +355,12 @@ impl<S: ClientIo> Exchange<'_, S> {
                         }
                     }
                 }
-                Outcome::BadBody(e) => {
+                Outcome::BadBody(None) => {
+                    tracing::debug!(client = %self.client.peer, "request body over max_body_bytes");
+                    buffers::give_write(out);
+                    return self.refuse(Refusal::BodyTooLarge, true).await;
+                }
+                Outcome::BadBody(Some(e)) => {
                     tracing::debug!(client = %self.client.peer, "malformed request body: {e}");
                     buffers::give_write(out);
                     return self.refuse(Refusal::BadRequest, true).await;
@@ -298,6 +380,8 @@ impl<S: ClientIo> Exchange<'_, S> {
         finish.slot = Some(slot);
         if let Some(log) = finish.log.as_mut() {
             log.server = Some(Arc::clone(&server.name));
+            log.first_byte = Some(log.start.elapsed());
+            log.bytes_in = upload.taken;
         }
         finish.set_status(resp.status);
         if resp.status == 101 {
@@ -319,6 +403,9 @@ impl<S: ClientIo> Exchange<'_, S> {
                 tracing::debug!(client = %self.client.peer, "tunnel ended: {end}");
             }
             finish.add_bytes(relayed.b_to_a as usize);
+            if let Some(log) = finish.log.as_mut() {
+                log.bytes_in = relayed.a_to_b;
+            }
             finish.complete(true);
             return false;
         }
@@ -337,6 +424,8 @@ impl<S: ClientIo> Exchange<'_, S> {
             keep_alive_10: self.head.version == Version::Http10 && !close,
             set_cookie: cookie.as_deref(),
             switching: false,
+            rules: &self.target.response,
+            lines: &response_lines,
         };
         // Reused only when the exchange ends cleanly on both sides: the whole body sent,
         // the whole response read.
@@ -471,7 +560,10 @@ impl Attempt<'_> {
                             uploading = false;
                         }
                         std::task::Poll::Ready(Err(UploadError::Body(e))) => {
-                            return std::task::Poll::Ready(Err(Fail::Body(e)));
+                            return std::task::Poll::Ready(Err(Fail::Body(Some(e))));
+                        }
+                        std::task::Poll::Ready(Err(UploadError::TooLarge)) => {
+                            return std::task::Poll::Ready(Err(Fail::Body(None)));
                         }
                         std::task::Poll::Ready(Err(UploadError::ClientGone)) => {
                             return std::task::Poll::Ready(Err(Fail::ClientGone));

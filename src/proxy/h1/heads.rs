@@ -13,6 +13,7 @@ use crate::h1::{
     BodyFraming, Header, Headers, RequestHead, ResponseFraming, ResponseHead, Target, Version,
 };
 use crate::proxy::headers::is_hop_by_hop;
+use crate::route::{Fill, Rules};
 
 /// Names fulcrum writes itself, so never copied: framing, `Host`, `X-Forwarded-For`.
 const WRITTEN: [&str; 4] = [
@@ -91,7 +92,7 @@ fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// How a forwarded request names its target and who asked.
 #[derive(Debug, Clone, Copy)]
-pub struct Forwarding {
+pub struct Forwarding<'a> {
     pub client: IpAddr,
     /// The client connection is TLS (`X-Forwarded-Proto: https`).
     pub tls: bool,
@@ -99,6 +100,14 @@ pub struct Forwarding {
     pub server: SocketAddr,
     /// fulcrum answers `Expect: 100-continue` itself, so the server must not see it.
     pub drop_expect: bool,
+    /// The path and query to send instead of the client's (a route's `strip_prefix`).
+    pub target: Option<&'a [u8]>,
+    /// The header rules of the request's route (the frontend's, then the route's).
+    pub rules: &'a Rules,
+    /// An `x-request-id` fulcrum made, to add (the client sent none).
+    pub made_request_id: Option<&'a [u8]>,
+    /// What the rules' placeholders are filled with.
+    pub fill: &'a Fill<'a>,
 }
 
 /// The path and query to send: an absolute-form target loses its scheme and authority.
@@ -110,10 +119,10 @@ pub fn origin_target<'a>(buf: &'a [u8], head: &RequestHead) -> &'a [u8] {
 }
 
 /// Writes the request head for the server into `out`.
-pub fn request(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, fwd: &Forwarding) {
+pub fn request(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, fwd: &Forwarding<'_>) {
     out.extend_from_slice(head.method.of(buf));
     out.push(b' ');
-    let target = origin_target(buf, head);
+    let target = fwd.target.unwrap_or_else(|| origin_target(buf, head));
     if !target.starts_with(b"/") && !target.starts_with(b"*") {
         out.push(b'/');
     }
@@ -134,10 +143,14 @@ pub fn request(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, fwd: &Forwardi
         &["x-forwarded-proto", "x-forwarded-host"]
     };
     for h in head.headers.as_slice() {
-        if copied(buf, &head.headers, h, more) {
+        if copied(buf, &head.headers, h, more) && !fwd.rules.drops(h.name.of(buf)) {
             line(out, h.name.of(buf), h.value.of(buf));
         }
     }
+    if let Some(id) = fwd.made_request_id {
+        line(out, b"X-Request-Id", id);
+    }
+    fwd.rules.write_lines(out, fwd.fill);
     // Several X-Forwarded-For lines are one list (RFC 9110 §5.3): every hop is kept, in
     // one line, with the client appended.
     out.extend_from_slice(b"X-Forwarded-For: ");
@@ -208,6 +221,10 @@ pub struct Relaying<'a> {
     pub set_cookie: Option<&'a str>,
     /// A `101 Switching Protocols`: `Upgrade` and `Connection` are relayed as they are.
     pub switching: bool,
+    /// The response header rules of the request's route (what they drop), and their
+    /// lines rendered for this request.
+    pub rules: &'a Rules,
+    pub lines: &'a [u8],
 }
 
 /// Writes the response head for the client into `out`.
@@ -228,10 +245,11 @@ pub fn response(out: &mut Vec<u8>, buf: &[u8], resp: &ResponseHead, r: &Relaying
         } else {
             !is_hop_by_hop(name) && !listed_in_connection(buf, &resp.headers, name)
         };
-        if keep {
+        if keep && !r.rules.drops(name) {
             line(out, name, h.value.of(buf));
         }
     }
+    out.extend_from_slice(r.lines);
     if let Some(c) = r.set_cookie {
         line(out, b"Set-Cookie", c.as_bytes());
     }

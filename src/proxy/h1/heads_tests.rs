@@ -8,16 +8,30 @@ fn req(raw: &[u8]) -> RequestHead {
     }
 }
 
-fn fwd() -> Forwarding {
+use crate::route::NO_RULES;
+
+const FILL: Fill<'static> = Fill {
+    client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)),
+    host: "a.example",
+    request_id: b"0123",
+    path: b"/x",
+    path_and_query: b"/x",
+};
+
+fn fwd() -> Forwarding<'static> {
     Forwarding {
         client: "192.0.2.7".parse().unwrap(),
         tls: false,
         server: "127.0.0.1:8080".parse().unwrap(),
         drop_expect: false,
+        target: None,
+        rules: &NO_RULES,
+        made_request_id: None,
+        fill: &FILL,
     }
 }
 
-fn forwarded(raw: &[u8], f: &Forwarding) -> String {
+fn forwarded(raw: &[u8], f: &Forwarding<'_>) -> String {
     let head = req(raw);
     let mut out = Vec::new();
     request(&mut out, raw, &head, f);
@@ -117,6 +131,8 @@ fn relaying(framing: ClientFraming) -> Relaying<'static> {
         keep_alive_10: false,
         set_cookie: None,
         switching: false,
+        rules: &NO_RULES,
+        lines: b"",
     }
 }
 
@@ -182,4 +198,38 @@ fn codings_before_chunked_are_kept() {
         out.contains("Transfer-Encoding: gzip, chunked\r\n"),
         "{out}"
     );
+}
+
+#[test]
+fn rules_drop_and_write_lines_and_a_made_request_id_goes_along() {
+    let map = |kv: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let rules = Rules::compile(
+        &crate::config::HeaderRules {
+            set: map(&[("X-Env", "prod")]),
+            add: map(&[("x-who", "{client_ip} {host} {request_id}")]),
+            remove: vec!["x-debug".into()],
+        },
+        &crate::config::HeaderRules::default(),
+    );
+    let raw =
+        b"GET /x HTTP/1.1\r\nHost: a.example\r\nX-Env: dev\r\nX-DEBUG: 1\r\nX-Kept: k\r\n\r\n";
+    let out = forwarded(
+        raw,
+        &Forwarding {
+            rules: &rules,
+            made_request_id: Some(b"0123"),
+            target: Some(b"/stripped?q=1"),
+            ..fwd()
+        },
+    );
+    assert!(out.starts_with("GET /stripped?q=1 HTTP/1.1\r\n"), "{out}");
+    assert!(!out.contains("dev") && !out.contains("X-DEBUG"), "{out}");
+    assert!(out.contains("X-Kept: k\r\n"), "{out}");
+    assert!(out.contains("X-Request-Id: 0123\r\n"), "{out}");
+    assert!(out.contains("X-Env: prod\r\n"), "{out}");
+    assert!(out.contains("x-who: 192.0.2.7 a.example 0123\r\n"), "{out}");
 }

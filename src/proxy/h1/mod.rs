@@ -15,6 +15,7 @@ mod exchange;
 mod heads;
 mod io;
 mod relay;
+mod routed;
 mod upload;
 
 use std::net::SocketAddr;

@@ -64,6 +64,33 @@ pub async fn answer<S: ClientIo>(
     r
 }
 
+/// Sends a route's redirect: `status`, `Location`, the route's response header lines
+/// (rendered), an empty body.
+pub async fn redirect<S: ClientIo>(
+    client: &mut Client<S>,
+    status: u16,
+    location: &[u8],
+    lines: &[u8],
+    close: bool,
+) -> std::io::Result<()> {
+    let mut out = buffers::take_write();
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\nlocation: ");
+    out.extend_from_slice(location);
+    out.extend_from_slice(b"\r\ncontent-length: 0\r\n");
+    out.extend_from_slice(lines);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let r = send(&mut client.io, &out).await;
+    buffers::give_write(out);
+    r
+}
+
 /// Why relaying a response stopped before its end.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -258,6 +285,8 @@ pub async fn tunnel<S: ClientIo>(
         keep_alive_10: false,
         set_cookie: None,
         switching: true,
+        rules: &crate::route::NO_RULES,
+        lines: b"",
     };
     let mut out = buffers::take_write();
     heads::response(&mut out, conn.buf.pending(), resp, &relaying);

@@ -25,6 +25,9 @@ pub enum UploadError {
     ClientGone,
     /// Writing to the server failed (it may have answered already and closed).
     Server(io::Error),
+    /// The body grew past `max_body_bytes`: 413, and the connection closes; the bytes
+    /// past the limit never reach the server.
+    TooLarge,
 }
 
 /// The state of one request body's upload.
@@ -40,10 +43,14 @@ pub struct Upload {
     /// Body bytes taken from the client so far (a request whose body has started cannot
     /// be sent again).
     pub streamed: u64,
+    /// Body bytes taken from the client in all (the access log's `bytes_in`).
+    pub taken: u64,
     done: bool,
     starved: bool,
     /// Writing to the server failed: the rest of the body cannot go.
     pub failed: bool,
+    /// The most body bytes accepted (`u64::MAX`: no limit).
+    limit: u64,
 }
 
 impl Upload {
@@ -63,10 +70,20 @@ impl Upload {
             out: Vec::new(),
             written: 0,
             streamed: 0,
+            taken: 0,
             done,
             starved: false,
             failed: false,
+            limit: u64::MAX,
         }
+    }
+
+    /// At most `max` body bytes (0: no limit) go; a larger body stops the upload.
+    pub fn limit(mut self, max: u64) -> Self {
+        if max > 0 {
+            self.limit = max;
+        }
+        self
     }
 
     /// Whether the whole body went to the server (or there was none).
@@ -92,6 +109,7 @@ impl Upload {
             return false;
         }
         out.extend_from_slice(body);
+        self.taken = n;
         client.buf.cut(self.at, n as usize);
         self.decoder = BodyDecoder::Done(None);
         self.done = true;
@@ -153,12 +171,16 @@ impl Upload {
                 self.out = buffers::take_write();
             }
             if let Some(data) = step.data.and_then(|r| input.get(r)) {
+                if self.streamed.saturating_add(data.len() as u64) > self.limit {
+                    return Poll::Ready(Err(UploadError::TooLarge));
+                }
                 if self.chunked {
                     h1::encode_chunk(data, &mut self.out);
                 } else {
                     self.out.extend_from_slice(data);
                 }
                 self.streamed += data.len() as u64;
+                self.taken += data.len() as u64;
             }
             client.buf.cut(self.at, step.consumed);
             // The decoder took nothing: what is pending is not enough to go on.
