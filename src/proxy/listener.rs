@@ -186,7 +186,9 @@ async fn accept(
 ///
 /// The frontend's settings are read at each accept (one atomic load; the HTTP builders are
 /// rebuilt only when they changed), so a reload applies its timeouts and header limit to
-/// every new connection.
+/// every new connection. With `accept_proxy_protocol`, each connection's own task reads the
+/// PROXY header first ([`client_of`]), before TLS or HTTP, so a slow header never holds up
+/// the accept loop.
 pub async fn serve(
     listener: std::net::TcpListener,
     fe: Arc<Frontend>,
