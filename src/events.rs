@@ -35,11 +35,13 @@ pub enum EventKind {
     /// `[cluster]`: this instance lost / regained its etcd connection.
     ClusterUnavailable,
     ClusterRestored,
+    /// A served certificate expires within 14 days, or has expired (at start, reload, daily).
+    CertificateExpiring,
 }
 
 impl EventKind {
     /// Every kind, in the order the README lists them.
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::ServerDown,
         EventKind::ServerUp,
         EventKind::ServerEjected,
@@ -59,6 +61,7 @@ impl EventKind {
         EventKind::InstanceUp,
         EventKind::ClusterUnavailable,
         EventKind::ClusterRestored,
+        EventKind::CertificateExpiring,
     ];
 
     /// The wire name.
@@ -83,6 +86,7 @@ impl EventKind {
             EventKind::InstanceUp => "instance_up",
             EventKind::ClusterUnavailable => "cluster_unavailable",
             EventKind::ClusterRestored => "cluster_restored",
+            EventKind::CertificateExpiring => "certificate_expiring",
         }
     }
 
@@ -101,6 +105,7 @@ impl EventKind {
                 | EventKind::Overloaded
                 | EventKind::InstanceDown
                 | EventKind::ClusterUnavailable
+                | EventKind::CertificateExpiring
         )
     }
 }

@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod app;
 pub mod balance;
 pub mod buffers;
+pub mod certs;
 pub mod cli;
 /// `[cluster]`: runtime state shared with other instances through etcd.
 pub mod cluster;

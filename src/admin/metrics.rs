@@ -106,8 +106,27 @@ impl Collector for FulcrumCollector {
             )?
             .encode_gauge(&n)?;
         }
+        certificates(&mut enc, &self.app)?;
         alerts(&mut enc, &self.app)
     }
+}
+
+/// `fulcrum_certificate_expiry_seconds`: each served certificate's `not_after` (Unix time).
+fn certificates(enc: &mut DescriptorEncoder<'_>, app: &App) -> fmt::Result {
+    let mut m = enc.encode_descriptor(
+        "fulcrum_certificate_expiry_seconds",
+        "Unix time at which each served certificate expires (its not_after), by frontend and names",
+        None,
+        MetricType::Gauge,
+    )?;
+    for fe in app.served().iter() {
+        for c in fe.certificates.iter() {
+            let at = i64::try_from(c.not_after_unix()).unwrap_or(i64::MAX);
+            m.encode_family(&[("frontend", fe.name.as_str()), ("names", &c.joined_names())])?
+                .encode_gauge(&at)?;
+        }
+    }
+    Ok(())
 }
 
 fn requests(

@@ -27,15 +27,29 @@ pub struct Status {
     pub process: Option<ProcessStatus>,
 }
 
-/// One frontend as configured: where it listens and where its routes lead.
+/// One frontend as configured: where it listens, where its routes lead and what its
+/// certificates say.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FrontendStatus {
     pub name: String,
+    /// The address it listens on (the bound port when the file said 0).
     pub bind: String,
     pub mode: String,
     /// The backend of requests no route matches (every request without routes); null: 404.
     pub backend: Option<String>,
     pub routes: Vec<RouteStatus>,
+    /// Empty without TLS; the default certificate first.
+    #[serde(default)]
+    pub certificates: Vec<CertificateStatus>,
+}
+
+/// One served certificate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// The DNS names of its SAN.
+    pub names: Vec<String>,
+    /// RFC 3339 time it expires.
+    pub not_after: String,
 }
 
 /// One route: its name and either the backend it forwards to or its redirect target.
@@ -49,10 +63,13 @@ pub struct RouteStatus {
 }
 
 impl FrontendStatus {
-    fn of(fe: &crate::config::Frontend) -> FrontendStatus {
+    /// `fe` as configured, with what its running accept loop serves (`served`: every
+    /// running frontend) for its bound address and certificates.
+    fn of(fe: &crate::config::Frontend, served: &[crate::app::ServedFrontend]) -> FrontendStatus {
+        let running = served.iter().find(|s| s.name == fe.name);
         FrontendStatus {
             name: fe.name.clone(),
-            bind: fe.bind.to_string(),
+            bind: running.map_or(fe.bind, |r| r.bind).to_string(),
             mode: match fe.mode {
                 crate::config::Mode::Http => "http".into(),
                 crate::config::Mode::Tcp => "tcp".into(),
@@ -68,6 +85,17 @@ impl FrontendStatus {
                     redirect: r.redirect.clone(),
                 })
                 .collect(),
+            certificates: running
+                .map(|r| {
+                    r.certificates
+                        .iter()
+                        .map(|c| CertificateStatus {
+                            names: c.names.clone(),
+                            not_after: c.not_after_rfc3339(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -164,6 +192,7 @@ pub struct ServerStatus {
 impl Status {
     /// The live state of `app`.
     pub fn of(app: &App) -> Status {
+        let served = app.served();
         Status {
             backends: app
                 .backends()
@@ -174,7 +203,7 @@ impl Status {
                 .config()
                 .frontends
                 .iter()
-                .map(FrontendStatus::of)
+                .map(|fe| FrontendStatus::of(fe, &served))
                 .collect(),
             now: Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
             duration_buckets: DURATION_BUCKETS.to_vec(),

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::App;
+use super::certificates::ServedFrontend;
+use crate::certs::CertInfo;
 use crate::config::{self, Config, Mode};
-use crate::proxy::tls::TlsError;
+use crate::proxy::tls::{Terminator, TlsError};
 use crate::proxy::{Frontend, Protocol, Shared, listener};
 
 /// A socket fulcrum could not listen on.
@@ -82,18 +83,24 @@ pub(super) fn bind_frontend(fe: &config::Frontend) -> Result<Bound, BindError> {
     Ok(Bound { sockets, addr })
 }
 
-/// The TLS acceptor of `fe`, if it terminates TLS, with its files read on the blocking pool
-/// (a slow disk must not stall the requests the runtime is serving meanwhile).
+/// The TLS terminator of `fe`, if it terminates TLS (HTTP or TCP mode), with its files
+/// read on the blocking pool (a slow disk must not stall the requests the runtime is
+/// serving meanwhile). Every file is read again at each call: a reload picks up renewals.
 pub(super) async fn tls_for(
     config: &Config,
     fe: &config::Frontend,
-) -> Result<Option<TlsAcceptor>, FrontendTlsError> {
-    let (Some(t), Mode::Http) = (&fe.tls, fe.mode) else {
+) -> Result<Option<Terminator>, FrontendTlsError> {
+    let Some(t) = &fe.tls else {
         return Ok(None);
     };
-    let (cert, key) = (config.resolve_path(&t.cert), config.resolve_path(&t.key));
+    let pairs: Vec<_> = t
+        .pairs()
+        .iter()
+        .map(|(c, k)| (config.resolve_path(c), config.resolve_path(k)))
+        .collect();
+    let alpn = fe.mode == Mode::Http;
     let frontend = || fe.name.clone();
-    tokio::task::spawn_blocking(move || crate::proxy::tls::acceptor(&cert, &key))
+    tokio::task::spawn_blocking(move || crate::proxy::tls::terminator(&pairs, alpn))
         .await
         .map_err(|source| FrontendTlsError::Interrupted {
             frontend: frontend(),
@@ -106,11 +113,11 @@ pub(super) async fn tls_for(
         })
 }
 
-/// How `fe` serves, given its acceptor.
-pub(super) fn protocol(fe: &config::Frontend, tls: Option<TlsAcceptor>) -> Protocol {
+/// How `fe` serves, given its TLS terminator.
+pub(super) fn protocol(fe: &config::Frontend, tls: Option<Terminator>) -> Protocol {
     match fe.mode {
         Mode::Http => Protocol::Http(tls),
-        Mode::Tcp => Protocol::Tcp,
+        Mode::Tcp => Protocol::Tcp(tls),
     }
 }
 
@@ -121,6 +128,8 @@ pub(super) struct RunningFrontend {
     /// connections see the new settings and backend too.
     pub front: Arc<Frontend>,
     pub socket: Bound,
+    /// What its certificates say (empty without TLS), for status, metrics and expiry.
+    pub certificates: Arc<[CertInfo]>,
     /// Stops this frontend's accept loop only (open connections go on).
     close: CancellationToken,
     /// One accept loop per worker.
@@ -189,6 +198,7 @@ impl Frontends {
             clients: app.clients(&cfg.name),
             overload: Arc::clone(&app.overload),
         };
+        let certificates = protocol.certificates();
         let close = app.tasks.child_token();
         tracing::info!(frontend = %cfg.name, addr = %socket.addr, backend = %cfg.backend.as_deref().unwrap_or("-"), routes = cfg.routes.len(), mode = ?protocol, "listening");
         let mut loops = Vec::with_capacity(socket.sockets.len());
@@ -220,10 +230,24 @@ impl Frontends {
                 cfg,
                 front,
                 socket,
+                certificates,
                 close,
                 loops,
             },
         );
+    }
+
+    /// What the status and the expiry check show of each running frontend.
+    pub fn served(&self) -> Vec<ServedFrontend> {
+        self.running
+            .values()
+            .map(|f| ServedFrontend {
+                name: f.cfg.name.clone(),
+                bind: f.socket.addr,
+                mode: f.cfg.mode,
+                certificates: Arc::clone(&f.certificates),
+            })
+            .collect()
     }
 
     /// The address each frontend listens on now, by name.

@@ -12,6 +12,7 @@
 //! - `maintenance`: windows started, ended, expired, reminded and saved;
 //! - `cluster`: with `[cluster]`, the instance as a member (changes from etcd applied).
 
+mod certificates;
 mod checkers;
 mod cluster;
 mod connectors;
@@ -38,6 +39,7 @@ use crate::overload::Overload;
 use crate::pool::{Backend, Server, ServerId};
 use crate::tasks::Tasks;
 
+pub use certificates::{ServedFrontend, WARN_WITHIN};
 pub use discovery::Round as DiscoveryRound;
 pub use frontends::{BindError, FrontendTlsError, bind};
 pub use maintenance::StateError;
@@ -85,6 +87,8 @@ pub struct App {
     cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The admin plane's address, once bound (for the cluster's instance records).
     admin_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The running frontends and their certificates, for status, metrics and expiry.
+    served: certificates::Served,
 }
 
 /// One generation of webhook tasks: its counters and what stops it.

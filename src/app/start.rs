@@ -103,6 +103,7 @@ impl App {
             fds: Default::default(),
             cluster,
             admin_addr: Default::default(),
+            served: Default::default(),
         }))
     }
 }
@@ -174,6 +175,10 @@ pub async fn start(config: Config) -> Result<(Arc<App>, BTreeMap<String, SocketA
         running.launch(&app, fe.clone(), front, socket, protocol);
     }
     let addrs = running.addrs();
+    app.served.set(running.served());
     drop(running);
+    app.check_certificates();
+    app.tasks
+        .spawn_background(Arc::clone(&app).check_certificates_daily());
     Ok((app, addrs))
 }

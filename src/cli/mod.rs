@@ -160,6 +160,30 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+/// One line per certificate of a frontend: its names and when it expires (or why it
+/// cannot be read, which validation has already reported).
+fn certificate_lines(cfg: &Config, tls: &config::Tls, out: &mut String) {
+    use std::fmt::Write;
+    let provider = tokio_rustls::rustls::crypto::ring::default_provider();
+    for (cert, key) in tls.pairs() {
+        let (cert, key) = (cfg.resolve_path(&cert), cfg.resolve_path(&key));
+        match crate::certs::load_pair(&cert, &key, &provider) {
+            Ok(c) => {
+                let _ = writeln!(
+                    out,
+                    "  certificate {}: {} expires {}",
+                    cert.display(),
+                    c.info.joined_names(),
+                    c.info.not_after_rfc3339()
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  certificate {}: {e}", cert.display());
+            }
+        }
+    }
+}
+
 /// One route as `check` prints it: its name, what it matches, where it goes.
 fn route_line(frontend: &str, i: usize, r: &config::Route) -> String {
     let mut line = config::route_name(frontend, i, r);
@@ -209,9 +233,15 @@ pub fn summary(cfg: &Config) -> String {
                 "frontend {} {mode}{tls} on {} -> {default}",
                 fe.name, fe.bind
             );
+            if let Some(t) = &fe.tls {
+                certificate_lines(cfg, t, &mut out);
+            }
             continue;
         }
         let _ = writeln!(out, "frontend {} {mode}{tls} on {}:", fe.name, fe.bind);
+        if let Some(t) = &fe.tls {
+            certificate_lines(cfg, t, &mut out);
+        }
         for (i, r) in fe.routes.iter().enumerate() {
             let _ = writeln!(out, "  route {}", route_line(&fe.name, i, r));
         }

@@ -13,6 +13,7 @@ mod locate;
 mod protocol;
 mod routes;
 mod size;
+mod tls;
 mod upstream;
 mod validate;
 
@@ -30,6 +31,7 @@ pub use load::{ConfigError, ConfigErrors, load_file, parse_str};
 pub use protocol::UpstreamProtocol;
 pub use routes::{HeaderRules, Route, is_token, route_name};
 pub use size::{ByteSize, SizeError};
+pub use tls::{CertPair, Tls};
 pub use upstream::{SendProxy, TlsSettingsError, UpstreamTls};
 pub use validate::{EVENT_NAMES, ResolveError, resolve};
 
@@ -141,14 +143,6 @@ pub enum Mode {
     Tcp,
 }
 
-/// TLS termination files.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Tls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 /// A listening socket and the backend it feeds.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +158,10 @@ pub struct Frontend {
     pub mode: Mode,
     #[serde(default)]
     pub tls: Option<Tls>,
+    /// Every connection must begin with a PROXY protocol (v1 or v2) header, read before
+    /// anything else (TLS included); its source address becomes the client's.
+    #[serde(default)]
+    pub accept_proxy_protocol: bool,
     #[serde(default = "defaults::client_header_timeout")]
     pub client_header_timeout: Dur,
     #[serde(default = "defaults::client_idle_timeout")]

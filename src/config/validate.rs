@@ -8,7 +8,7 @@ use super::locate::KeyPath;
 use super::{Config, MAX_RETRIES, MAX_WEIGHT};
 
 /// The event names webhooks may ask for (the README's "Alerts" reference), plus `all`.
-pub const EVENT_NAMES: [&str; 19] = [
+pub const EVENT_NAMES: [&str; 20] = [
     "server_down",
     "server_up",
     "server_ejected",
@@ -28,6 +28,7 @@ pub const EVENT_NAMES: [&str; 19] = [
     "instance_up",
     "cluster_unavailable",
     "cluster_restored",
+    "certificate_expiring",
 ];
 
 type Problems = Vec<(KeyPath, String)>;
@@ -37,11 +38,10 @@ type Problems = Vec<(KeyPath, String)>;
 pub const MAX_CONCURRENT_STREAMS: u32 = 1000;
 
 /// Frontend keys that do nothing when `mode = "tcp"`: a TCP relay reads no request head,
-/// keeps no keep-alive state and speaks no HTTP/2. `tls` is among them until TCP mode
-/// terminates TLS (today the relay forwards the bytes as they come, so a `tls` table there
-/// would be silently ignored).
-const HTTP_ONLY_KEYS: [&str; 9] = [
-    "tls",
+/// keeps no keep-alive state and speaks no HTTP/2. `client_header_timeout` does act there
+/// when the relay first reads a PROXY header or a TLS handshake, so it is refused only
+/// without both.
+const HTTP_ONLY_KEYS: [&str; 8] = [
     "client_header_timeout",
     "client_idle_timeout",
     "max_header_bytes",
@@ -62,6 +62,9 @@ pub fn ineffective(config: &Config, written: impl Fn(&KeyPath) -> bool) -> Probl
         }
         let p = KeyPath::root("frontends").index(i);
         for key in HTTP_ONLY_KEYS {
+            if key == "client_header_timeout" && (f.accept_proxy_protocol || f.tls.is_some()) {
+                continue;
+            }
             let path = p.key(key);
             if written(&path) {
                 out.push((
@@ -204,17 +207,7 @@ fn frontends(config: &Config, out: &mut Problems) {
             ));
         }
         super::routes::validate(config, i, f, out);
-        if let Some(tls) = &f.tls {
-            for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
-                let path = config.resolve_path(file);
-                if !path.is_file() {
-                    out.push((
-                        p.key("tls").key(key),
-                        format!("cannot read {}", path.display()),
-                    ));
-                }
-            }
-        }
+        super::tls::check(config, f, &p, out);
         if f.client_header_timeout.get().is_zero() {
             out.push((
                 p.key("client_header_timeout"),

@@ -15,7 +15,6 @@ use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{Activity, Tracked, expired};
@@ -23,6 +22,7 @@ use super::frontend::Frontend;
 use super::h1::ClientIo;
 use super::http::handle;
 use super::stall::StreamExec;
+use super::tls::Terminator;
 use crate::tasks::Tasks;
 
 /// Binds `addr` with the options a proxy wants (address reuse, a deep backlog).
@@ -78,10 +78,20 @@ pub struct Shared {
 /// How an accept loop serves what it accepts.
 #[derive(Clone)]
 pub enum Protocol {
-    /// HTTP/1.1 and HTTP/2 requests, over TLS when an acceptor is given.
-    Http(Option<TlsAcceptor>),
-    /// Whole TCP connections relayed to a server.
-    Tcp,
+    /// HTTP/1.1 and HTTP/2 requests, over TLS when a terminator is given.
+    Http(Option<Terminator>),
+    /// Whole TCP connections relayed to a server, TLS terminated first when given.
+    Tcp(Option<Terminator>),
+}
+
+impl Protocol {
+    /// What the certificates served say (empty without TLS).
+    pub fn certificates(&self) -> Arc<[crate::certs::CertInfo]> {
+        match self {
+            Protocol::Http(Some(t)) | Protocol::Tcp(Some(t)) => Arc::clone(&t.certificates),
+            Protocol::Http(None) | Protocol::Tcp(None) => Arc::from(Vec::new()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Protocol {
@@ -89,8 +99,38 @@ impl std::fmt::Debug for Protocol {
         f.write_str(match self {
             Protocol::Http(None) => "http",
             Protocol::Http(Some(_)) => "https",
-            Protocol::Tcp => "tcp",
+            Protocol::Tcp(None) => "tcp",
+            Protocol::Tcp(Some(_)) => "tcp+tls",
         })
+    }
+}
+
+/// The client's address: the peer's, or with `accept_proxy_protocol` the one the PROXY
+/// header names, read within `header` (the frontend's `client_header_timeout`). `None`:
+/// no valid header in time, or fulcrum is stopping; the connection is closed unserved.
+async fn client_of(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    proxy: bool,
+    header: Duration,
+    stop: &CancellationToken,
+) -> Option<SocketAddr> {
+    if !proxy {
+        return Some(peer);
+    }
+    tokio::select! {
+        r = tokio::time::timeout(header, super::proxy_protocol::read_client(stream, peer)) => match r {
+            Ok(Ok(client)) => Some(client),
+            Ok(Err(e)) => {
+                tracing::debug!(client = %peer, "closing the connection: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(client = %peer, "closing the connection: no PROXY header within client_header_timeout");
+                None
+            }
+        },
+        _ = stop.cancelled() => None,
     }
 }
 
@@ -146,7 +186,9 @@ async fn accept(
 ///
 /// The frontend's settings are read at each accept (one atomic load; the HTTP builders are
 /// rebuilt only when they changed), so a reload applies its timeouts and header limit to
-/// every new connection.
+/// every new connection. With `accept_proxy_protocol`, each connection's own task reads the
+/// PROXY header first ([`client_of`]), before TLS or HTTP, so a slow header never holds up
+/// the accept loop.
 pub async fn serve(
     listener: std::net::TcpListener,
     fe: Arc<Frontend>,
@@ -164,20 +206,9 @@ pub async fn serve(
     };
     let mut current = fe.settings_full();
     let mut builders = Builders::new(&current);
-    while let Some((stream, peer, permit)) = accept(&listener, &shared, &close).await {
+    while let Some((mut stream, peer, permit)) = accept(&listener, &shared, &close).await {
         let open = shared.clients.open();
         let _ = stream.set_nodelay(true);
-        let tls = match &protocol {
-            Protocol::Tcp => {
-                let fe = Arc::clone(&fe);
-                shared.tasks.spawn(async move {
-                    super::tcp::relay(&fe, stream, peer).await;
-                    drop((permit, open));
-                });
-                continue;
-            }
-            Protocol::Http(tls) => tls.clone(),
-        };
         let now = fe.settings_full();
         if !Arc::ptr_eq(&now, &current) {
             builders = Builders::new(&now);
@@ -187,40 +218,56 @@ pub async fn serve(
             idle: current.client_idle_timeout.get(),
             header: current.client_header_timeout.get(),
         };
-        let activity = Activity::new();
-        let io = Tracked::new(stream, Arc::clone(&activity));
-        let conn = Conn {
-            fe: Arc::clone(&fe),
-            guard: Guard {
-                peer,
-                activity,
-                limits,
-                stop: shared.tasks.stopping().clone(),
-            },
+        let proxy = current.accept_proxy_protocol;
+        let stop = shared.tasks.stopping().clone();
+        let tls = match &protocol {
+            Protocol::Tcp(tls) => {
+                let fe = Arc::clone(&fe);
+                let tls = tls.as_ref().map(|t| t.acceptor.clone());
+                shared.tasks.spawn(async move {
+                    if let Some(peer) =
+                        client_of(&mut stream, peer, proxy, limits.header, &stop).await
+                    {
+                        super::tcp::serve(&fe, stream, peer, tls, limits.header).await;
+                    }
+                    drop((permit, open));
+                });
+                continue;
+            }
+            Protocol::Http(tls) => tls.as_ref().map(|t| t.acceptor.clone()),
         };
+        let fe = Arc::clone(&fe);
         let builders = builders.clone();
         // Two kinds of task, so that a plain connection's task is not sized for a TLS
         // session it does not have (an idle connection's memory is mostly its task).
         match tls {
             None => shared.tasks.spawn(async move {
-                if let Some(proto) = conn.sniff(&io).await {
-                    conn.serve(&builders, io, false, proto).await;
+                if let Some(peer) = client_of(&mut stream, peer, proxy, limits.header, &stop).await
+                {
+                    let (conn, io) = Conn::new(fe, stream, peer, limits, stop);
+                    if let Some(proto) = conn.sniff(&io).await {
+                        conn.serve(&builders, io, false, proto).await;
+                    }
                 }
                 drop((permit, open));
             }),
             Some(acceptor) => shared.tasks.spawn(async move {
-                let header = limits.header;
-                match tokio::time::timeout(header, acceptor.accept(io)).await {
-                    Ok(Ok(io)) => {
-                        // RFC 9113 §3.3: over TLS, HTTP/2 is chosen by ALPN.
-                        let proto = match io.get_ref().1.alpn_protocol() {
-                            Some(b"h2") => Proto::H2,
-                            _ => Proto::H1,
-                        };
-                        conn.serve(&builders, io, true, proto).await;
+                if let Some(peer) = client_of(&mut stream, peer, proxy, limits.header, &stop).await
+                {
+                    let (conn, io) = Conn::new(fe, stream, peer, limits, stop);
+                    let header = limits.header;
+                    match tokio::time::timeout(header, acceptor.accept(io)).await {
+                        Ok(Ok(io)) => {
+                            // RFC 9113 §3.3: over TLS, HTTP/2 is chosen by ALPN.
+                            let proto = match io.get_ref().1.alpn_protocol() {
+                                Some(b"h2") => Proto::H2,
+                                _ => Proto::H1,
+                            };
+                            conn.serve(&builders, io, true, proto).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(client = %peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
                     }
-                    Ok(Err(e)) => tracing::debug!(client = %peer, "TLS handshake failed: {e}"),
-                    Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
                 }
                 drop((permit, open));
             }),
@@ -293,6 +340,29 @@ struct Conn {
 }
 
 impl Conn {
+    /// The connection of `peer` (the client address, PROXY header applied) on `stream`,
+    /// with its activity tracked for the client timeouts.
+    fn new(
+        fe: Arc<Frontend>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        limits: Limits,
+        stop: CancellationToken,
+    ) -> (Conn, Tracked<TcpStream>) {
+        let activity = Activity::new();
+        let io = Tracked::new(stream, Arc::clone(&activity));
+        let conn = Conn {
+            fe,
+            guard: Guard {
+                peer,
+                activity,
+                limits,
+                stop,
+            },
+        };
+        (conn, io)
+    }
+
     /// Waits for the first bytes of a plain connection and tells which protocol they start,
     /// without consuming them (the engine or hyper reads them itself). `None`: the client left, stayed
     /// silent past the header timeout, or fulcrum is stopping.

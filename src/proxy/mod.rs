@@ -12,6 +12,7 @@ mod h2_upstream;
 mod headers;
 pub mod http;
 pub mod listener;
+mod proxy_protocol;
 pub mod request_id;
 mod retry;
 mod stall;

@@ -1,33 +1,63 @@
-//! TCP mode: whole connections are balanced. Health, backups, limits and connect retries
+//! TCP mode: whole connections are balanced (after TLS termination when the frontend has
+//! `tls`: the servers get the plain stream). Health, backups, limits and connect retries
 //! apply as in HTTP mode; bytes are copied both ways until both sides close, one fails,
 //! or both stay silent for `tunnel_idle_timeout`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
 use super::frontend::Frontend;
 use crate::balance;
 use crate::pool::{Backend, ServerId, Slot, outlier};
 use crate::upstream::{ClientAddrs, UpStream};
 
-/// Relays one connection until it ends (see the module's doc). On shutdown a relay is not cut: it may
-/// finish within the grace period, after which the process ends and takes it along.
-pub(super) async fn relay(fe: &Frontend, mut client: TcpStream, peer: SocketAddr) {
-    // Validation gives every tcp frontend a backend.
-    let Some(backend) = fe.backend() else {
-        return;
-    };
+/// Serves one accepted connection: terminates TLS first when the frontend has `tls`
+/// (within `handshake`, its `client_header_timeout`), then relays the plain stream.
+pub(super) async fn serve(
+    fe: &Frontend,
+    client: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    handshake: Duration,
+) {
+    let _ = client.set_nodelay(true);
+    // The PROXY header sent to servers names the address the client connected to.
     let addrs = ClientAddrs {
         source: peer,
         destination: client.local_addr().unwrap_or(peer),
+    };
+    let Some(acceptor) = tls else {
+        return relay(fe, client, addrs).await;
+    };
+    match tokio::time::timeout(handshake, acceptor.accept(client)).await {
+        Ok(Ok(tls)) => relay(fe, tls, addrs).await,
+        Ok(Err(e)) => {
+            tracing::debug!(frontend = %fe.name, client = %peer, "TLS handshake failed: {e}")
+        }
+        Err(_) => tracing::debug!(frontend = %fe.name, client = %peer, "TLS handshake timed out"),
+    }
+}
+
+/// Relays one connection until it ends (see the module's doc). On shutdown a relay is not cut: it may
+/// finish within the grace period, after which the process ends and takes it along.
+async fn relay<C>(fe: &Frontend, mut client: C, addrs: ClientAddrs)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let peer = addrs.source;
+    // Validation gives every tcp frontend a backend.
+    let Some(backend) = fe.backend() else {
+        return;
     };
     let Some((mut upstream, slot)) = connect(&backend, addrs).await else {
         tracing::warn!(frontend = %fe.name, client = %peer, "no server could take the connection");
         return;
     };
-    let _ = client.set_nodelay(true);
     let (access_log, idle) = {
         let s = fe.settings();
         (s.access_log, s.tunnel_idle_timeout.get())

@@ -1,68 +1,62 @@
-//! TLS termination for frontends with `tls = { cert, key }`: rustls with the `ring`
-//! provider (no C toolchain beyond what Rust needs), ALPN offering h2 and http/1.1.
+//! TLS termination for frontends with `tls`: rustls with the `ring` provider (no C
+//! toolchain beyond what Rust needs), one or several certificates chosen by SNI
+//! ([`crate::certs::SniResolver`]), ALPN offering h2 and http/1.1 in HTTP mode.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::pki_types::pem::{Error as PemError, PemObject};
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 
-/// Why a frontend's TLS cannot be set up: which file and what is wrong with it, or that
-/// the pair is unusable. Start-up and reload refuse the configuration with it.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// The certificate file cannot be read or is not PEM.
-    #[error("{}: {source}", path.display())]
-    Cert {
-        path: PathBuf,
-        #[source]
-        source: PemError,
-    },
-    /// The certificate file is PEM but holds no certificate.
-    #[error("{}: no certificate found", path.display())]
-    NoCertificate { path: PathBuf },
-    /// The key file cannot be read, is not PEM, or holds no private key.
-    #[error("{}: {source}", path.display())]
-    Key {
-        path: PathBuf,
-        #[source]
-        source: PemError,
-    },
-    /// rustls offers none of the protocol versions asked for.
-    #[error("{0}")]
-    Protocols(#[source] rustls::Error),
-    #[error("certificate and key do not match or are unusable: {0}")]
-    Unusable(#[source] rustls::Error),
+pub use crate::certs::TlsError;
+use crate::certs::{CertInfo, SniResolver, load_pair};
+
+/// A frontend's TLS: the acceptor, and what its certificates say (for status, metrics and
+/// the expiry check).
+#[derive(Clone)]
+pub struct Terminator {
+    pub acceptor: TlsAcceptor,
+    /// In the order the file lists them; the first is the default.
+    pub certificates: Arc<[CertInfo]>,
 }
 
-/// Builds the acceptor for a certificate chain and key in PEM files.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    let cert_error = |source| TlsError::Cert {
-        path: cert.to_path_buf(),
-        source,
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(cert_error)?
-        .collect::<Result<_, _>>()
-        .map_err(cert_error)?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: cert.to_path_buf(),
-        });
+impl std::fmt::Debug for Terminator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Terminator")
+            .field("certificates", &self.certificates)
+            .finish_non_exhaustive()
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
-        path: key.to_path_buf(),
-        source,
-    })?;
+}
+
+/// Builds the acceptor for one certificate chain and key in PEM files, offering h2 and
+/// http/1.1 (what a test HTTPS server needs; frontends use [`terminator`]).
+pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    terminator(&[(cert.to_path_buf(), key.to_path_buf())], true).map(|t| t.acceptor)
+}
+
+/// Builds the terminator for the `(cert, key)` PEM file pairs, the first being the default.
+/// `alpn`: offer h2 and http/1.1 (HTTP mode); a TCP relay offers none.
+pub fn terminator(pairs: &[(PathBuf, PathBuf)], alpn: bool) -> Result<Terminator, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let loaded = pairs
+        .iter()
+        .map(|(cert, key)| load_pair(cert, key, &provider))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(resolver) = SniResolver::new(&loaded) else {
+        return Err(TlsError::NoCertificate {
+            path: PathBuf::new(),
+        });
+    };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Protocols)?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(TlsError::Unusable)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .with_cert_resolver(Arc::new(resolver));
+    if alpn {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
+    Ok(Terminator {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        certificates: loaded.into_iter().map(|l| l.info).collect(),
+    })
 }

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::future::try_join_all;
-use tokio_rustls::TlsAcceptor;
 
 use super::ReloadError;
 use super::plan::{BackendPlan, Changes, FrontendAction, Plan, ServerPlan, plan};
@@ -40,8 +39,8 @@ struct Prepared1 {
     action: FrontendAction,
     /// A socket bound for `Bind`.
     socket: Option<Bound>,
-    /// The acceptor for `Restart` and `Bind` of a TLS frontend.
-    tls: Option<TlsAcceptor>,
+    /// The TLS terminator for `Restart` and `Bind` of a TLS frontend.
+    tls: Option<crate::proxy::tls::Terminator>,
 }
 
 impl App {

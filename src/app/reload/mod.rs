@@ -93,6 +93,8 @@ impl App {
                     None,
                     summary.clone(),
                 ));
+                self.served.set(frontends.served());
+                self.check_certificates();
             }
             Err(why) => {
                 tracing::warn!(
