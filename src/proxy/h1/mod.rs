@@ -11,6 +11,7 @@
 //! Pipelined requests are answered in order: what follows a request in the buffer is the
 //! next head, parsed when the previous exchange is done.
 
+mod attempt;
 mod exchange;
 mod heads;
 mod io;
