@@ -149,6 +149,7 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let stop = crate::runtime::StopSignals::install();
         let running = match crate::runtime::start(cfg).await {
             Ok(r) => r,
             Err(e) => {
@@ -159,7 +160,7 @@ pub fn main() -> ExitCode {
         let token_file = crate::admin::token::path(&running.app.config());
         let token = crate::admin::token::read(&token_file).unwrap_or_default();
         print_welcome(running.frontend("www"), running.admin, &addrs, &token);
-        crate::runtime::wait_for_stop_signal().await;
+        stop.wait().await;
         running.shutdown().await;
         ExitCode::SUCCESS
     })

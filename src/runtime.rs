@@ -146,8 +146,11 @@ pub fn serve(cfg: Config) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        // Installed before anything listens: SIGHUP's default action would end the process.
+        // Installed before anything listens: SIGHUP's default action would end the process,
+        // and so would SIGTERM's between READY=1 and the first wait (systemd may stop a
+        // service the moment it is ready).
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let stop = StopSignals::install();
         let running = match start(cfg).await {
             Ok(r) => r,
             Err(e) => {
@@ -157,7 +160,7 @@ pub fn serve(cfg: Config) -> ExitCode {
         };
         // Every listener is bound and every server checked once: tell systemd (if it asks).
         let service = crate::systemd::Service::ready(&running.app);
-        serve_until_stopped(&running.app, hup, &service).await;
+        serve_until_stopped(&running.app, hup, stop, &service).await;
         service.stopping();
         running.shutdown().await;
         ExitCode::SUCCESS
@@ -169,16 +172,17 @@ pub fn serve(cfg: Config) -> ExitCode {
 async fn serve_until_stopped(
     app: &Arc<App>,
     hup: std::io::Result<tokio::signal::unix::Signal>,
+    stop: StopSignals,
     service: &crate::systemd::Service,
 ) {
     let mut hup = match hup {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot listen for SIGHUP ({e}); reload through the admin API");
-            return wait_for_stop_signal().await;
+            return stop.wait().await;
         }
     };
-    let stop = wait_for_stop_signal();
+    let stop = stop.wait();
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -194,19 +198,36 @@ async fn serve_until_stopped(
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for signals; stop fulcrum with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from the moment this is made: one that arrives before the
+/// wait begins is kept for it rather than ending the process without its shutdown.
+#[derive(Debug)]
+pub struct StopSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl StopSignals {
+    /// Installs the handlers (inside a runtime).
+    pub fn install() -> StopSignals {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => StopSignals(Some((term, int))),
+            _ => {
+                tracing::error!("cannot listen for signals; stop fulcrum with SIGKILL");
+                StopSignals(None)
+            }
+        }
+    }
+
+    /// Resolves on SIGTERM or SIGINT.
+    pub async fn wait(self) {
+        let Some((mut term, mut int)) = self.0 else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }
 

@@ -213,23 +213,29 @@ fn example_text() -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
-/// A directory holding the recipe's certificate for both sites.
-fn recipe_dir() -> (tempfile::TempDir, rcgen::CertifiedKey<rcgen::KeyPair>) {
+/// The recipe's two certificates, each for its site.
+type Keys = Vec<rcgen::CertifiedKey<rcgen::KeyPair>>;
+
+/// A directory holding the recipe's certificates, one per site.
+fn recipe_dir() -> (tempfile::TempDir, Keys) {
     let dir = tempfile::tempdir().unwrap();
-    let names = vec![
-        "www.example.com".to_string(),
-        "example.com".to_string(),
-        "shop.example.com".to_string(),
-    ];
-    let key = rcgen::generate_simple_self_signed(names).unwrap();
     std::fs::create_dir(dir.path().join("certs")).unwrap();
-    std::fs::write(dir.path().join("certs/sites.pem"), key.cert.pem()).unwrap();
-    std::fs::write(
-        dir.path().join("certs/sites.key"),
-        key.signing_key.serialize_pem(),
-    )
-    .unwrap();
-    (dir, key)
+    let mut keys = Vec::new();
+    for (file, names) in [
+        ("www", vec!["www.example.com", "example.com"]),
+        ("shop", vec!["shop.example.com"]),
+    ] {
+        let names = names.into_iter().map(String::from).collect::<Vec<_>>();
+        let key = rcgen::generate_simple_self_signed(names).unwrap();
+        std::fs::write(dir.path().join(format!("certs/{file}.pem")), key.cert.pem()).unwrap();
+        std::fs::write(
+            dir.path().join(format!("certs/{file}.key")),
+            key.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        keys.push(key);
+    }
+    (dir, keys)
 }
 
 #[test]
@@ -246,7 +252,7 @@ fn the_recipe_passes_the_check() {
 
 #[tokio::test]
 async fn the_recipe_works_as_it_says() {
-    let (dir, key) = recipe_dir();
+    let (dir, keys) = recipe_dir();
     let (www, shop, api) = (
         TestServer::start("www").await,
         TestServer::start("shop").await,
@@ -296,7 +302,7 @@ async fn the_recipe_works_as_it_says() {
         ("www.example.com", "/api/books", "api"),
         ("shop.example.com", "/cart", "shop"),
     ] {
-        let (status, headers, got) = https_get(&key, https, host, path).await;
+        let (status, headers, got) = https_get(&keys, https, host, path).await;
         assert_eq!((status, got.as_str()), (200, body), "{host}{path}");
         assert_eq!(
             headers.get("strict-transport-security").unwrap(),
@@ -304,20 +310,22 @@ async fn the_recipe_works_as_it_says() {
         );
     }
     assert!(api.last_headers().get("x-client-ip").is_some());
-    let (status, headers, _) = https_get(&key, https, "nowhere.example.com", "/").await;
+    let (status, headers, _) = https_get(&keys, https, "nowhere.example.com", "/").await;
     assert_eq!(status, 404);
     assert_eq!(headers.get("x-fulcrum-error").unwrap(), "no_route");
     f.shutdown().await;
 }
 
 async fn https_get(
-    key: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    keys: &Keys,
     addr: std::net::SocketAddr,
     host: &str,
     path: &str,
 ) -> (u16, http::HeaderMap, String) {
     let mut roots = RootCertStore::empty();
-    roots.add(key.cert.der().clone()).unwrap();
+    for key in keys {
+        roots.add(key.cert.der().clone()).unwrap();
+    }
     let cfg =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -325,7 +333,7 @@ async fn https_get(
             .with_root_certificates(roots)
             .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    // The certificate names the real sites; an unknown name still gets it (and 404).
+    // An unknown name gets the default certificate (www's), and 404.
     let sni = if host == "nowhere.example.com" {
         "www.example.com"
     } else {
