@@ -1,10 +1,11 @@
 //! Routes as `fulcrum check` sees them: each bad route or header rule is an error naming
 //! the file, line, column and key; the summary prints every route; and the README's
 //! recipe (`examples/sites.toml`) both passes the check and works as it says.
+#[path = "common/check.rs"]
+mod check;
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,8 +15,6 @@ use hyper_util::rt::TokioIo;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
-
-const BIN: &str = env!("CARGO_BIN_EXE_fulcrum");
 
 const GOOD: &str = r#"[[frontends]]
 name = "www"
@@ -46,36 +45,10 @@ name = "api-01"
 address = "127.0.0.1:9002"
 "#;
 
-fn check(path: &Path) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(["check", "-c", path.to_str().unwrap()])
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the fulcrum binary runs");
-    (
-        out.status.code().expect("exit code"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Expects exit 1 and an error `FILE:LINE:COL: key `KEY`: ...` containing `words`.
 fn expect_error(text: &str, line: usize, key: &str, words: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("bad.toml");
-    std::fs::write(&p, text).unwrap();
-    let (code, stdout, stderr) = check(&p);
-    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
-    let prefix = format!("{}:{line}:", p.display());
-    let l = stderr
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no error at {prefix} in:\n{stderr}"));
-    assert!(
-        l.contains(&format!("`{key}`")),
-        "key {key} not named in: {l}"
-    );
-    assert!(l.contains(words), "{words:?} not in: {l}");
+    check::expect_error(dir.path(), text, line, key, words);
 }
 
 #[test]
@@ -83,7 +56,7 @@ fn the_summary_prints_every_route() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("good.toml");
     std::fs::write(&p, GOOD).unwrap();
-    let (code, stdout, stderr) = check(&p);
+    let (code, stdout, stderr) = check::check_file(&p);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains("frontend www http on 127.0.0.1:8080:"),
@@ -197,7 +170,7 @@ fn a_frontend_needs_a_backend_or_routes() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("ok.toml");
     std::fs::write(&p, &text).unwrap();
-    let (code, stdout, stderr) = check(&p);
+    let (code, stdout, stderr) = check::check_file(&p);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("otherwise -> 404 no_route"), "{stdout}");
     let bare = "[[frontends]]\nname = \"www\"\nbind = \"127.0.0.1:8080\"\n\n[backends.shop]\n\
@@ -243,7 +216,7 @@ fn the_recipe_passes_the_check() {
     let (dir, _key) = recipe_dir();
     let p = dir.path().join("sites.toml");
     std::fs::write(&p, example_text()).unwrap();
-    let (code, stdout, stderr) = check(&p);
+    let (code, stdout, stderr) = check::check_file(&p);
     assert_eq!(code, 0, "{stderr}");
     for route in ["route api", "route www", "route shop", "route to-https"] {
         assert!(stdout.contains(route), "{route} missing:\n{stdout}");

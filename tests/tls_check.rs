@@ -3,23 +3,11 @@
 //! file lists each certificate's names and expiry.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fulcrum");
-
-fn check_file(path: &Path) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(["check", "-c", path.to_str().unwrap()])
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the fulcrum binary runs");
-    (
-        out.status.code().expect("exit code"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+#[path = "common/check.rs"]
+mod check;
+use check::{check_file, expect_error};
 
 /// Writes a certificate for `names` as `NAME.pem` / `NAME.key` in `dir`.
 fn cert(dir: &Path, name: &str, names: &[&str], not_after: SystemTime) -> (PathBuf, PathBuf) {
@@ -44,20 +32,6 @@ fn config(frontend_extra: &str) -> String {
         "[[frontends]]\nname = \"www\"\nbind = \"127.0.0.1:8443\"\nbackend = \"shop\"\n{frontend_extra}\n\
          [backends.shop]\n[[backends.shop.servers]]\nname = \"a\"\naddress = \"127.0.0.1:9001\"\n"
     )
-}
-
-/// Expects exit 1 and an error line `FILE:LINE:COL: ... `KEY` ...` containing `words`.
-fn expect_error(dir: &Path, text: &str, line: usize, key: &str, words: &str) {
-    let p = dir.join("bad.toml");
-    std::fs::write(&p, text).unwrap();
-    let (code, stdout, stderr) = check_file(&p);
-    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
-    let prefix = format!("{}:{line}:", p.display());
-    let l = stderr
-        .lines()
-        .find(|l| l.starts_with(&prefix) && l.contains(&format!("`{key}`")))
-        .unwrap_or_else(|| panic!("no error at {prefix} for {key} in:\n{stderr}\n{text}"));
-    assert!(l.contains(words), "{words:?} not in: {l}");
 }
 
 #[test]

@@ -29,7 +29,7 @@ pub use duration::{Dur, DurError};
 pub use health::{Health, HealthKind};
 pub use load::{ConfigError, ConfigErrors, load_file, parse_str};
 pub use protocol::UpstreamProtocol;
-pub use routes::{HeaderRules, Route, is_token, route_name};
+pub use routes::{HeaderRules, Route, route_name};
 pub use size::{ByteSize, SizeError};
 pub use tls::{CertPair, Tls};
 pub use upstream::{SendProxy, TlsSettingsError, UpstreamTls};

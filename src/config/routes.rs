@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Deserializer};
 
+use super::health::{is_header_value, is_token};
 use super::locate::KeyPath;
 use super::{Config, Frontend};
 
@@ -20,13 +21,6 @@ pub struct HeaderRules {
     pub add: BTreeMap<String, String>,
     #[serde(default)]
     pub remove: Vec<String>,
-}
-
-impl HeaderRules {
-    /// Whether the rules change nothing (the request path then skips them entirely).
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
-    }
 }
 
 /// One route: what a request must look like, and where it goes (or the redirect it gets).
@@ -224,7 +218,7 @@ fn route(config: &Config, p: &KeyPath, r: &Route, out: &mut Problems) {
                 p.key("headers").key(name),
                 format!("`{name}` is not a header name"),
             ));
-        } else if !is_field_value(value) {
+        } else if !is_header_value(value) {
             out.push((
                 p.key("headers").key(name),
                 "a header value is visible text (no control characters)".into(),
@@ -241,7 +235,7 @@ fn rules(p: &KeyPath, rules: &HeaderRules, out: &mut Problems) {
         for (name, value) in map {
             if let Err(why) = check_rule_name(name) {
                 out.push((named(kind, name), why));
-            } else if !is_field_value(value) {
+            } else if !is_header_value(value) {
                 out.push((
                     named(kind, name),
                     "a header value is visible text (no control characters)".into(),
@@ -269,17 +263,6 @@ fn check_rule_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// RFC 9110 §5.6.2 token characters.
-pub fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-fn is_field_value(s: &str) -> bool {
-    s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// Checks that every `{...}` in `text` is one of `allowed` and braces are balanced.

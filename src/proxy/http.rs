@@ -47,7 +47,13 @@ pub async fn handle(
         let raw = authority.or_else(|| req.headers().get(header::HOST).map(HeaderValue::as_bytes));
         route::normalize_host(raw.unwrap_or_default()).into_owned()
     };
-    let path = route::normalize_path(req.uri().path().as_bytes()).into_owned();
+    // Only routes look at the normalized path (without them every request takes the
+    // fallback, which strips nothing).
+    let path = if routing.is_routed() {
+        route::normalize_path(req.uri().path().as_bytes()).into_owned()
+    } else {
+        String::new()
+    };
     let target = routing.select(&route::Request {
         host: &host,
         path: &path,

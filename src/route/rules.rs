@@ -103,11 +103,6 @@ pub struct Rules {
 pub static NO_RULES: std::sync::LazyLock<Rules> = std::sync::LazyLock::new(Rules::default);
 
 impl Rules {
-    /// Whether the rules change nothing.
-    pub fn is_empty(&self) -> bool {
-        self.drop.is_empty() && self.lines.is_empty()
-    }
-
     /// Whether an incoming line named `name` is dropped.
     pub fn drops(&self, name: &[u8]) -> bool {
         self.drop
@@ -172,13 +167,7 @@ impl Rules {
         for d in self.drop.iter() {
             headers.remove(d.as_ref());
         }
-        for (name, value) in self.lines.iter() {
-            let (Ok(n), Ok(v)) = (
-                http::HeaderName::from_bytes(name.as_bytes()),
-                http::HeaderValue::from_bytes(&value.render(fill)),
-            ) else {
-                continue;
-            };
+        for (n, v) in self.render_pairs(fill) {
             headers.append(n, v);
         }
     }
