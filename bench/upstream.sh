@@ -64,7 +64,6 @@ http {
     fastcgi_temp_path $TMP/nginx; uwsgi_temp_path $TMP/nginx; scgi_temp_path $TMP/nginx;
     keepalive_requests 100000000;
     keepalive_timeout 300s;
-    http2_max_requests 100000000;
     server {
         listen 127.0.0.1:$TLS_PORT ssl;
         ssl_certificate $TMP/cert.pem;

@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 client for fulcrum's own outgoing calls (webhooks, `fulcrum ctl`):
-//! one connection per call, a deadline over the whole exchange. Built on hyper's
-//! connection API so the binary needs no second HTTP stack. `https://` URLs (Slack's
+//! one connection per call, a deadline over the whole exchange. Built on the engine's own
+//! server side ([`ServerConn`]: the head parsed with the data path's strict rules, the body
+//! decoded by the same framing), so fulcrum has one HTTP/1 client, not two. `https://` URLs (Slack's
 //! webhooks) go over rustls, trusting the Mozilla root certificates (webpki-roots) so the
 //! result does not depend on what the host happens to have installed.
 
@@ -9,11 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http::{Method, Uri};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use crate::config::{is_header_value, is_token};
+use crate::h1::BodyDecoder;
+use crate::upstream::UpStream;
+use crate::upstream::h1::{HeadError, ServerConn};
 
 /// The largest answer body read; webhooks and the admin API answer far less.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -90,6 +94,8 @@ pub async fn call(
         None if tls => format!("{authority}:443"),
         None => format!("{authority}:80"),
     };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let head = request_head(&method, path, &authority, headers, body.len())?;
     let exchange = async {
         // Resolved apart from connecting: bounded, and the last good address when it fails.
         let addr = NAMES
@@ -106,7 +112,7 @@ pub async fn call(
             }
         })?;
         let _ = stream.set_nodelay(true);
-        let mut tx = if tls {
+        let stream = if tls {
             let host = uri.host().unwrap_or_default().to_string();
             let stream = tls_connect(host, stream)
                 .await
@@ -114,34 +120,47 @@ pub async fn call(
                     target: target.clone(),
                     source,
                 })?;
-            handshake(stream, &target).await?
+            UpStream::Tls(Box::new(stream))
         } else {
-            handshake(stream, &target).await?
+            UpStream::Plain(stream)
         };
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, authority.as_str())
-            .header(http::header::USER_AGENT, "fulcrum")
-            .header(http::header::CONNECTION, "close");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
+        let mut conn = ServerConn::fresh(stream);
+        let sent = async {
+            conn.stream.write_all(&head).await?;
+            conn.stream.write_all(&body).await?;
+            conn.stream.flush().await
+        };
+        sent.await
+            .map_err(|e| CallError::Other(format!("{target}: sending the request: {e}")))?;
+        let mut answered = false;
+        let was_head = method == Method::HEAD;
+        let resp = std::future::poll_fn(|cx| conn.poll_response_head(cx, was_head, &mut answered))
+            .await
+            .map_err(|e| {
+                CallError::Other(match e {
+                    HeadError::Closed => {
+                        format!("{target}: the connection closed before an answer")
+                    }
+                    HeadError::Broken => {
+                        format!("{target}: the connection closed within the answer's head")
+                    }
+                    HeadError::Malformed(e) => format!("{target}: a malformed answer: {e}"),
+                })
+            })?;
+        conn.buf.consume(resp.head_len);
+        let body = conn
+            .read_body(BodyDecoder::for_response(resp.body), MAX_BODY + 1)
+            .await
+            .map_err(|e| CallError::Other(format!("{target}: reading the answer: {e}")))?;
+        if body.len() > MAX_BODY {
+            return Err(CallError::Other(format!(
+                "{target}: the answer's body is over {MAX_BODY} bytes"
+            )));
         }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| CallError::Other(format!("bad request: {e}")))?;
-        let resp = tx
-            .send_request(req)
-            .await
-            .map_err(|e| CallError::Other(format!("{target}: {e}")))?;
-        let status = resp.status().as_u16();
-        let body = Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| CallError::Other(format!("{target}: reading the answer: {e}")))?
-            .to_bytes();
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status: resp.status,
+            body: Bytes::from(body),
+        })
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(r) => r,
@@ -149,19 +168,43 @@ pub async fn call(
     }
 }
 
-/// An HTTP/1.1 connection over `io`, its driver spawned.
-async fn handshake<S>(io: S, target: &str) -> Result<SendRequest<Full<Bytes>>, CallError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| CallError::Other(format!("{target}: {e}")))?;
-    tokio::spawn(async move {
-        // The connection's own error surfaces as the request's error.
-        let _ = conn.await;
-    });
-    Ok(tx)
+/// The request's head: `Host`, a `Connection: close` (one exchange per connection), the
+/// caller's headers, and a `Content-Length` whenever there is a body or the method carries
+/// one. A header that could break the head (a name that is not a token, a value with CR or
+/// LF) is refused rather than written.
+fn request_head(
+    method: &Method,
+    path: &str,
+    authority: &str,
+    headers: &[(&str, &str)],
+    body_len: usize,
+) -> Result<Vec<u8>, CallError> {
+    let mut out = Vec::with_capacity(256);
+    for part in [
+        method.as_str(),
+        " ",
+        path,
+        " HTTP/1.1\r\nhost: ",
+        authority,
+        "\r\nuser-agent: fulcrum\r\nconnection: close\r\n",
+    ] {
+        out.extend_from_slice(part.as_bytes());
+    }
+    for (name, value) in headers {
+        if !is_token(name) || !is_header_value(value) {
+            return Err(CallError::Other(format!(
+                "header `{name}` cannot be sent as written"
+            )));
+        }
+        for part in [*name, ": ", *value, "\r\n"] {
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    if body_len > 0 || [Method::POST, Method::PUT, Method::PATCH].contains(method) {
+        out.extend_from_slice(format!("content-length: {body_len}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
 }
 
 /// A TLS session to `host` over `stream`, verified against the Mozilla roots.

@@ -26,7 +26,7 @@ use serde::{Deserialize, Deserializer};
 
 pub use discovery::{Discovery, DnsQuery};
 pub use duration::{Dur, DurError};
-pub use health::{Health, HealthKind};
+pub use health::{Health, HealthKind, is_header_value, is_token};
 pub use load::{ConfigError, ConfigErrors, load_file, parse_str};
 pub use protocol::UpstreamProtocol;
 pub use routes::{HeaderRules, Route, route_name};

@@ -9,7 +9,6 @@ use tokio::io::AsyncWriteExt;
 
 use super::Server;
 use super::agent;
-use crate::buffers::ReadBuf;
 use crate::config::{self, Dur, HealthKind, StatusRange};
 use crate::h1::BodyDecoder;
 use crate::upstream::ConnectError;
@@ -113,12 +112,7 @@ async fn probe_inner(
     if settings.kind == HealthKind::Tcp {
         return Ok(());
     }
-    let mut conn = ServerConn {
-        stream,
-        buf: ReadBuf::new(),
-        reused: false,
-        for_client: None,
-    };
+    let mut conn = ServerConn::fresh(stream);
     let head = request_head(server, settings);
     conn.stream
         .write_all(&head)
@@ -150,7 +144,10 @@ async fn probe_inner(
         return Ok(());
     }
     conn.buf.consume(resp.head_len);
-    let body = read_body(&mut conn, BodyDecoder::for_response(resp.body)).await?;
+    let body = conn
+        .read_body(BodyDecoder::for_response(resp.body), BODY_LIMIT)
+        .await
+        .map_err(ProbeFailure::Answer)?;
     if memchr_find(&body, settings.expect_body.as_bytes()) {
         Ok(())
     } else {
@@ -193,45 +190,6 @@ fn request_head(server: &Server, settings: &config::Health) -> Vec<u8> {
     }
     out.extend_from_slice(b"connection: close\r\n\r\n");
     out
-}
-
-/// Up to [`BODY_LIMIT`] bytes of the body that follows in `conn`.
-async fn read_body(
-    conn: &mut ServerConn,
-    mut decoder: BodyDecoder,
-) -> Result<Vec<u8>, ProbeFailure> {
-    let mut body = Vec::new();
-    loop {
-        if !conn.buf.is_empty() {
-            let step = decoder
-                .decode(conn.buf.pending())
-                .map_err(|e| ProbeFailure::Answer(format!("bad body: {e}")))?;
-            if let Some(r) = step.data.clone() {
-                body.extend_from_slice(conn.buf.pending().get(r).unwrap_or_default());
-            }
-            conn.buf.consume(step.consumed);
-            if step.done || body.len() >= BODY_LIMIT {
-                body.truncate(BODY_LIMIT);
-                return Ok(body);
-            }
-        } else if decoder.is_done() {
-            return Ok(body);
-        }
-        let n = std::future::poll_fn(|cx| {
-            conn.buf
-                .poll_fill(&mut conn.stream, cx, crate::buffers::SIZE)
-        })
-        .await;
-        match n {
-            Ok(0) | Err(_) => {
-                decoder
-                    .finish()
-                    .map_err(|e| ProbeFailure::Answer(format!("body cut short: {e}")))?;
-                return Ok(body);
-            }
-            Ok(_) => {}
-        }
-    }
 }
 
 fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {

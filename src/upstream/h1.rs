@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::{ClientAddrs, ConnectError, Target, UpStream};
 use crate::buffers::ReadBuf;
-use crate::h1::{Limits, Parsed, ResponseError, ResponseHead, parse_response};
+use crate::h1::{BodyDecoder, Limits, Parsed, ResponseError, ResponseHead, parse_response};
 
 /// The largest server response head accepted (a larger one is a 502).
 pub const RESPONSE_HEAD_LIMIT: usize = 64 * 1024;
@@ -28,6 +28,16 @@ pub enum HeadError {
     Broken,
     /// The head broke the framing rules, or is over [`RESPONSE_HEAD_LIMIT`].
     Malformed(ResponseError),
+}
+
+/// What [`ServerConn::poll_head`] does with an interim (1xx) response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interim {
+    /// Skipped: the caller has no client to show it to (health checks, webhooks), or a
+    /// client that must not get one (HTTP/1.0, RFC 9110 §15.2).
+    Skip,
+    /// Returned, for an HTTP/1.1 client to get it before the final answer.
+    Return,
 }
 
 /// One connection to a server.
@@ -57,6 +67,20 @@ impl ServerConn {
         was_head: bool,
         answered: &mut bool,
     ) -> std::task::Poll<Result<ResponseHead, HeadError>> {
+        self.poll_head(cx, was_head, answered, Interim::Skip)
+    }
+
+    /// Reads until a response head is pending at the front of the buffer: a final one,
+    /// or (`Interim::Return`) an interim one other than `100 Continue` for the caller to
+    /// relay and consume (103 Early Hints, 102 Processing). A `100` is always skipped:
+    /// fulcrum answers `Expect` itself.
+    pub fn poll_head(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        was_head: bool,
+        answered: &mut bool,
+        interim: Interim,
+    ) -> std::task::Poll<Result<ResponseHead, HeadError>> {
         use std::task::Poll;
         let limits = Limits {
             max_head_bytes: RESPONSE_HEAD_LIMIT,
@@ -65,7 +89,9 @@ impl ServerConn {
             if !self.buf.is_empty() {
                 *answered = true;
                 match parse_response(self.buf.pending(), &limits, was_head) {
-                    Ok(Parsed::Complete(h)) if h.is_interim() => {
+                    Ok(Parsed::Complete(h))
+                        if h.is_interim() && (interim == Interim::Skip || h.status == 100) =>
+                    {
                         self.buf.consume(h.head_len);
                         continue;
                     }
@@ -90,6 +116,62 @@ impl ServerConn {
                 }
                 Poll::Ready(Err(_)) => return Poll::Ready(Err(ended)),
                 Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl ServerConn {
+    /// A connection just opened, for any client (no PROXY header sent on it).
+    pub fn fresh(stream: UpStream) -> Self {
+        ServerConn {
+            stream,
+            buf: ReadBuf::new(),
+            reused: false,
+            for_client: None,
+        }
+    }
+
+    /// Up to `limit` bytes of the body that follows in the buffer (its head consumed),
+    /// decoded from its framing: for the one-shot exchanges (health checks, webhooks,
+    /// `fulcrum ctl`) that want a body whole rather than relayed. The error says what broke.
+    pub async fn read_body(
+        &mut self,
+        mut decoder: BodyDecoder,
+        limit: usize,
+    ) -> Result<Vec<u8>, String> {
+        let mut body = Vec::new();
+        loop {
+            if !self.buf.is_empty() {
+                let step = decoder
+                    .decode(self.buf.pending())
+                    .map_err(|e| format!("bad body: {e}"))?;
+                if let Some(r) = step.data.clone() {
+                    body.extend_from_slice(self.buf.pending().get(r).unwrap_or_default());
+                }
+                self.buf.consume(step.consumed);
+                if step.done || body.len() >= limit {
+                    body.truncate(limit);
+                    return Ok(body);
+                }
+                if step.consumed > 0 && !self.buf.is_empty() {
+                    // The decoder yields one chunk's data at a time: what follows is
+                    // decoded before reading more (the server may have closed already).
+                    continue;
+                }
+            } else if decoder.is_done() {
+                return Ok(body);
+            }
+            let n = std::future::poll_fn(|cx| {
+                self.buf
+                    .poll_fill(&mut self.stream, cx, crate::buffers::SIZE)
+            })
+            .await;
+            if matches!(n, Ok(0) | Err(_)) {
+                decoder
+                    .finish()
+                    .map_err(|e| format!("body cut short: {e}"))?;
+                return Ok(body);
             }
         }
     }
@@ -231,9 +313,7 @@ pub async fn connect(
     let stream = super::connect::open(addr, target, client, timeout).await?;
     let proxied = target.connector.proxy != crate::config::SendProxy::Off;
     Ok(ServerConn {
-        stream,
-        buf: ReadBuf::new(),
-        reused: false,
         for_client: client.filter(|_| proxied).map(Box::new),
+        ..ServerConn::fresh(stream)
     })
 }

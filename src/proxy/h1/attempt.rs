@@ -10,7 +10,7 @@ use super::{Client, ClientIo};
 use crate::h1::{BodyError, ResponseError, ResponseHead};
 use crate::pool::Server;
 use crate::proxy::error::Refusal;
-use crate::upstream::h1::{HeadError, ServerConn};
+use crate::upstream::h1::{HeadError, Interim, ServerConn};
 use crate::upstream::{ClientAddrs, ConnectError};
 
 /// What one attempt on one server gave. Returned once per attempt and matched at once:
@@ -56,6 +56,8 @@ pub struct Attempt<'a> {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub was_head: bool,
+    /// Interim answers (103) go to the client: it speaks HTTP/1.1.
+    pub interim: Interim,
     /// The request may go again on a fresh connection when a pooled one closed before
     /// answering (idempotent, or bodiless).
     pub resend_ok: bool,
@@ -115,7 +117,6 @@ impl Attempt<'_> {
         upload: &mut Upload,
         continue_owed: &mut bool,
     ) -> Result<ResponseHead, Fail> {
-        let was_head = self.was_head;
         let wait = async {
             if conn.stream.write_all(self.out).await.is_err() {
                 return Err(Fail::Closed);
@@ -130,41 +131,69 @@ impl Attempt<'_> {
             }
             let mut uploading = !upload.is_done();
             let mut answered = false;
-            std::future::poll_fn(|cx| {
-                if uploading {
-                    match upload.poll(cx, client, &mut conn.stream) {
-                        std::task::Poll::Ready(Ok(())) => uploading = false,
-                        // The server stopped reading; its answer may still come.
-                        std::task::Poll::Ready(Err(UploadError::Server(e))) => {
-                            tracing::debug!("the server stopped reading the request body: {e}");
-                            uploading = false;
-                        }
-                        std::task::Poll::Ready(Err(UploadError::Body(e))) => {
-                            return std::task::Poll::Ready(Err(Fail::Body(Some(e))));
-                        }
-                        std::task::Poll::Ready(Err(UploadError::TooLarge)) => {
-                            return std::task::Poll::Ready(Err(Fail::Body(None)));
-                        }
-                        std::task::Poll::Ready(Err(UploadError::ClientGone)) => {
-                            return std::task::Poll::Ready(Err(Fail::ClientGone));
-                        }
-                        std::task::Poll::Pending => {}
-                    }
-                } else if client.io.poll_gone(cx).is_ready() {
-                    return std::task::Poll::Ready(Err(Fail::ClientGone));
+            loop {
+                let head = self
+                    .head(&mut uploading, &mut answered, conn, client, upload)
+                    .await?;
+                if !head.is_interim() {
+                    return Ok(head);
                 }
-                conn.poll_response_head(cx, was_head, &mut answered)
-                    .map_err(|e| match e {
-                        HeadError::Closed => Fail::Closed,
-                        HeadError::Broken => Fail::Broken,
-                        HeadError::Malformed(e) => Fail::BadResponse(e),
-                    })
-            })
-            .await
+                // An interim answer (103 Early Hints) goes to the client as the server
+                // wrote it, before the final one.
+                let bytes = conn.buf.pending().get(..head.head_len).unwrap_or_default();
+                if client.io.write_all(bytes).await.is_err() || client.io.flush().await.is_err() {
+                    return Err(Fail::ClientGone);
+                }
+                conn.buf.consume(head.head_len);
+            }
         };
         match tokio::time::timeout(self.response_timeout, wait).await {
             Ok(r) => r,
             Err(_) => Err(Fail::TimedOut),
         }
+    }
+
+    /// Streams the body while waiting for the next response head (interim ones returned
+    /// when the client may have them).
+    async fn head<S: ClientIo>(
+        &self,
+        uploading: &mut bool,
+        answered: &mut bool,
+        conn: &mut ServerConn,
+        client: &mut Client<S>,
+        upload: &mut Upload,
+    ) -> Result<ResponseHead, Fail> {
+        let (was_head, interim) = (self.was_head, self.interim);
+        std::future::poll_fn(|cx| {
+            if *uploading {
+                match upload.poll(cx, client, &mut conn.stream) {
+                    std::task::Poll::Ready(Ok(())) => *uploading = false,
+                    // The server stopped reading; its answer may still come.
+                    std::task::Poll::Ready(Err(UploadError::Server(e))) => {
+                        tracing::debug!("the server stopped reading the request body: {e}");
+                        *uploading = false;
+                    }
+                    std::task::Poll::Ready(Err(UploadError::Body(e))) => {
+                        return std::task::Poll::Ready(Err(Fail::Body(Some(e))));
+                    }
+                    std::task::Poll::Ready(Err(UploadError::TooLarge)) => {
+                        return std::task::Poll::Ready(Err(Fail::Body(None)));
+                    }
+                    std::task::Poll::Ready(Err(UploadError::ClientGone)) => {
+                        return std::task::Poll::Ready(Err(Fail::ClientGone));
+                    }
+                    std::task::Poll::Pending => {}
+                }
+            } else if client.io.poll_gone(cx).is_ready() {
+                return std::task::Poll::Ready(Err(Fail::ClientGone));
+            }
+            conn.poll_head(cx, was_head, answered, interim)
+                .map_err(|e| match e {
+                    HeadError::Closed => Fail::Closed,
+                    HeadError::Broken => Fail::Broken,
+                    HeadError::Malformed(e) => Fail::BadResponse(e),
+                })
+        })
+        .await
     }
 }

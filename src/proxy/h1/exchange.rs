@@ -26,6 +26,7 @@ use crate::proxy::error::Refusal;
 use crate::proxy::frontend::Frontend;
 use crate::proxy::retry;
 use crate::route::{self, Action, Target};
+use crate::upstream::h1::Interim;
 
 /// Runs the exchange for `head` (at the front of the client's buffer); returns whether the
 /// connection may carry another request.
@@ -276,6 +277,11 @@ impl<S: ClientIo> Exchange<'_, S> {
         let mut continue_owed = self.head.expect_continue && !upload.is_done();
         let resend_ok = idempotent || !has_body;
         let was_head = self.method_is("HEAD");
+        let interim = if self.head.version == Version::Http11 {
+            Interim::Return
+        } else {
+            Interim::Skip
+        };
         let (connect_timeout, response_timeout, retries) = (
             self.b.connect_timeout.get(),
             self.b.response_timeout.get(),
@@ -296,6 +302,7 @@ impl<S: ClientIo> Exchange<'_, S> {
                 connect_timeout,
                 response_timeout,
                 was_head,
+                interim,
                 resend_ok,
             };
             let outcome = attempt
