@@ -6,7 +6,9 @@
 //! head, a small body: most exchanges never need more), and moves to a [`SIZE`] one when it
 //! fills, or when the last read filled all the room it had (a body is streaming: reads of
 //! 4 KiB would cost four times the syscalls). With 1,000 busy connections that is 4 KiB per
-//! buffer instead of 16.
+//! client buffer instead of 16 (a client's buffer holds its request for the whole exchange).
+//! A server connection's reads start large ([`ReadBuf::large_first`]): answers carry the
+//! bodies, and their buffer is held only while one is relayed.
 //!
 //! Read buffers are zero-filled once, when first made, and then reused as they are: reading
 //! into initialised memory needs no `unsafe` and the pool makes the one-time fill free.
@@ -106,6 +108,19 @@ impl ReadBuf {
             start: 0,
             end: 0,
             streaming: false,
+        }
+    }
+
+    /// An empty buffer whose first read takes a [`SIZE`] buffer: for a server's answers,
+    /// where bodies come from (a 64 KiB answer read 4 KiB first costs a read and a write
+    /// more), and whose buffer is held only while an answer is relayed, not for the whole
+    /// exchange as a client's is.
+    pub const fn large_first() -> Self {
+        ReadBuf {
+            mem: None,
+            start: 0,
+            end: 0,
+            streaming: true,
         }
     }
 
@@ -297,6 +312,15 @@ mod tests {
         buf.fill(&mut more, 64 * 1024).await.unwrap();
         assert_eq!(held(&buf), SMALL);
         assert_eq!(buf.pending(), b"world");
+    }
+
+    #[tokio::test]
+    async fn a_buffer_for_answers_reads_large_from_the_start() {
+        let data = vec![1u8; 2 * SIZE];
+        let mut src: &[u8] = &data;
+        let mut buf = ReadBuf::large_first();
+        assert_eq!(buf.fill(&mut src, 64 * 1024).await.unwrap(), SIZE);
+        assert_eq!(held(&buf), SIZE);
     }
 
     #[tokio::test]

@@ -126,7 +126,7 @@ impl ServerConn {
     pub fn fresh(stream: UpStream) -> Self {
         ServerConn {
             stream,
-            buf: ReadBuf::new(),
+            buf: ReadBuf::large_first(),
             reused: false,
             for_client: None,
         }
@@ -246,7 +246,7 @@ impl IdleConns {
             if since.elapsed() < IDLE_TIMEOUT && stream.still_open() {
                 return Some(ServerConn {
                     stream,
-                    buf: ReadBuf::new(),
+                    buf: ReadBuf::large_first(),
                     reused: true,
                     for_client,
                 });

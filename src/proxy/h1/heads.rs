@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::h1::{
-    BodyFraming, Header, Headers, RequestHead, ResponseFraming, ResponseHead, Target, Version,
+    BodyFraming, Headers, RequestHead, ResponseFraming, ResponseHead, Target, Version,
 };
 use crate::proxy::headers::is_hop_by_hop;
 use crate::route::{Fill, Rules};
@@ -30,21 +30,43 @@ fn one_of(name: &[u8], names: &[&str]) -> bool {
         .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
 }
 
-/// Whether a `Connection` line of `headers` lists `name`.
-fn listed_in_connection(buf: &[u8], headers: &Headers, name: &[u8]) -> bool {
-    headers.named(buf, "connection").any(|v| {
-        v.split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
-    })
+/// The fields a head's `Connection` lines name, looked up once per head rather than once
+/// per header line. `None` when they list only hop-by-hop names (`keep-alive`, dropped
+/// anyway) and `close` (nearly every head); `Close` is reserved and never a field (RFC 9110
+/// §7.6.1).
+struct Listed<'a> {
+    buf: &'a [u8],
+    headers: Option<&'a Headers>,
+}
+
+impl<'a> Listed<'a> {
+    fn of(buf: &'a [u8], headers: &'a Headers) -> Self {
+        let names_fields = headers.named(buf, "connection").any(|v| {
+            v.split(|&b| b == b',').any(|t| {
+                let t = t.trim_ascii();
+                !t.is_empty() && !is_hop_by_hop(t) && !t.eq_ignore_ascii_case(b"close")
+            })
+        });
+        Listed {
+            buf,
+            headers: names_fields.then_some(headers),
+        }
+    }
+
+    /// Whether a `Connection` line lists `name`.
+    fn has(&self, name: &[u8]) -> bool {
+        self.headers.is_some_and(|headers| {
+            headers.named(self.buf, "connection").any(|v| {
+                v.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+            })
+        })
+    }
 }
 
 /// Whether the line is copied as it is.
-fn copied(buf: &[u8], headers: &Headers, h: &Header, more: &[&str]) -> bool {
-    let name = h.name.of(buf);
-    !is_hop_by_hop(name)
-        && !one_of(name, &WRITTEN)
-        && !one_of(name, more)
-        && !listed_in_connection(buf, headers, name)
+fn copied(name: &[u8], listed: &Listed<'_>, more: &[&str]) -> bool {
+    !is_hop_by_hop(name) && !one_of(name, &WRITTEN) && !one_of(name, more) && !listed.has(name)
 }
 
 /// Every `Transfer-Encoding` line's codings, in order, as one list (`gzip, chunked`).
@@ -142,8 +164,9 @@ pub fn request(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, fwd: &Forwardi
     } else {
         &["x-forwarded-proto", "x-forwarded-host"]
     };
+    let listed = Listed::of(buf, &head.headers);
     for h in head.headers.as_slice() {
-        if copied(buf, &head.headers, h, more) && !fwd.rules.drops(h.name.of(buf)) {
+        if copied(h.name.of(buf), &listed, more) && !fwd.rules.drops(h.name.of(buf)) {
             line(out, h.name.of(buf), h.value.of(buf));
         }
     }
@@ -235,15 +258,16 @@ pub fn response(out: &mut Vec<u8>, buf: &[u8], resp: &ResponseHead, r: &Relaying
     // A bodiless response's framing fields describe the resource (HEAD, 304) and go on as
     // they are; 1xx and 204 carry none (RFC 9110 §8.6).
     let keep_framing = r.framing == ClientFraming::None && resp.status >= 200 && resp.status != 204;
+    let listed = Listed::of(buf, &resp.headers);
     for h in resp.headers.as_slice() {
         let name = h.name.of(buf);
         let framing_field = one_of(name, &["content-length", "transfer-encoding"]);
         let keep = if r.switching {
-            one_of(name, &["upgrade", "connection"]) || copied(buf, &resp.headers, h, &[])
+            one_of(name, &["upgrade", "connection"]) || copied(name, &listed, &[])
         } else if framing_field {
             keep_framing
         } else {
-            !is_hop_by_hop(name) && !listed_in_connection(buf, &resp.headers, name)
+            !is_hop_by_hop(name) && !listed.has(name)
         };
         if keep && !r.rules.drops(name) {
             line(out, name, h.value.of(buf));
