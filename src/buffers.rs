@@ -103,12 +103,7 @@ pub struct Full;
 impl ReadBuf {
     /// An empty buffer holding no memory.
     pub const fn new() -> Self {
-        ReadBuf {
-            mem: None,
-            start: 0,
-            end: 0,
-            streaming: false,
-        }
+        ReadBuf::empty(false)
     }
 
     /// An empty buffer whose first read takes a [`SIZE`] buffer: for a server's answers,
@@ -116,11 +111,15 @@ impl ReadBuf {
     /// more), and whose buffer is held only while an answer is relayed, not for the whole
     /// exchange as a client's is.
     pub const fn large_first() -> Self {
+        ReadBuf::empty(true)
+    }
+
+    const fn empty(streaming: bool) -> Self {
         ReadBuf {
             mem: None,
             start: 0,
             end: 0,
-            streaming: true,
+            streaming,
         }
     }
 

@@ -138,13 +138,8 @@ pub async fn call(
             .await
             .map_err(|e| {
                 CallError::Other(match e {
-                    HeadError::Closed => {
-                        format!("{target}: the connection closed before an answer")
-                    }
-                    HeadError::Broken => {
-                        format!("{target}: the connection closed within the answer's head")
-                    }
-                    HeadError::Malformed(e) => format!("{target}: a malformed answer: {e}"),
+                    HeadError::Malformed(_) => format!("{target}: a malformed answer: {e}"),
+                    _ => format!("{target}: {e}"),
                 })
             })?;
         conn.buf.consume(resp.head_len);

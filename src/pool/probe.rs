@@ -12,7 +12,7 @@ use super::agent;
 use crate::config::{self, Dur, HealthKind, StatusRange};
 use crate::h1::BodyDecoder;
 use crate::upstream::ConnectError;
-use crate::upstream::h1::{HeadError, ServerConn};
+use crate::upstream::h1::ServerConn;
 
 /// The most body bytes read to look for `expect_body`: a health page is small, and a
 /// server that streams forever must not hold the check.
@@ -121,13 +121,7 @@ async fn probe_inner(
     let mut answered = false;
     let resp = std::future::poll_fn(|cx| conn.poll_response_head(cx, false, &mut answered))
         .await
-        .map_err(|e| {
-            ProbeFailure::Answer(match e {
-                HeadError::Closed => "the connection closed before an answer".into(),
-                HeadError::Broken => "the connection closed within the answer's head".into(),
-                HeadError::Malformed(e) => e.to_string(),
-            })
-        })?;
+        .map_err(|e| ProbeFailure::Answer(e.to_string()))?;
     let said = resp
         .headers
         .named(conn.buf.pending(), agent::HEADER)

@@ -18,15 +18,19 @@ use crate::h1::{BodyDecoder, Limits, Parsed, ResponseError, ResponseHead, parse_
 /// The largest server response head accepted (a larger one is a 502).
 pub const RESPONSE_HEAD_LIMIT: usize = 64 * 1024;
 
-/// Why no response head could be read.
-#[derive(Debug)]
+/// Why no response head could be read. Its text is what health checks and fulcrum's own
+/// calls report.
+#[derive(Debug, thiserror::Error)]
 pub enum HeadError {
     /// The connection ended before the first byte of a response: a pooled connection the
     /// server closed as we used it, or a server that took the request and hung up.
+    #[error("the connection closed before an answer")]
     Closed,
     /// It ended or failed after the server had started answering.
+    #[error("the connection closed within the answer's head")]
     Broken,
     /// The head broke the framing rules, or is over [`RESPONSE_HEAD_LIMIT`].
+    #[error("{0}")]
     Malformed(ResponseError),
 }
 
@@ -245,10 +249,9 @@ impl IdleConns {
             };
             if since.elapsed() < IDLE_TIMEOUT && stream.still_open() {
                 return Some(ServerConn {
-                    stream,
-                    buf: ReadBuf::large_first(),
                     reused: true,
                     for_client,
+                    ..ServerConn::fresh(stream)
                 });
             }
         }
