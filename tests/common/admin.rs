@@ -91,6 +91,23 @@ impl Api {
         r.text().await.unwrap()
     }
 
+    /// The metrics page once it shows every one of `needles`: a request is counted when its
+    /// exchange ends, which may be just after the client has read the answer.
+    pub async fn metrics_showing(&self, needles: &[&str]) -> String {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let m = self.metrics().await;
+            let missing: Vec<&&str> = needles.iter().filter(|n| !m.contains(**n)).collect();
+            if missing.is_empty() {
+                return m;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("missing {missing:?} in:\n{m}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn maintenance(
         &self,
         server: &str,
