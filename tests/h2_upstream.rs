@@ -23,6 +23,8 @@ struct Seen {
     conns: AtomicUsize,
     /// The most streams in flight on any one connection.
     peak: AtomicUsize,
+    /// Request bodies that ended in a reset rather than whole.
+    cut: AtomicUsize,
     last: std::sync::Mutex<Option<(http::Version, http::Uri, HeaderMap)>>,
 }
 
@@ -87,7 +89,12 @@ async fn answer(name: &'static str, s: &Seen, req: Request<Incoming>) -> Respons
         .unwrap_or(0);
     let s_unsized = req.headers().contains_key("x-unsized");
     *s.last.lock().unwrap() = Some((req.version(), req.uri().clone(), req.headers().clone()));
-    let collected = req.into_body().collect().await.unwrap();
+    let Ok(collected) = req.into_body().collect().await else {
+        s.cut.fetch_add(1, Ordering::SeqCst);
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"cut")).boxed());
+        *resp.status_mut() = http::StatusCode::BAD_REQUEST;
+        return resp;
+    };
     let mut trailers = collected.trailers().cloned().unwrap_or_default();
     let body = collected.to_bytes();
     tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -185,6 +192,40 @@ async fn h2_client_to_h2_server_with_trailers_both_ways() {
     assert_eq!(headers["te"], "trailers");
     assert!(headers.get("host").is_none());
     assert_eq!(seen.conns.load(Ordering::SeqCst), 1);
+    f.shutdown().await;
+}
+
+/// An HTTP/2 client's body with no declared length is cut at `max_body_bytes` on its way
+/// to an HTTP/2 server too: the frame that would pass the limit never leaves fulcrum, the
+/// server's stream is reset and the client gets 413.
+#[tokio::test]
+async fn an_unsized_h2_body_is_cut_at_max_body_bytes() {
+    let (addr, seen) = h2_server("a", 100).await;
+    let f = h2_setup(&[("a", addr)])
+        .frontend(|f| f.set("max_body_bytes", 100))
+        .start()
+        .await;
+    let mut tx = h2_client(f.frontend("www")).await;
+    let frames = ["x".repeat(60), "y".repeat(60)]
+        .map(|p| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(p))));
+    let body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+    let req = Request::post("http://books.example/up").body(body).unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(resp.headers()["x-fulcrum-error"], "body_too_large");
+    eventually("the server's stream reset", Duration::from_secs(5), || {
+        seen.cut.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Under the limit, the same unsized body goes through whole.
+    let frames = ["x".repeat(40), "y".repeat(40)]
+        .map(|p| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(p))));
+    let body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+    let req = Request::post("http://books.example/up").body(body).unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(got.len(), 80);
     f.shutdown().await;
 }
 

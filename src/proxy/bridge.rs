@@ -80,7 +80,7 @@ fn write_head(out: &mut Vec<u8>, parts: &Parts, body: &UpstreamBody) {
         }
         // HTTP/2 checks DATA against a declared length (RFC 9113 §8.1.1), so it holds.
         // (`Pumped` bodies go to HTTP/2 servers only: never here.)
-        b @ (UpstreamBody::Client(_) | UpstreamBody::Pumped(_)) => {
+        b @ (UpstreamBody::Client(_) | UpstreamBody::Pumped(_) | UpstreamBody::Capped(_)) => {
             match b.size_hint().exact().or(declared) {
                 Some(n) => {
                     let _ = write!(out, "Content-Length: {n}\r\n");

@@ -16,10 +16,11 @@ use http::{Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::bridge::{BodyError, Sent, ServerBody, UpstreamBody};
+use super::bridge::{BodyError, BodyLimit, Sent, ServerBody, UpstreamBody};
 use super::grpc;
 use crate::pool::{Backend, Server, outlier};
 use crate::upstream::ConnectError;
+use crate::upstream::body::OverLimit;
 use crate::upstream::h2::{Sender, StreamClaim};
 
 /// Marks a request whose client sent `te: trailers`: the header is hop-by-hop and dropped
@@ -35,7 +36,7 @@ pub async fn send(
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Sent {
-    let mut req = to_h2(req, server);
+    let (mut req, over) = capped(to_h2(req, server));
     let mut fresh = false;
     loop {
         let pooled = if fresh { None } else { server.h2.checkout() };
@@ -60,6 +61,7 @@ pub async fn send(
                     let why = std::io::Error::other(format!("HTTP/2: {}", e.error()));
                     return Sent::NoConnection(back, ConnectError::Failed(why));
                 }
+                None if over.as_ref().is_some_and(OverLimit::passed) => return Sent::TooLarge,
                 None if refused(e.error()) => return Sent::Refused,
                 None => {
                     tracing::debug!(server = %server.full_name(), "HTTP/2 request failed: {}", e.error());
@@ -68,6 +70,17 @@ pub async fn send(
             },
         }
     }
+}
+
+/// The request with its client's body held to `max_body_bytes` when the frontend sets one
+/// (hyper reads the body, so the limit travels inside it), and the flag that says it passed.
+fn capped(req: Request<UpstreamBody>) -> (Request<UpstreamBody>, Option<OverLimit>) {
+    let Some(&BodyLimit(limit)) = req.extensions().get::<BodyLimit>() else {
+        return (req, None);
+    };
+    let (parts, body) = req.into_parts();
+    let (body, over) = body.capped(limit);
+    (Request::from_parts(parts, body), over)
 }
 
 /// Whether the server refused the stream unprocessed (RFC 9113 §8.7): reset with

@@ -6,6 +6,8 @@
 //! task: the exchange pumps what it decoded through a small channel ([`pumped`]).
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -24,6 +26,66 @@ pub enum UpstreamBody {
     Empty,
     /// An HTTP/1 client's body, pumped in by its exchange (HTTP/2 servers only).
     Pumped(Pumped),
+    /// An HTTP/2 client's body held to `max_body_bytes` (HTTP/2 servers only; see
+    /// [`UpstreamBody::capped`]).
+    Capped(Capped),
+}
+
+/// A client's body that may not grow past a limit. The HTTP/1 bridge counts the bytes it
+/// writes itself; for an HTTP/2 server hyper polls the body, so the cut is made here: a
+/// frame that would pass the limit is never handed on, and the stream fails instead.
+#[derive(Debug)]
+pub struct Capped {
+    body: Incoming,
+    left: u64,
+    over: Arc<AtomicBool>,
+}
+
+/// Set once a [`Capped`] body passed its limit: tells the request's task that its stream
+/// failed for that reason (a 413), not because the server broke (a 502).
+#[derive(Clone, Debug)]
+pub struct OverLimit(Arc<AtomicBool>);
+
+impl OverLimit {
+    pub fn passed(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl UpstreamBody {
+    /// The client's body held to `limit` bytes, and the flag that says it passed them;
+    /// any other body as it is (a pumped one counts its own bytes).
+    pub fn capped(self, limit: u64) -> (Self, Option<OverLimit>) {
+        match self {
+            UpstreamBody::Client(body) => {
+                let over = Arc::new(AtomicBool::new(false));
+                let flag = OverLimit(Arc::clone(&over));
+                let capped = Capped {
+                    body,
+                    left: limit,
+                    over,
+                };
+                (UpstreamBody::Capped(capped), Some(flag))
+            }
+            other => (other, None),
+        }
+    }
+}
+
+impl Capped {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => f,
+            other => return other.map(|f| f.map(|r| r.map_err(BoxError::from))),
+        };
+        let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+        if len > self.left {
+            self.over.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err("the client's body is over max_body_bytes".into())));
+        }
+        self.left -= len;
+        Poll::Ready(Some(Ok(frame)))
+    }
 }
 
 /// What an exchange pumps: a piece of body, or its end (without `End`, a closed channel
@@ -92,6 +154,7 @@ impl Body for UpstreamBody {
                 .map(|f| f.map(|r| r.map_err(BoxError::from))),
             UpstreamBody::Empty => Poll::Ready(None),
             UpstreamBody::Pumped(p) => p.poll_frame(cx),
+            UpstreamBody::Capped(c) => c.poll_frame(cx),
         }
     }
 
@@ -100,6 +163,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Client(b) => b.is_end_stream(),
             UpstreamBody::Empty => true,
             UpstreamBody::Pumped(p) => p.ended,
+            UpstreamBody::Capped(c) => c.body.is_end_stream(),
         }
     }
 
@@ -108,6 +172,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Client(b) => b.size_hint(),
             UpstreamBody::Empty => SizeHint::with_exact(0),
             UpstreamBody::Pumped(p) => p.exact.map(SizeHint::with_exact).unwrap_or_default(),
+            UpstreamBody::Capped(c) => c.body.size_hint(),
         }
     }
 }
