@@ -134,6 +134,27 @@ async fn client_of(
     }
 }
 
+/// The TLS session of a client connection, or `None` (logged) if its handshake fails or
+/// takes longer than `header`.
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    io: Tracked<TcpStream>,
+    header: Duration,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<Tracked<TcpStream>>> {
+    match tokio::time::timeout(header, acceptor.accept(io)).await {
+        Ok(Ok(io)) => Some(io),
+        Ok(Err(e)) => {
+            tracing::debug!(client = %peer, "TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(client = %peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// Accepts a connection and waits for a slot under the global limit before serving it;
 /// `None` when `close` (a child of the stop token) is cancelled.
 ///
@@ -205,13 +226,15 @@ pub async fn serve(
         }
     };
     let mut current = fe.settings_full();
-    let mut builders = Builders::new(&current);
+    // Shared by the connections (one pointer in each task rather than the builder's
+    // settings: an idle connection's memory is mostly its task).
+    let mut builders = Arc::new(Builders::new(&current));
     while let Some((mut stream, peer, permit)) = accept(&listener, &shared, &close).await {
         let open = shared.clients.open();
         let _ = stream.set_nodelay(true);
         let now = fe.settings_full();
         if !Arc::ptr_eq(&now, &current) {
-            builders = Builders::new(&now);
+            builders = Arc::new(Builders::new(&now));
             current = now;
         }
         let limits = Limits {
@@ -237,36 +260,44 @@ pub async fn serve(
             Protocol::Http(tls) => tls.as_ref().map(|t| t.acceptor.clone()),
         };
         let fe = Arc::clone(&fe);
-        let builders = builders.clone();
+        let builders = Arc::clone(&builders);
         // Two kinds of task, so that a plain connection's task is not sized for a TLS
         // session it does not have (an idle connection's memory is mostly its task).
+        // Each connection's future is most of its idle memory, so what would be kept
+        // across an await twice is not: the PROXY header's answer and the TLS handshake's
+        // are taken with `let ... else`, whose temporaries end with the statement.
         match tls {
             None => shared.tasks.spawn(async move {
-                if let Some(peer) = client_of(&mut stream, peer, proxy, limits.header, &stop).await
-                {
+                'conn: {
+                    let Some(peer) =
+                        client_of(&mut stream, peer, proxy, limits.header, &stop).await
+                    else {
+                        break 'conn;
+                    };
                     let (conn, io) = Conn::new(fe, stream, peer, limits, stop);
-                    if let Some(proto) = conn.sniff(&io).await {
-                        conn.serve(&builders, io, false, proto).await;
+                    match conn.sniff(&io).await {
+                        Some(Proto::H1) => conn.serve_h1(&mut conn.client(io, false)).await,
+                        Some(Proto::H2) => Box::pin(conn.serve_h2(&builders, io, false)).await,
+                        None => {}
                     }
                 }
                 drop((permit, open));
             }),
             Some(acceptor) => shared.tasks.spawn(async move {
-                if let Some(peer) = client_of(&mut stream, peer, proxy, limits.header, &stop).await
-                {
+                'conn: {
+                    let Some(peer) =
+                        client_of(&mut stream, peer, proxy, limits.header, &stop).await
+                    else {
+                        break 'conn;
+                    };
                     let (conn, io) = Conn::new(fe, stream, peer, limits, stop);
-                    let header = limits.header;
-                    match tokio::time::timeout(header, acceptor.accept(io)).await {
-                        Ok(Ok(io)) => {
-                            // RFC 9113 §3.3: over TLS, HTTP/2 is chosen by ALPN.
-                            let proto = match io.get_ref().1.alpn_protocol() {
-                                Some(b"h2") => Proto::H2,
-                                _ => Proto::H1,
-                            };
-                            conn.serve(&builders, io, true, proto).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(client = %peer, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+                    let Some(io) = handshake(&acceptor, io, limits.header, peer).await else {
+                        break 'conn;
+                    };
+                    // RFC 9113 §3.3: over TLS, HTTP/2 is chosen by ALPN.
+                    match io.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => Box::pin(conn.serve_h2(&builders, io, true)).await,
+                        _ => conn.serve_h1(&mut conn.client(io, true)).await,
                     }
                 }
                 drop((permit, open));
@@ -411,51 +442,49 @@ impl Conn {
         }
     }
 
-    /// Serves requests until the client leaves, a timeout passes or fulcrum stops.
-    async fn serve<S: ClientIo + 'static>(
-        self,
-        builders: &Builders,
-        io: S,
-        tls: bool,
-        proto: Proto,
-    ) {
-        let Conn { fe, guard } = self;
-        let peer = guard.peer;
-        match proto {
-            // fulcrum's own engine; the request in progress finishes when fulcrum stops.
-            Proto::H1 => {
-                let client = super::h1::Client {
-                    io,
-                    buf: crate::buffers::ReadBuf::new(),
-                    peer,
-                    tls,
-                    activity: Arc::clone(&guard.activity),
-                };
-                let limits = guard.limits;
-                tokio::select! {
-                    () = super::h1::serve(fe, client, guard.stop.clone()) => {}
-                    () = expired(guard.activity, limits.idle, limits.header) => {
-                        tracing::debug!(client = %peer, "closing an idle or stalled connection");
-                    }
-                }
-            }
-            // Boxed: HTTP/1.1 connections, the many, are not sized for an HTTP/2 one.
-            Proto::H2 => {
-                let act = Arc::clone(&guard.activity);
-                let svc = service_fn(move |req| {
-                    let busy = act.begin();
-                    let fe = Arc::clone(&fe);
-                    // Boxed per request: hyper keeps room for one service future per
-                    // stream for the stream's whole life.
-                    Box::pin(async move {
-                        Ok::<_, std::convert::Infallible>(handle(fe, peer, tls, busy, req).await)
-                    })
-                });
-                guard.activity.multiplexed();
-                let mut conn = Box::pin(builders.h2.serve_connection(TokioIo::new(io), svc));
-                guard.run(conn.as_mut()).await;
+    /// The engine's view of this connection, on `io` (TLS or not).
+    fn client<S>(&self, io: S, tls: bool) -> super::h1::Client<S> {
+        super::h1::Client {
+            io,
+            buf: crate::buffers::ReadBuf::new(),
+            peer: self.guard.peer,
+            tls,
+            activity: Arc::clone(&self.guard.activity),
+        }
+    }
+
+    /// Serves HTTP/1.1 requests on fulcrum's own engine until the client leaves, a timeout
+    /// passes or fulcrum stops (the request in progress is answered first).
+    ///
+    /// The client is the task's own and only borrowed here: an async fn keeps what it is
+    /// given by value twice, and this future is most of an idle connection's memory.
+    async fn serve_h1<S: ClientIo>(&self, client: &mut super::h1::Client<S>) {
+        let g = &self.guard;
+        tokio::select! {
+            () = super::h1::serve(&self.fe, client, &g.stop) => {}
+            () = expired(Arc::clone(&g.activity), g.limits.idle, g.limits.header) => {
+                tracing::debug!(client = %g.peer, "closing an idle or stalled connection");
             }
         }
+    }
+
+    /// Serves an HTTP/2 connection through hyper. Called boxed: HTTP/1.1 connections, the
+    /// many, are not sized for an HTTP/2 one.
+    async fn serve_h2<S: ClientIo + 'static>(&self, builders: &Builders, io: S, tls: bool) {
+        let (fe, peer) = (Arc::clone(&self.fe), self.guard.peer);
+        let act = Arc::clone(&self.guard.activity);
+        let svc = service_fn(move |req| {
+            let busy = act.begin();
+            let fe = Arc::clone(&fe);
+            // Boxed per request: hyper keeps room for one service future per
+            // stream for the stream's whole life.
+            Box::pin(async move {
+                Ok::<_, std::convert::Infallible>(handle(fe, peer, tls, busy, req).await)
+            })
+        });
+        self.guard.activity.multiplexed();
+        let mut conn = builders.h2.serve_connection(TokioIo::new(io), svc);
+        self.guard.run(Pin::new(&mut conn)).await;
     }
 }
 
@@ -468,7 +497,7 @@ struct Guard {
 }
 
 impl Guard {
-    async fn run<C>(self, mut conn: Pin<&mut C>)
+    async fn run<C>(&self, mut conn: Pin<&mut C>)
     where
         C: GracefulConnection<Error = hyper::Error>,
     {
@@ -478,6 +507,7 @@ impl Guard {
             limits,
             stop,
         } = self;
+        let peer = *peer;
         tokio::select! {
             r = conn.as_mut() => log_end(peer, r),
             _ = stop.cancelled() => {
@@ -485,7 +515,7 @@ impl Guard {
                 conn.as_mut().graceful_shutdown();
                 log_end(peer, conn.await);
             }
-            _ = expired(activity, limits.idle, limits.header) => {
+            _ = expired(Arc::clone(activity), limits.idle, limits.header) => {
                 tracing::debug!(client = %peer, "closing an idle or stalled connection");
             }
         }

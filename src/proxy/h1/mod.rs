@@ -58,30 +58,43 @@ enum Next {
 
 /// Serves requests on one client connection until it closes, a request leaves it
 /// unusable, or fulcrum stops (the request in progress is answered first).
-pub async fn serve<S: ClientIo>(fe: Arc<Frontend>, mut client: Client<S>, stop: CancellationToken) {
+///
+/// Everything is borrowed from the connection's task: an async fn keeps what it is given
+/// by value twice (once as given, once as moved into its body), and this future is most
+/// of an idle connection's memory.
+pub async fn serve<S: ClientIo>(
+    fe: &Arc<Frontend>,
+    client: &mut Client<S>,
+    stop: &CancellationToken,
+) {
+    let mut refused = None;
     loop {
         let limits = Limits {
             max_head_bytes: fe.settings().max_header_bytes,
         };
-        match next_head(&mut client, &limits, &stop).await {
-            Next::Head(head) => {
-                let keep = Box::pin(exchange::run(&fe, &mut client, head, &stop)).await;
-                if !keep {
-                    break;
-                }
-            }
+        // Nothing but the head crosses into the boxed exchange, and the refusal is
+        // answered after the loop: a `Next` kept across an await would size every idle
+        // connection's task for a request head.
+        let head = match next_head(client, &limits, stop).await {
+            Next::Head(head) => head,
             Next::Closed => break,
             Next::Refused(e) => {
-                tracing::debug!(client = %client.peer, "refused a request: {e}");
-                let refusal = match e.status() {
-                    414 => Refusal::UriTooLong,
-                    431 => Refusal::HeaderTooLarge,
-                    _ => Refusal::BadRequest,
-                };
-                let _ = relay::answer(&mut client, refusal, 1, true).await;
+                refused = Some(e);
                 break;
             }
+        };
+        if !Box::pin(exchange::run(fe, client, head, stop)).await {
+            break;
         }
+    }
+    if let Some(e) = refused {
+        tracing::debug!(client = %client.peer, "refused a request: {e}");
+        let refusal = match e.status() {
+            414 => Refusal::UriTooLong,
+            431 => Refusal::HeaderTooLarge,
+            _ => Refusal::BadRequest,
+        };
+        let _ = relay::answer(client, refusal, 1, true).await;
     }
     client.buf.release();
     let _ = client.io.shutdown().await;
