@@ -134,27 +134,6 @@ async fn client_of(
     }
 }
 
-/// The TLS session of a client connection, or `None` (logged) if its handshake fails or
-/// takes longer than `header`.
-async fn handshake(
-    acceptor: &tokio_rustls::TlsAcceptor,
-    io: Tracked<TcpStream>,
-    header: Duration,
-    peer: SocketAddr,
-) -> Option<tokio_rustls::server::TlsStream<Tracked<TcpStream>>> {
-    match tokio::time::timeout(header, acceptor.accept(io)).await {
-        Ok(Ok(io)) => Some(io),
-        Ok(Err(e)) => {
-            tracing::debug!(client = %peer, "TLS handshake failed: {e}");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(client = %peer, "TLS handshake timed out");
-            None
-        }
-    }
-}
-
 /// Accepts a connection and waits for a slot under the global limit before serving it;
 /// `None` when `close` (a child of the stop token) is cancelled.
 ///
@@ -291,7 +270,10 @@ pub async fn serve(
                         break 'conn;
                     };
                     let (conn, io) = Conn::new(fe, stream, peer, limits, stop);
-                    let Some(io) = handshake(&acceptor, io, limits.header, peer).await else {
+                    let Some(io) =
+                        super::tls::handshake(&acceptor, io, limits.header, &conn.fe.name, peer)
+                            .await
+                    else {
                         break 'conn;
                     };
                     // RFC 9113 §3.3: over TLS, HTTP/2 is chosen by ALPN.

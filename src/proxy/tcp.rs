@@ -34,12 +34,8 @@ pub(super) async fn serve(
     let Some(acceptor) = tls else {
         return relay(fe, client, addrs).await;
     };
-    match tokio::time::timeout(handshake, acceptor.accept(client)).await {
-        Ok(Ok(tls)) => relay(fe, tls, addrs).await,
-        Ok(Err(e)) => {
-            tracing::debug!(frontend = %fe.name, client = %peer, "TLS handshake failed: {e}")
-        }
-        Err(_) => tracing::debug!(frontend = %fe.name, client = %peer, "TLS handshake timed out"),
+    if let Some(tls) = super::tls::handshake(&acceptor, client, handshake, &fe.name, peer).await {
+        relay(fe, tls, addrs).await;
     }
 }
 

@@ -2,11 +2,15 @@
 //! toolchain beyond what Rust needs), one or several certificates chosen by SNI
 //! ([`crate::certs::SniResolver`]), ALPN offering h2 and http/1.1 in HTTP mode.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::server::TlsStream;
 
 pub use crate::certs::TlsError;
 use crate::certs::{CertInfo, SniResolver, load_pair};
@@ -59,4 +63,29 @@ pub fn terminator(pairs: &[(PathBuf, PathBuf)], alpn: bool) -> Result<Terminator
         acceptor: TlsAcceptor::from(Arc::new(config)),
         certificates: loaded.into_iter().map(|l| l.info).collect(),
     })
+}
+
+/// The TLS session of a client connection (HTTP or TCP mode), or `None`, logged, if its
+/// handshake fails or takes longer than `within` (the frontend's `client_header_timeout`).
+pub async fn handshake<IO>(
+    acceptor: &TlsAcceptor,
+    io: IO,
+    within: Duration,
+    frontend: &str,
+    peer: SocketAddr,
+) -> Option<TlsStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(within, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(frontend, client = %peer, "TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(frontend, client = %peer, "TLS handshake timed out");
+            None
+        }
+    }
 }
