@@ -16,7 +16,9 @@
 #                     or "all" for every one of them
 #   IDLE_CONNS=10000  client connections the "idle" scenario opens and holds
 #   IDLE_HOLD=5       seconds the "idle" scenario holds them (RSS is read meanwhile)
-#   ACCESS_LOG=true   fulcrum's access_log (it is on by default, as an operator runs it)
+#   ACCESS_LOG=true   fulcrum's access_log (it is on by default, as an operator runs it);
+#                     "both" runs a second fulcrum with it off ("fulcrum-nolog") in the
+#                     same interleaved rounds, so the log's cost is read within one run
 #   SKIP_FULCRUM=0    1 = leave fulcrum out (e.g. while it does not build)
 #   FULCRUM_BIN=      use this binary instead of `cargo build --release`
 #   FULCRUM_SERVER_MAXCONN=  if set, per-server max_connections for fulcrum
@@ -61,6 +63,8 @@ HAPROXY_PORT=18090
 NGINX_PROXY_PORT=18091
 FULCRUM_PORT=18092
 FULCRUM_ADMIN_PORT=18093
+FULCRUM_NOLOG_PORT=18094
+FULCRUM_NOLOG_ADMIN_PORT=18095
 
 READY_DEADLINE=40      # seconds a server may take to answer 200 after start
 STOP_DEADLINE=10       # seconds a process may take to exit after SIGTERM
@@ -175,7 +179,7 @@ raise_fd_limit() {
 check_ports_free() {
     local port
     for port in $BACKEND1_PORT $BACKEND2_PORT $HAPROXY_PORT $NGINX_PROXY_PORT \
-                $FULCRUM_PORT $FULCRUM_ADMIN_PORT; do
+                $FULCRUM_PORT $FULCRUM_ADMIN_PORT $FULCRUM_NOLOG_PORT $FULCRUM_NOLOG_ADMIN_PORT; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             die "port $port is already in use on 127.0.0.1"
         fi
@@ -341,26 +345,27 @@ EOF
 }
 
 # ---------------------------------------------------------------- step 6: fulcrum
-start_fulcrum() {
+start_fulcrum() {   # start_fulcrum NAME PORT ADMIN_PORT ACCESS_LOG
     [[ $SKIP_FULCRUM == 1 ]] && return 0
-    local cfg=$TMP/fulcrum.toml maxconn_line=""
+    local name=$1 port=$2 admin_port=$3 access_log=$4
+    local cfg=$TMP/$name.toml maxconn_line=""
     [[ -n $FULCRUM_SERVER_MAXCONN ]] && maxconn_line="max_connections = $FULCRUM_SERVER_MAXCONN"
-    mkdir -p "$TMP/fulcrum-state"
+    mkdir -p "$TMP/$name-state"
     cat >"$cfg" <<EOF
 [global]
 threads = $THREADS
 grace_period = "1s"
-state_dir = "$TMP/fulcrum-state"
+state_dir = "$TMP/$name-state"
 
 [admin]
-bind = "127.0.0.1:$FULCRUM_ADMIN_PORT"
+bind = "127.0.0.1:$admin_port"
 
 [[frontends]]
 name = "bench"
-bind = "127.0.0.1:$FULCRUM_PORT"
+bind = "127.0.0.1:$port"
 backend = "b"
 mode = "http"
-access_log = $ACCESS_LOG
+access_log = $access_log
 
 [backends.b]
 algorithm = "round_robin"
@@ -379,11 +384,11 @@ name = "n2"
 address = "127.0.0.1:$BACKEND2_PORT"
 $maxconn_line
 EOF
-    "$FULCRUM_BIN" check -c "$cfg" >"$TMP/fulcrum-check.txt" 2>&1 \
-        || { cat "$TMP/fulcrum-check.txt" >&2; die "fulcrum check rejected $cfg"; }
+    "$FULCRUM_BIN" check -c "$cfg" >"$TMP/$name-check.txt" 2>&1 \
+        || { cat "$TMP/$name-check.txt" >&2; die "fulcrum check rejected $cfg"; }
     # Logs go to a file, so the access log costs what a file write costs.
-    start_bg fulcrum "$PROXY_CPUS" "$TMP/fulcrum.log" "$FULCRUM_BIN" run -c "$cfg"
-    wait_ready fulcrum "$FULCRUM_PORT"
+    start_bg "$name" "$PROXY_CPUS" "$TMP/$name.log" "$FULCRUM_BIN" run -c "$cfg"
+    wait_ready "$name" "$port"
 }
 
 # ---------------------------------------------------------------- step 8: measuring
@@ -598,9 +603,9 @@ report() {
             awk -F'\t' '
             { t[NR] = $1; o[NR] = $2; f[NR] = $3; b[NR] = $4; d[NR] = $5; if ($1 == "haproxy") h = $5 }
             END {
-                printf "  %-12s %7s %7s %12s %12s %10s %9s\n", "target", "open", "failed", "RSS before", "RSS idle", "KiB/conn", "rss/hap"
+                printf "  %-14s %7s %7s %12s %12s %10s %9s\n", "target", "open", "failed", "RSS before", "RSS idle", "KiB/conn", "rss/hap"
                 for (i = 1; i <= NR; i++)
-                    printf "  %-12s %7d %7d %8d KiB %8d KiB %10.2f %9s\n", t[i], o[i], f[i], b[i], d[i],
+                    printf "  %-14s %7d %7d %8d KiB %8d KiB %10.2f %9s\n", t[i], o[i], f[i], b[i], d[i],
                         (o[i] > 0 ? (d[i] - b[i]) / o[i] : 0), (h > 0 ? sprintf("%.2f", d[i] / h) : "-")
             }' "$TMP/idle.tsv"
             continue
@@ -623,13 +628,13 @@ report() {
             n = split(order, t, " ")
             hr = ("haproxy" in rps) ? median(rps["haproxy"]) : 0
             hp = ("haproxy" in rps) ? median(p99["haproxy"]) : 0
-            printf "  %-12s %11s %9s %9s %9s %8s %9s %9s %6s %6s %9s\n", "target", "req/s", "MB/s", "p50", "p99", "errors", "rps/hap", "p99/hap", "cpuP%", "cpuL%", "us/req"
+            printf "  %-14s %11s %9s %9s %9s %8s %9s %9s %6s %6s %9s\n", "target", "req/s", "MB/s", "p50", "p99", "errors", "rps/hap", "p99/hap", "cpuP%", "cpuL%", "us/req"
             for (i = 1; i <= n; i++) {
                 k = t[i]; if (!(k in rps)) continue
                 r = median(rps[k]); q = median(p99[k])
                 rr = "-"; if (hr > 0) rr = sprintf("%.2f", r / hr)
                 pr = "-"; if (hp > 0) pr = sprintf("%.2f", q / hp)
-                printf "  %-12s %11.0f %9.1f %9s %9s %8d %9s %9s %6.0f %6.0f %9.1f\n", k, r, median(mb[k]), fmt_us(median(p50[k])), fmt_us(q), err[k], rr, pr, median(c0[k]), median(c1[k]), median(cr[k])
+                printf "  %-14s %11.0f %9.1f %9s %9s %8d %9s %9s %6.0f %6.0f %9.1f\n", k, r, median(mb[k]), fmt_us(median(p50[k])), fmt_us(q), err[k], rr, pr, median(c0[k]), median(c1[k]), median(cr[k])
             }
         }' "$TMP/results.tsv"
     done
@@ -640,9 +645,9 @@ report() {
     echo
     echo "peak RSS (VmHWM, master+workers summed for nginx):"
     local name
-    for name in fulcrum haproxy nginx-proxy backend1; do
+    for name in fulcrum fulcrum-nolog haproxy nginx-proxy backend1; do
         [[ -n ${PID_OF[$name]:-} ]] || continue
-        printf '  %-12s %8d KiB\n' "$name" "$(peak_rss_kb "${PID_OF[$name]}")"
+        printf '  %-14s %8d KiB\n' "$name" "$(peak_rss_kb "${PID_OF[$name]}")"
     done
     if [[ -n ${PID_OF[fulcrum]:-} ]]; then
         printf '  fulcrum log: %s bytes written during the run\n' "$(stat -c %s "$TMP/fulcrum.log")"
@@ -653,7 +658,7 @@ report() {
 main() {
     [[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "THREADS must be a positive integer"
     [[ $ROUNDS =~ ^[1-9][0-9]*$ ]]  || die "ROUNDS must be a positive integer"
-    [[ $ACCESS_LOG == true || $ACCESS_LOG == false ]] || die "ACCESS_LOG must be true or false"
+    [[ $ACCESS_LOG =~ ^(true|false|both)$ ]] || die "ACCESS_LOG must be true, false or both"
     local sc; for sc in $SCENARIOS; do scenario_params "$sc"; done
 
     install_tools
@@ -667,14 +672,17 @@ main() {
     log "temp dir $TMP"
 
     start_backends
-    start_fulcrum
+    start_fulcrum fulcrum "$FULCRUM_PORT" "$FULCRUM_ADMIN_PORT" "${ACCESS_LOG/both/true}"
+    [[ $ACCESS_LOG == both ]] &&
+        start_fulcrum fulcrum-nolog "$FULCRUM_NOLOG_PORT" "$FULCRUM_NOLOG_ADMIN_PORT" false
     start_haproxy
     start_nginx_proxy
 
     PORT_OF=([direct]=$BACKEND1_PORT [fulcrum]=$FULCRUM_PORT [haproxy]=$HAPROXY_PORT
-             [nginx-proxy]=$NGINX_PROXY_PORT)
+             [nginx-proxy]=$NGINX_PROXY_PORT [fulcrum-nolog]=$FULCRUM_NOLOG_PORT)
     TARGETS=(direct)
     [[ $SKIP_FULCRUM == 1 ]] || TARGETS+=(fulcrum)
+    [[ $SKIP_FULCRUM == 1 || $ACCESS_LOG != both ]] || TARGETS+=(fulcrum-nolog)
     TARGETS+=(haproxy nginx-proxy)
 
     run_rounds
