@@ -673,16 +673,19 @@ main() {
 
     start_backends
     start_fulcrum fulcrum "$FULCRUM_PORT" "$FULCRUM_ADMIN_PORT" "${ACCESS_LOG/both/true}"
-    [[ $ACCESS_LOG == both ]] &&
+    if [[ $ACCESS_LOG == both ]]; then
         start_fulcrum fulcrum-nolog "$FULCRUM_NOLOG_PORT" "$FULCRUM_NOLOG_ADMIN_PORT" false
+    fi
     start_haproxy
     start_nginx_proxy
 
     PORT_OF=([direct]=$BACKEND1_PORT [fulcrum]=$FULCRUM_PORT [haproxy]=$HAPROXY_PORT
              [nginx-proxy]=$NGINX_PROXY_PORT [fulcrum-nolog]=$FULCRUM_NOLOG_PORT)
     TARGETS=(direct)
-    [[ $SKIP_FULCRUM == 1 ]] || TARGETS+=(fulcrum)
-    [[ $SKIP_FULCRUM == 1 || $ACCESS_LOG != both ]] || TARGETS+=(fulcrum-nolog)
+    local name
+    for name in fulcrum fulcrum-nolog; do   # the ones start_fulcrum started
+        if [[ -n ${PID_OF[$name]:-} ]]; then TARGETS+=("$name"); fi
+    done
     TARGETS+=(haproxy nginx-proxy)
 
     run_rounds
