@@ -1,13 +1,12 @@
-//! Client connection timeouts that hyper alone does not give: an idle keep-alive limit
-//! (`client_idle_timeout`) separate from the slowloris guard (`client_header_timeout`).
+//! Client connection timeouts: an idle keep-alive limit (`client_idle_timeout`) separate
+//! from the slowloris guard (`client_header_timeout`), for fulcrum's HTTP/1.1 engine and
+//! for hyper's HTTP/2 (whose own header-read timer is off).
 //!
-//! hyper's header-read timer starts as soon as a connection waits for a request, so alone
-//! it would close idle keep-alive connections after the (short) header timeout. We turn
-//! hyper's timer off (it would also cost a boxed sleep per request) and enforce the two
-//! limits here: the IO wrapper notes
-//! when bytes arrive, the service notes when requests start and end, and one timer per
-//! connection wakes at the next deadline, or after the shorter of the two timeouts at the
-//! latest.
+//! The IO wrapper notes when bytes arrive, the request path notes when requests start and
+//! end, all in a connection's [`Activity`] (atomics only), and a timer reads it: the
+//! accept loop's [`Deadlines`](super::deadlines::Deadlines) for the proxy's connections, or
+//! [`expired`], one timer per connection, for the admin plane's. Either checks a
+//! connection at its next deadline, or after the shorter of the two timeouts at the latest.
 //!
 //! That cap is what lets the request path never wake the timer: a head that starts while
 //! the timer sleeps has its deadline (start + header timeout) after the timer's wake-up,
@@ -21,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -41,6 +41,13 @@ pub struct Activity {
     /// HTTP/2: frames between requests (PING, SETTINGS, WINDOW_UPDATE) are neither a
     /// request head (no header clock) nor use (they do not postpone the idle limit).
     multiplexed: AtomicBool,
+    /// A timeout passed: the connection is to be closed ([`Activity::expired`]).
+    expired: AtomicBool,
+    /// The connection has ended (its [`Deadlines`](super::deadlines::Deadlines) entry is
+    /// stale).
+    gone: AtomicBool,
+    /// The connection's task, woken when a timeout passes.
+    waker: AtomicWaker,
 }
 
 impl Activity {
@@ -91,9 +98,45 @@ impl Activity {
         Busy(Arc::clone(self))
     }
 
+    /// A timeout passed: wakes the connection's [`expired`](Self::expired).
+    pub(super) fn expire(&self) {
+        self.expired.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Whether a timeout passed.
+    pub fn is_expired(&self) -> bool {
+        self.expired.load(Ordering::Acquire)
+    }
+
+    /// Resolves when one of the client timeouts passed for this connection (the
+    /// [`Deadlines`](super::deadlines::Deadlines) it is watched by decides). A reference
+    /// and a poll function: far smaller in the connection's task than a timer of its own.
+    pub fn expired(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.is_expired() {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.is_expired() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    pub(super) fn set_gone(&self) {
+        self.gone.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+
     /// How long the timer may sleep: until the next deadline, and no longer than the shorter
     /// timeout (see the module's doc); `None` when a limit is crossed.
-    fn remaining(&self, idle: Duration, header: Duration) -> Option<Duration> {
+    pub(super) fn remaining(&self, idle: Duration, header: Duration) -> Option<Duration> {
         let cap = idle.min(header);
         let now = now_ms();
         if self.busy.load(Ordering::Relaxed) > 0 {

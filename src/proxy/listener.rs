@@ -17,7 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{Activity, Tracked, expired};
+use super::conn::{Activity, Tracked};
+use super::deadlines::{Deadlines, Watched};
 use super::frontend::Frontend;
 use super::h1::ClientIo;
 use super::http::handle;
@@ -208,6 +209,8 @@ pub async fn serve(
     // Shared by the connections (one pointer in each task rather than the builder's
     // settings: an idle connection's memory is mostly its task).
     let mut builders = Arc::new(Builders::new(&current));
+    // The client timeouts of this loop's connections, all on this worker's runtime.
+    let deadlines = Deadlines::new();
     while let Some((mut stream, peer, permit)) = accept(&listener, &shared, &close).await {
         let open = shared.clients.open();
         let _ = stream.set_nodelay(true);
@@ -240,6 +243,7 @@ pub async fn serve(
         };
         let fe = Arc::clone(&fe);
         let builders = Arc::clone(&builders);
+        let deadlines = Arc::clone(&deadlines);
         // Two kinds of task, so that a plain connection's task is not sized for a TLS
         // session it does not have (an idle connection's memory is mostly its task).
         // Each connection's future is most of its idle memory, so what would be kept
@@ -253,7 +257,7 @@ pub async fn serve(
                     else {
                         break 'conn;
                     };
-                    let (conn, io) = Conn::new(fe, stream, peer, limits, stop);
+                    let (conn, io) = Conn::new(fe, stream, peer, (&deadlines, limits), stop);
                     match conn.sniff(&io).await {
                         Some(Proto::H1) => conn.serve_h1(&mut conn.client(io, false)).await,
                         Some(Proto::H2) => Box::pin(conn.serve_h2(&builders, io, false)).await,
@@ -269,7 +273,7 @@ pub async fn serve(
                     else {
                         break 'conn;
                     };
-                    let (conn, io) = Conn::new(fe, stream, peer, limits, stop);
+                    let (conn, io) = Conn::new(fe, stream, peer, (&deadlines, limits), stop);
                     let Some(io) =
                         super::tls::handshake(&acceptor, io, limits.header, &conn.fe.name, peer)
                             .await
@@ -359,7 +363,7 @@ impl Conn {
         fe: Arc<Frontend>,
         stream: TcpStream,
         peer: SocketAddr,
-        limits: Limits,
+        (deadlines, limits): (&Arc<Deadlines>, Limits),
         stop: CancellationToken,
     ) -> (Conn, Tracked<TcpStream>) {
         let activity = Activity::new();
@@ -368,8 +372,7 @@ impl Conn {
             fe,
             guard: Guard {
                 peer,
-                activity,
-                limits,
+                watched: deadlines.watch(&activity, limits.idle, limits.header),
                 stop,
             },
         };
@@ -417,7 +420,7 @@ impl Conn {
                 tracing::debug!(client = %g.peer, "connection ended before a request: {e}");
             }).ok(),
             _ = g.stop.cancelled() => None,
-            _ = expired(Arc::clone(&g.activity), g.limits.idle, g.limits.header) => {
+            () = g.watched.activity().expired() => {
                 tracing::debug!(client = %g.peer, "closing a connection that sent nothing");
                 None
             }
@@ -431,7 +434,7 @@ impl Conn {
             buf: crate::buffers::ReadBuf::new(),
             peer: self.guard.peer,
             tls,
-            activity: Arc::clone(&self.guard.activity),
+            activity: Arc::clone(self.guard.watched.activity()),
         }
     }
 
@@ -444,7 +447,7 @@ impl Conn {
         let g = &self.guard;
         tokio::select! {
             () = super::h1::serve(&self.fe, client, &g.stop) => {}
-            () = expired(Arc::clone(&g.activity), g.limits.idle, g.limits.header) => {
+            () = g.watched.activity().expired() => {
                 tracing::debug!(client = %g.peer, "closing an idle or stalled connection");
             }
         }
@@ -454,7 +457,7 @@ impl Conn {
     /// many, are not sized for an HTTP/2 one.
     async fn serve_h2<S: ClientIo + 'static>(&self, builders: &Builders, io: S, tls: bool) {
         let (fe, peer) = (Arc::clone(&self.fe), self.guard.peer);
-        let act = Arc::clone(&self.guard.activity);
+        let act = Arc::clone(self.guard.watched.activity());
         let svc = service_fn(move |req| {
             let busy = act.begin();
             let fe = Arc::clone(&fe);
@@ -464,7 +467,7 @@ impl Conn {
                 Ok::<_, std::convert::Infallible>(handle(fe, peer, tls, busy, req).await)
             })
         });
-        self.guard.activity.multiplexed();
+        self.guard.watched.activity().multiplexed();
         let mut conn = builders.h2.serve_connection(TokioIo::new(io), svc);
         self.guard.run(Pin::new(&mut conn)).await;
     }
@@ -473,8 +476,7 @@ impl Conn {
 /// What ends a connection besides the client: shutdown and the client timeouts.
 struct Guard {
     peer: SocketAddr,
-    activity: Arc<Activity>,
-    limits: Limits,
+    watched: Watched,
     stop: CancellationToken,
 }
 
@@ -485,8 +487,7 @@ impl Guard {
     {
         let Guard {
             peer,
-            activity,
-            limits,
+            watched,
             stop,
         } = self;
         let peer = *peer;
@@ -497,7 +498,7 @@ impl Guard {
                 conn.as_mut().graceful_shutdown();
                 log_end(peer, conn.await);
             }
-            _ = expired(Arc::clone(activity), limits.idle, limits.header) => {
+            () = watched.activity().expired() => {
                 tracing::debug!(client = %peer, "closing an idle or stalled connection");
             }
         }
