@@ -204,6 +204,11 @@ impl<S> Tracked<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The stream itself (to read the PROXY header, which is no request's activity).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {

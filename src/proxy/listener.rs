@@ -11,7 +11,6 @@ use std::time::Duration;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -107,18 +106,18 @@ impl std::fmt::Debug for Protocol {
 }
 
 /// The client's address: the peer's, or with `accept_proxy_protocol` the one the PROXY
-/// header names, read within `header` (the frontend's `client_header_timeout`). `None`:
+/// header names, read within `proxy_within` (the frontend's `client_header_timeout`;
+/// `None` without `accept_proxy_protocol`). `None`:
 /// no valid header in time, or fulcrum is stopping; the connection is closed unserved.
 async fn client_of(
     stream: &mut TcpStream,
     peer: SocketAddr,
-    proxy: bool,
-    header: Duration,
+    proxy_within: Option<Duration>,
     stop: &CancellationToken,
 ) -> Option<SocketAddr> {
-    if !proxy {
+    let Some(header) = proxy_within else {
         return Some(peer);
-    }
+    };
     tokio::select! {
         r = tokio::time::timeout(header, super::proxy_protocol::read_client(stream, peer)) => match r {
             Ok(Ok(client)) => Some(client),
@@ -231,7 +230,7 @@ pub async fn serve(
                 let tls = tls.as_ref().map(|t| t.acceptor.clone());
                 shared.tasks.spawn(async move {
                     if let Some(peer) =
-                        client_of(&mut stream, peer, proxy, limits.header, &stop).await
+                        client_of(&mut stream, peer, proxy.then_some(limits.header), &stop).await
                     {
                         super::tcp::serve(&fe, stream, peer, tls, limits.header).await;
                     }
@@ -241,39 +240,38 @@ pub async fn serve(
             }
             Protocol::Http(tls) => tls.as_ref().map(|t| t.acceptor.clone()),
         };
-        let fe = Arc::clone(&fe);
+        let (conn, io) = Conn::new(Arc::clone(&fe), stream, (&deadlines, limits), stop);
         let builders = Arc::clone(&builders);
-        let deadlines = Arc::clone(&deadlines);
+        let proxy_within = proxy.then_some(limits.header);
         // Two kinds of task, so that a plain connection's task is not sized for a TLS
         // session it does not have (an idle connection's memory is mostly its task).
-        // Each connection's future is most of its idle memory, so what would be kept
-        // across an await twice is not: the PROXY header's answer and the TLS handshake's
-        // are taken with `let ... else`, whose temporaries end with the statement.
+        // Each connection's future is most of its idle memory, so nothing it holds is
+        // moved once the task runs (a moved-from value keeps its room in the future): the
+        // connection and the engine's client are made here and only borrowed inside.
         match tls {
-            None => shared.tasks.spawn(async move {
-                'conn: {
-                    let Some(peer) =
-                        client_of(&mut stream, peer, proxy, limits.header, &stop).await
-                    else {
-                        break 'conn;
-                    };
-                    let (conn, io) = Conn::new(fe, stream, peer, (&deadlines, limits), stop);
-                    match conn.sniff(&io).await {
-                        Some(Proto::H1) => conn.serve_h1(&mut conn.client(io, false)).await,
-                        Some(Proto::H2) => Box::pin(conn.serve_h2(&builders, io, false)).await,
-                        None => {}
+            None => {
+                let mut client = conn.client(io, peer, false);
+                shared.tasks.spawn(async move {
+                    if conn.proxy_header(&mut client, proxy_within).await {
+                        match conn.sniff(&client).await {
+                            Some(Proto::H1) => conn.serve_h1(&mut client).await,
+                            Some(Proto::H2) => {
+                                let io = client.io;
+                                Box::pin(conn.serve_h2(&builders, io, client.peer, false)).await;
+                            }
+                            None => {}
+                        }
                     }
-                }
-                drop((permit, open));
-            }),
+                    drop((permit, open));
+                })
+            }
             Some(acceptor) => shared.tasks.spawn(async move {
                 'conn: {
-                    let Some(peer) =
-                        client_of(&mut stream, peer, proxy, limits.header, &stop).await
+                    let mut io = io;
+                    let Some(peer) = client_of(io.get_mut(), peer, proxy_within, &conn.stop).await
                     else {
                         break 'conn;
                     };
-                    let (conn, io) = Conn::new(fe, stream, peer, (&deadlines, limits), stop);
                     let Some(io) =
                         super::tls::handshake(&acceptor, io, limits.header, &conn.fe.name, peer)
                             .await
@@ -282,8 +280,8 @@ pub async fn serve(
                     };
                     // RFC 9113 §3.3: over TLS, HTTP/2 is chosen by ALPN.
                     match io.get_ref().1.alpn_protocol() {
-                        Some(b"h2") => Box::pin(conn.serve_h2(&builders, io, true)).await,
-                        _ => conn.serve_h1(&mut conn.client(io, true)).await,
+                        Some(b"h2") => Box::pin(conn.serve_h2(&builders, io, peer, true)).await,
+                        _ => conn.serve_h1(&mut conn.client(io, peer, true)).await,
                     }
                 }
                 drop((permit, open));
@@ -350,40 +348,59 @@ struct Limits {
     header: Duration,
 }
 
-/// One accepted client connection.
+/// One accepted client connection: what ends it besides the client (shutdown and the
+/// client timeouts). The client's address is the engine's [`Client`](super::h1::Client)'s,
+/// kept once.
 struct Conn {
     fe: Arc<Frontend>,
-    guard: Guard,
+    watched: Watched,
+    stop: CancellationToken,
 }
 
 impl Conn {
-    /// The connection of `peer` (the client address, PROXY header applied) on `stream`,
-    /// with its activity tracked for the client timeouts.
+    /// The connection on `stream`, its activity tracked for the client timeouts from now.
     fn new(
         fe: Arc<Frontend>,
         stream: TcpStream,
-        peer: SocketAddr,
         (deadlines, limits): (&Arc<Deadlines>, Limits),
         stop: CancellationToken,
     ) -> (Conn, Tracked<TcpStream>) {
         let activity = Activity::new();
         let io = Tracked::new(stream, Arc::clone(&activity));
-        let conn = Conn {
-            fe,
-            guard: Guard {
-                peer,
-                watched: deadlines.watch(&activity, limits.idle, limits.header),
-                stop,
-            },
-        };
-        (conn, io)
+        let watched = deadlines.watch(&activity, limits.idle, limits.header);
+        (Conn { fe, watched, stop }, io)
+    }
+
+    fn activity(&self) -> &Arc<Activity> {
+        self.watched.activity()
+    }
+
+    /// With `accept_proxy_protocol` (`proxy_within` is then the header timeout), reads the
+    /// PROXY header and takes the client's address from it; `false`: the connection is to
+    /// be closed unserved.
+    async fn proxy_header(
+        &self,
+        client: &mut super::h1::Client<Tracked<TcpStream>>,
+        proxy_within: Option<Duration>,
+    ) -> bool {
+        if proxy_within.is_none() {
+            return true;
+        }
+        match client_of(client.io.get_mut(), client.peer, proxy_within, &self.stop).await {
+            Some(peer) => {
+                client.peer = peer;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Waits for the first bytes of a plain connection and tells which protocol they start,
     /// without consuming them (the engine or hyper reads them itself). `None`: the client left, stayed
     /// silent past the header timeout, or fulcrum is stopping.
-    async fn sniff(&self, io: &Tracked<TcpStream>) -> Option<Proto> {
-        let stream = io.get_ref();
+    async fn sniff(&self, client: &super::h1::Client<Tracked<TcpStream>>) -> Option<Proto> {
+        let stream = client.io.get_ref();
+        let peer = client.peer;
         let peek = async {
             let mut buf = [0u8; H2_PREFACE.len()];
             loop {
@@ -414,27 +431,26 @@ impl Conn {
                 }
             }
         };
-        let g = &self.guard;
         tokio::select! {
             r = peek => r.map_err(|e: std::io::Error| {
-                tracing::debug!(client = %g.peer, "connection ended before a request: {e}");
+                tracing::debug!(client = %peer, "connection ended before a request: {e}");
             }).ok(),
-            _ = g.stop.cancelled() => None,
-            () = g.watched.activity().expired() => {
-                tracing::debug!(client = %g.peer, "closing a connection that sent nothing");
+            _ = self.stop.cancelled() => None,
+            () = self.activity().expired() => {
+                tracing::debug!(client = %peer, "closing a connection that sent nothing");
                 None
             }
         }
     }
 
-    /// The engine's view of this connection, on `io` (TLS or not).
-    fn client<S>(&self, io: S, tls: bool) -> super::h1::Client<S> {
+    /// The engine's view of this connection, on `io` (TLS or not), from `peer`.
+    fn client<S>(&self, io: S, peer: SocketAddr, tls: bool) -> super::h1::Client<S> {
         super::h1::Client {
             io,
             buf: crate::buffers::ReadBuf::new(),
-            peer: self.guard.peer,
+            peer,
             tls,
-            activity: Arc::clone(self.guard.watched.activity()),
+            activity: Arc::clone(self.activity()),
         }
     }
 
@@ -444,20 +460,25 @@ impl Conn {
     /// The client is the task's own and only borrowed here: an async fn keeps what it is
     /// given by value twice, and this future is most of an idle connection's memory.
     async fn serve_h1<S: ClientIo>(&self, client: &mut super::h1::Client<S>) {
-        let g = &self.guard;
         tokio::select! {
-            () = super::h1::serve(&self.fe, client, &g.stop) => {}
-            () = g.watched.activity().expired() => {
-                tracing::debug!(client = %g.peer, "closing an idle or stalled connection");
+            () = super::h1::serve(&self.fe, client, &self.stop) => {}
+            () = self.activity().expired() => {
+                tracing::debug!(client = %client.peer, "closing an idle or stalled connection");
             }
         }
     }
 
-    /// Serves an HTTP/2 connection through hyper. Called boxed: HTTP/1.1 connections, the
-    /// many, are not sized for an HTTP/2 one.
-    async fn serve_h2<S: ClientIo + 'static>(&self, builders: &Builders, io: S, tls: bool) {
-        let (fe, peer) = (Arc::clone(&self.fe), self.guard.peer);
-        let act = Arc::clone(self.guard.watched.activity());
+    /// Serves an HTTP/2 connection from `peer` through hyper. Called boxed: HTTP/1.1
+    /// connections, the many, are not sized for an HTTP/2 one.
+    async fn serve_h2<S: ClientIo + 'static>(
+        &self,
+        builders: &Builders,
+        io: S,
+        peer: SocketAddr,
+        tls: bool,
+    ) {
+        let fe = Arc::clone(&self.fe);
+        let act = Arc::clone(self.activity());
         let svc = service_fn(move |req| {
             let busy = act.begin();
             let fe = Arc::clone(&fe);
@@ -467,38 +488,17 @@ impl Conn {
                 Ok::<_, std::convert::Infallible>(handle(fe, peer, tls, busy, req).await)
             })
         });
-        self.guard.watched.activity().multiplexed();
+        self.activity().multiplexed();
         let mut conn = builders.h2.serve_connection(TokioIo::new(io), svc);
-        self.guard.run(Pin::new(&mut conn)).await;
-    }
-}
-
-/// What ends a connection besides the client: shutdown and the client timeouts.
-struct Guard {
-    peer: SocketAddr,
-    watched: Watched,
-    stop: CancellationToken,
-}
-
-impl Guard {
-    async fn run<C>(&self, mut conn: Pin<&mut C>)
-    where
-        C: GracefulConnection<Error = hyper::Error>,
-    {
-        let Guard {
-            peer,
-            watched,
-            stop,
-        } = self;
-        let peer = *peer;
+        let mut conn = Pin::new(&mut conn);
         tokio::select! {
             r = conn.as_mut() => log_end(peer, r),
-            _ = stop.cancelled() => {
+            _ = self.stop.cancelled() => {
                 // Finish what is in flight, answer it with `Connection: close`, then end.
                 conn.as_mut().graceful_shutdown();
                 log_end(peer, conn.await);
             }
-            () = watched.activity().expired() => {
+            () = self.activity().expired() => {
                 tracing::debug!(client = %peer, "closing an idle or stalled connection");
             }
         }

@@ -5,8 +5,9 @@
 //! Memory: the read buffer comes from the thread's pool while bytes are pending and goes
 //! back when a request and its answer are done and nothing more has arrived, so an idle
 //! keep-alive connection holds its socket, its task and its timer entry, and no buffer.
-//! Each exchange's future is boxed for its duration: the idle connection's own future is
-//! only the loop below waiting for readiness.
+//! Each busy spell (from the first bytes after an idle wait to the last answer, pipelined
+//! requests included) is boxed for its duration: the idle connection's own future is only
+//! the loop below waiting for readiness.
 //!
 //! Pipelined requests are answered in order: what follows a request in the buffer is the
 //! next head, parsed when the previous exchange is done.
@@ -50,7 +51,7 @@ pub struct Client<S> {
 #[allow(clippy::large_enum_variant)]
 enum Next {
     Head(RequestHead),
-    /// The client closed, went silent for good, or fulcrum is stopping while it idles.
+    /// The client closed or went silent for good.
     Closed,
     /// The head cannot be accepted; answered, then the connection closes.
     Refused(RequestError),
@@ -59,64 +60,77 @@ enum Next {
 /// Serves requests on one client connection until it closes, a request leaves it
 /// unusable, or fulcrum stops (the request in progress is answered first).
 ///
-/// Everything is borrowed from the connection's task: an async fn keeps what it is given
-/// by value twice (once as given, once as moved into its body), and this future is most
-/// of an idle connection's memory.
+/// This future is most of an idle connection's memory, so it holds only the wait for the
+/// next bytes: everything from there until the connection is idle again (reading a head,
+/// the exchange, pipelined requests after it) is [`busy`], boxed for that time. One box per
+/// busy spell, as there was one per exchange before, and the idle task is sized for a
+/// readiness wait rather than for a request. Everything is borrowed from the connection's
+/// task: an async fn keeps what it is given by value twice (once as given, once as moved
+/// into its body).
 pub async fn serve<S: ClientIo>(
     fe: &Arc<Frontend>,
     client: &mut Client<S>,
     stop: &CancellationToken,
 ) {
-    let mut refused = None;
     loop {
-        let limits = Limits {
-            max_head_bytes: fe.settings().max_header_bytes,
-        };
-        // Nothing but the head crosses into the boxed exchange, and the refusal is
-        // answered after the loop: a `Next` kept across an await would size every idle
-        // connection's task for a request head.
-        let head = match next_head(client, &limits, stop).await {
-            Next::Head(head) => head,
-            Next::Closed => break,
-            Next::Refused(e) => {
-                refused = Some(e);
+        if client.buf.is_empty() {
+            // Idle between requests: wait for bytes without holding a buffer, and leave at
+            // once if fulcrum stops meanwhile.
+            let closed = tokio::select! {
+                r = std::future::poll_fn(|cx| client.io.poll_idle(cx)) => r.is_err(),
+                () = stop.cancelled() => true,
+            };
+            if closed {
                 break;
             }
-        };
-        if !Box::pin(exchange::run(fe, client, head, stop)).await {
+        }
+        if !Box::pin(busy(fe, client, stop)).await {
             break;
         }
-    }
-    if let Some(e) = refused {
-        tracing::debug!(client = %client.peer, "refused a request: {e}");
-        let refusal = match e.status() {
-            414 => Refusal::UriTooLong,
-            431 => Refusal::HeaderTooLarge,
-            _ => Refusal::BadRequest,
-        };
-        let _ = relay::answer(client, refusal, 1, true).await;
     }
     client.buf.release();
     let _ = client.io.shutdown().await;
 }
 
-/// Reads until a whole request head is pending (or it fails the limits or the rules).
-async fn next_head<S: ClientIo>(
+/// Serves the requests that have started arriving, until nothing is pending and the last
+/// answer is sent (`true`: the connection may idle for the next) or the connection is to
+/// close (`false`).
+async fn busy<S: ClientIo>(
+    fe: &Arc<Frontend>,
     client: &mut Client<S>,
-    limits: &Limits,
     stop: &CancellationToken,
-) -> Next {
+) -> bool {
     loop {
-        if client.buf.is_empty() {
-            // Idle between requests: wait for bytes without holding a buffer, and leave at
-            // once if fulcrum stops meanwhile.
-            tokio::select! {
-                r = std::future::poll_fn(|cx| client.io.poll_idle(cx)) => if r.is_err() {
-                    return Next::Closed;
-                },
-                () = stop.cancelled() => return Next::Closed,
+        let limits = Limits {
+            max_head_bytes: fe.settings().max_header_bytes,
+        };
+        let head = match next_head(client, &limits).await {
+            Next::Head(head) => head,
+            Next::Closed => return false,
+            Next::Refused(e) => {
+                tracing::debug!(client = %client.peer, "refused a request: {e}");
+                let refusal = match e.status() {
+                    414 => Refusal::UriTooLong,
+                    431 => Refusal::HeaderTooLarge,
+                    _ => Refusal::BadRequest,
+                };
+                let _ = relay::answer(client, refusal, 1, true).await;
+                return false;
             }
-        } else {
+        };
+        if !exchange::run(fe, client, head, stop).await {
+            return false;
+        }
+        if client.buf.is_empty() {
+            return true;
+        }
+    }
+}
+
+/// Reads until a whole request head is pending (or it fails the limits or the rules).
+async fn next_head<S: ClientIo>(client: &mut Client<S>, limits: &Limits) -> Next {
+    loop {
+        if !client.buf.is_empty() {
             match parse_request(client.buf.pending(), limits) {
                 Ok(Parsed::Complete(head)) => return Next::Head(head),
                 Ok(Parsed::Partial) => {}
