@@ -117,13 +117,24 @@ impl Activity {
             if self.is_expired() {
                 return Poll::Ready(());
             }
-            self.waker.register(cx.waker());
+            self.register(cx.waker());
             if self.is_expired() {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             }
         })
+    }
+
+    /// Registers the connection's task to be woken when a timeout passes, or when fulcrum
+    /// stops (the [`Deadlines`](super::deadlines::Deadlines) then wakes every connection).
+    pub fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+
+    /// Wakes the connection's task without expiring it.
+    pub(super) fn wake(&self) {
+        self.waker.wake();
     }
 
     pub(super) fn set_gone(&self) {

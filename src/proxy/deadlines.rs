@@ -13,6 +13,10 @@
 //! the heap: it only writes the activity's atomics, and deadlines only move later with
 //! activity, which a check at the capped time finds.
 //!
+//! At shutdown the sweeper wakes every connection it watches, so that an idle one sees the
+//! stop token cancelled and closes: the idle wait checks the token after registering the
+//! connection's waker instead of holding a cancellation future (72 bytes) of its own.
+//!
 //! A connection that ends leaves its entry behind until the entry's time comes; when such
 //! entries are more than half of the heap (and more than a few), the heap is compacted, so
 //! a stream of short connections (`Connection: close` at tens of thousands a second) keeps
@@ -25,6 +29,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::conn::Activity;
 use crate::pool::now_ms;
@@ -34,11 +39,13 @@ const STALE_SLACK: usize = 64;
 
 /// The timeouts of the connections of one accept loop (one per worker thread and frontend
 /// generation, so every entry is checked on the runtime its connection runs on).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Deadlines {
     state: Mutex<State>,
     /// An entry earlier than the sweeper's next wake-up was added.
     earlier: Notify,
+    /// fulcrum's stop token: when cancelled, every watched connection is woken.
+    stop: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -52,13 +59,19 @@ struct State {
     next_ms: u64,
 }
 
-/// One connection's next check.
+/// One connection's next check: 24 bytes (timeouts in milliseconds, as the checks are).
 #[derive(Debug)]
 struct Entry {
     at_ms: u64,
-    idle: Duration,
-    header: Duration,
+    idle_ms: u32,
+    header_ms: u32,
     activity: Arc<Activity>,
+}
+
+/// A timeout in milliseconds for an [`Entry`] (the configuration's are far below 49 days;
+/// longer ones are that).
+fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl PartialEq for Entry {
@@ -107,8 +120,13 @@ impl Drop for Watched {
 }
 
 impl Deadlines {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Deadlines::default())
+    /// The deadlines of connections that close when `stop` is cancelled.
+    pub fn new(stop: CancellationToken) -> Arc<Self> {
+        Arc::new(Deadlines {
+            state: Mutex::default(),
+            earlier: Notify::new(),
+            stop,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -130,8 +148,8 @@ impl Deadlines {
         let mut s = self.lock();
         s.heap.push(Entry {
             at_ms,
-            idle,
-            header,
+            idle_ms: ms(idle),
+            header_ms: ms(header),
             activity: Arc::clone(activity),
         });
         if !s.sweeping {
@@ -160,7 +178,11 @@ impl Deadlines {
                 s.stale = s.stale.saturating_sub(1);
                 continue;
             }
-            match e.activity.remaining(e.idle, e.header) {
+            let (idle, header) = (e.idle_ms.into(), e.header_ms.into());
+            match e
+                .activity
+                .remaining(Duration::from_millis(idle), Duration::from_millis(header))
+            {
                 None => e.activity.expire(),
                 // Later than `now`, so this loop meets it only after the entries due.
                 Some(wait) => s.heap.push(Entry {
@@ -188,13 +210,28 @@ impl Deadlines {
     async fn sweep(self: Arc<Self>) {
         let sleep = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(sleep);
+        let mut stopped = self.stop.is_cancelled();
+        if stopped {
+            self.wake_all();
+        }
         while let Some(at_ms) = self.check_due() {
             let wait = Duration::from_millis(at_ms.saturating_sub(now_ms()));
             sleep.as_mut().reset(Instant::now() + wait);
             tokio::select! {
                 () = sleep.as_mut() => {}
                 () = self.earlier.notified() => {}
+                () = self.stop.cancelled(), if !stopped => {
+                    stopped = true;
+                    self.wake_all();
+                }
             }
+        }
+    }
+
+    /// Wakes every watched connection (fulcrum is stopping: the idle ones close).
+    fn wake_all(&self) {
+        for e in self.lock().heap.iter() {
+            e.activity.wake();
         }
     }
 }
@@ -213,7 +250,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_connection_expires_after_its_timeout_and_not_before() {
-        let d = Deadlines::new();
+        let d = Deadlines::new(CancellationToken::new());
         let a = Activity::new();
         drop(a.begin()); // a request came and went
         let _w = d.watch(&a, Duration::from_millis(150), Duration::from_secs(10));
@@ -228,7 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_busy_connection_never_expires_and_the_sweeper_stops_when_all_have_ended() {
-        let d = Deadlines::new();
+        let d = Deadlines::new(CancellationToken::new());
         let a = Activity::new();
         let busy = a.begin();
         let w = d.watch(&a, Duration::from_millis(20), Duration::from_millis(20));
@@ -242,7 +279,7 @@ mod tests {
 
     #[tokio::test]
     async fn ended_connections_do_not_pile_up() {
-        let d = Deadlines::new();
+        let d = Deadlines::new(CancellationToken::new());
         let live: Vec<_> = (0..10)
             .map(|_| {
                 let a = Activity::new();
@@ -263,8 +300,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stopping_wakes_every_watched_connection() {
+        let stop = CancellationToken::new();
+        let d = Deadlines::new(stop.clone());
+        let a = Activity::new();
+        let _w = d.watch(&a, Duration::from_secs(60), Duration::from_secs(60));
+        let idle = tokio::spawn({
+            let (a, stop) = (Arc::clone(&a), stop.clone());
+            async move {
+                std::future::poll_fn(|cx| {
+                    a.register(cx.waker());
+                    if stop.is_cancelled() {
+                        std::task::Poll::Ready(())
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+                .await
+            }
+        });
+        tokio::task::yield_now().await;
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), idle)
+            .await
+            .expect("woken at stop")
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn an_earlier_entry_wakes_the_sweeper() {
-        let d = Deadlines::new();
+        let d = Deadlines::new(CancellationToken::new());
         let slow = Activity::new();
         let _ws = d.watch(&slow, Duration::from_secs(60), Duration::from_secs(60));
         let fast = Activity::new();

@@ -209,7 +209,7 @@ pub async fn serve(
     // settings: an idle connection's memory is mostly its task).
     let mut builders = Arc::new(Builders::new(&current));
     // The client timeouts of this loop's connections, all on this worker's runtime.
-    let deadlines = Deadlines::new();
+    let deadlines = Deadlines::new(shared.tasks.stopping().clone());
     while let Some((mut stream, peer, permit)) = accept(&listener, &shared, &close).await {
         let open = shared.clients.open();
         let _ = stream.set_nodelay(true);
@@ -252,8 +252,14 @@ pub async fn serve(
             None => {
                 let mut client = conn.client(io, peer, false);
                 shared.tasks.spawn(async move {
-                    if conn.proxy_header(&mut client, proxy_within).await {
-                        match conn.sniff(&client).await {
+                    // The PROXY header and the sniff happen once, before the connection
+                    // can idle: boxed, so its task is not sized for them.
+                    let proxied = match proxy_within {
+                        Some(within) => Box::pin(conn.proxy_header(&mut client, within)).await,
+                        None => true,
+                    };
+                    if proxied {
+                        match Box::pin(conn.sniff(&client)).await {
                             Some(Proto::H1) => conn.serve_h1(&mut client).await,
                             Some(Proto::H2) => {
                                 let io = client.io;
@@ -375,18 +381,15 @@ impl Conn {
         self.watched.activity()
     }
 
-    /// With `accept_proxy_protocol` (`proxy_within` is then the header timeout), reads the
-    /// PROXY header and takes the client's address from it; `false`: the connection is to
-    /// be closed unserved.
+    /// With `accept_proxy_protocol`: reads the PROXY header within `within` (the header
+    /// timeout) and takes the client's address from it; `false`: the connection is to be
+    /// closed unserved.
     async fn proxy_header(
         &self,
         client: &mut super::h1::Client<Tracked<TcpStream>>,
-        proxy_within: Option<Duration>,
+        within: Duration,
     ) -> bool {
-        if proxy_within.is_none() {
-            return true;
-        }
-        match client_of(client.io.get_mut(), client.peer, proxy_within, &self.stop).await {
+        match client_of(client.io.get_mut(), client.peer, Some(within), &self.stop).await {
             Some(peer) => {
                 client.peer = peer;
                 true

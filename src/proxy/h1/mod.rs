@@ -25,6 +25,7 @@ mod upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -75,11 +76,20 @@ pub async fn serve<S: ClientIo>(
     loop {
         if client.buf.is_empty() {
             // Idle between requests: wait for bytes without holding a buffer, and leave at
-            // once if fulcrum stops meanwhile.
-            let closed = tokio::select! {
-                r = std::future::poll_fn(|cx| client.io.poll_idle(cx)) => r.is_err(),
-                () = stop.cancelled() => true,
-            };
+            // once if fulcrum stops meanwhile. The stop token is checked after registering
+            // with the connection's activity, which the accept loop's deadlines wake at
+            // shutdown: no cancellation future of its own in every idle task.
+            let closed = std::future::poll_fn(|cx| {
+                if stop.is_cancelled() {
+                    return Poll::Ready(true);
+                }
+                client.activity.register(cx.waker());
+                if stop.is_cancelled() {
+                    return Poll::Ready(true);
+                }
+                client.io.poll_idle(cx).map(|r| r.is_err())
+            })
+            .await;
             if closed {
                 break;
             }
