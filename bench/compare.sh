@@ -21,6 +21,9 @@
 #                     same interleaved rounds, so the log's cost is read within one run
 #   SKIP_FULCRUM=0    1 = leave fulcrum out (e.g. while it does not build)
 #   FULCRUM_BIN=      use this binary instead of `cargo build --release`
+#   FULCRUM_BASE_BIN= also run this (older) fulcrum binary, as target "fulcrum-base",
+#                     in the same interleaved rounds and with the same settings: an A/B
+#                     of two builds within one run (two runs on a VM differ by ~0.1)
 #   FULCRUM_SERVER_MAXCONN=  if set, per-server max_connections for fulcrum
 #                     (unset = fulcrum's default)
 #   PROXY_CPUS=0      CPU list for the proxies (taskset -c)
@@ -51,6 +54,7 @@ IDLE_HOLD=${IDLE_HOLD:-5}
 ACCESS_LOG=${ACCESS_LOG:-true}
 SKIP_FULCRUM=${SKIP_FULCRUM:-0}
 FULCRUM_BIN=${FULCRUM_BIN:-}
+FULCRUM_BASE_BIN=${FULCRUM_BASE_BIN:-}
 FULCRUM_SERVER_MAXCONN=${FULCRUM_SERVER_MAXCONN:-}
 PROXY_CPUS=${PROXY_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
@@ -65,6 +69,8 @@ FULCRUM_PORT=18092
 FULCRUM_ADMIN_PORT=18093
 FULCRUM_NOLOG_PORT=18094
 FULCRUM_NOLOG_ADMIN_PORT=18095
+FULCRUM_BASE_PORT=18096
+FULCRUM_BASE_ADMIN_PORT=18097
 
 READY_DEADLINE=40      # seconds a server may take to answer 200 after start
 STOP_DEADLINE=10       # seconds a process may take to exit after SIGTERM
@@ -179,7 +185,8 @@ raise_fd_limit() {
 check_ports_free() {
     local port
     for port in $BACKEND1_PORT $BACKEND2_PORT $HAPROXY_PORT $NGINX_PROXY_PORT \
-                $FULCRUM_PORT $FULCRUM_ADMIN_PORT $FULCRUM_NOLOG_PORT $FULCRUM_NOLOG_ADMIN_PORT; do
+                $FULCRUM_PORT $FULCRUM_ADMIN_PORT $FULCRUM_NOLOG_PORT $FULCRUM_NOLOG_ADMIN_PORT \
+                $FULCRUM_BASE_PORT $FULCRUM_BASE_ADMIN_PORT; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             die "port $port is already in use on 127.0.0.1"
         fi
@@ -198,6 +205,10 @@ build_fulcrum() {
         FULCRUM_BIN=$REPO_ROOT/target/release/fulcrum
     fi
     log "fulcrum: $FULCRUM_BIN"
+    if [[ -n $FULCRUM_BASE_BIN ]]; then
+        [[ -x $FULCRUM_BASE_BIN ]] || die "FULCRUM_BASE_BIN=$FULCRUM_BASE_BIN is not executable"
+        log "fulcrum-base: $FULCRUM_BASE_BIN"
+    fi
 }
 
 # waits until http://127.0.0.1:PORT/ answers 200 (or the process dies)
@@ -345,9 +356,9 @@ EOF
 }
 
 # ---------------------------------------------------------------- step 6: fulcrum
-start_fulcrum() {   # start_fulcrum NAME PORT ADMIN_PORT ACCESS_LOG
+start_fulcrum() {   # start_fulcrum NAME PORT ADMIN_PORT ACCESS_LOG [BINARY]
     [[ $SKIP_FULCRUM == 1 ]] && return 0
-    local name=$1 port=$2 admin_port=$3 access_log=$4
+    local name=$1 port=$2 admin_port=$3 access_log=$4 bin=${5:-$FULCRUM_BIN}
     local cfg=$TMP/$name.toml maxconn_line=""
     [[ -n $FULCRUM_SERVER_MAXCONN ]] && maxconn_line="max_connections = $FULCRUM_SERVER_MAXCONN"
     mkdir -p "$TMP/$name-state"
@@ -384,10 +395,10 @@ name = "n2"
 address = "127.0.0.1:$BACKEND2_PORT"
 $maxconn_line
 EOF
-    "$FULCRUM_BIN" check -c "$cfg" >"$TMP/$name-check.txt" 2>&1 \
+    "$bin" check -c "$cfg" >"$TMP/$name-check.txt" 2>&1 \
         || { cat "$TMP/$name-check.txt" >&2; die "fulcrum check rejected $cfg"; }
     # Logs go to a file, so the access log costs what a file write costs.
-    start_bg "$name" "$PROXY_CPUS" "$TMP/$name.log" "$FULCRUM_BIN" run -c "$cfg"
+    start_bg "$name" "$PROXY_CPUS" "$TMP/$name.log" "$bin" run -c "$cfg"
     wait_ready "$name" "$port"
 }
 
@@ -645,7 +656,7 @@ report() {
     echo
     echo "peak RSS (VmHWM, master+workers summed for nginx):"
     local name
-    for name in fulcrum fulcrum-nolog haproxy nginx-proxy backend1; do
+    for name in fulcrum fulcrum-nolog fulcrum-base haproxy nginx-proxy backend1; do
         [[ -n ${PID_OF[$name]:-} ]] || continue
         printf '  %-14s %8d KiB\n' "$name" "$(peak_rss_kb "${PID_OF[$name]}")"
     done
@@ -676,14 +687,19 @@ main() {
     if [[ $ACCESS_LOG == both ]]; then
         start_fulcrum fulcrum-nolog "$FULCRUM_NOLOG_PORT" "$FULCRUM_NOLOG_ADMIN_PORT" false
     fi
+    if [[ -n $FULCRUM_BASE_BIN ]]; then
+        start_fulcrum fulcrum-base "$FULCRUM_BASE_PORT" "$FULCRUM_BASE_ADMIN_PORT" \
+            "${ACCESS_LOG/both/true}" "$FULCRUM_BASE_BIN"
+    fi
     start_haproxy
     start_nginx_proxy
 
     PORT_OF=([direct]=$BACKEND1_PORT [fulcrum]=$FULCRUM_PORT [haproxy]=$HAPROXY_PORT
-             [nginx-proxy]=$NGINX_PROXY_PORT [fulcrum-nolog]=$FULCRUM_NOLOG_PORT)
+             [nginx-proxy]=$NGINX_PROXY_PORT [fulcrum-nolog]=$FULCRUM_NOLOG_PORT
+             [fulcrum-base]=$FULCRUM_BASE_PORT)
     TARGETS=(direct)
     local name
-    for name in fulcrum fulcrum-nolog; do   # the ones start_fulcrum started
+    for name in fulcrum fulcrum-nolog fulcrum-base; do   # the ones start_fulcrum started
         if [[ -n ${PID_OF[$name]:-} ]]; then TARGETS+=("$name"); fi
     done
     TARGETS+=(haproxy nginx-proxy)
