@@ -128,7 +128,7 @@ async fn busy<S: ClientIo>(
                 return false;
             }
         };
-        if !exchange::run(fe, client, head, stop).await {
+        if !exchange::run(fe, client, &head, stop).await {
             return false;
         }
         if client.buf.is_empty() {
