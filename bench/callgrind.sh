@@ -10,6 +10,7 @@
 #   bench/callgrind.sh [FULCRUM_BIN]     default: target/release/fulcrum (built if missing)
 #
 # Environment: DURATION=10 (seconds of wrk), CONNS=16, ACCESS_LOG=true, THREADS=1,
+#   BODY_KIB=0 (N > 0: requests fetch an N KiB file instead of the 3-byte "ok\n"),
 #   ANNOTATE=0 (1 = print callgrind_annotate's top functions), KEEP_TMP=0.
 set -euo pipefail
 
@@ -19,6 +20,10 @@ ACCESS_LOG=${ACCESS_LOG:-true}
 THREADS=${THREADS:-1}
 ANNOTATE=${ANNOTATE:-0}
 KEEP_TMP=${KEEP_TMP:-0}
+BODY_KIB=${BODY_KIB:-0}
+[[ $BODY_KIB =~ ^[0-9]+$ ]] || { echo "BODY_KIB must be a number of KiB" >&2; exit 1; }
+PATH_ASKED=/
+if ((BODY_KIB > 0)); then PATH_ASKED=/body.bin; fi
 B1=18181 B2=18182 FE=18192 ADMIN=18193
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${1:-$REPO_ROOT/target/release/fulcrum}
@@ -60,6 +65,7 @@ wait_ready() {   # wait_ready PORT PID (bounded: 60 s, valgrind starts slowly)
 for port in $B1 $B2; do
     d=$TMP/nginx-$port
     mkdir -p "$d"
+    if ((BODY_KIB > 0)); then head -c $((BODY_KIB * 1024)) /dev/zero >"$d/body.bin"; fi
     {
         [[ $EUID -eq 0 ]] && echo "user root;"
         cat <<EOF
@@ -68,7 +74,7 @@ events { worker_connections 1024; }
 http {
     access_log off; client_body_temp_path $d/cb; proxy_temp_path $d/p; fastcgi_temp_path $d/f;
     uwsgi_temp_path $d/u; scgi_temp_path $d/s; keepalive_requests 100000000;
-    server { listen 127.0.0.1:$port; location / { return 200 "ok\n"; } }
+    server { listen 127.0.0.1:$port; root $d; location = / { return 200 "ok\n"; } }
 }
 EOF
     } >"$d/nginx.conf"
@@ -107,7 +113,7 @@ valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" \
 FPID=$!
 PIDS=("$FPID" "${PIDS[@]}")
 wait_ready "$FE" "$FPID"
-wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout 10s "http://127.0.0.1:$FE/" >"$TMP/wrk.txt" 2>&1 \
+wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout 10s "http://127.0.0.1:$FE$PATH_ASKED" >"$TMP/wrk.txt" 2>&1 \
     || { cat "$TMP/wrk.txt" >&2; die "wrk failed"; }
 kill -TERM "$FPID"
 for ((i = 0; i < 300; i++)); do kill -0 "$FPID" 2>/dev/null || break; sleep 0.1; done
