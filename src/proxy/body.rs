@@ -27,7 +27,7 @@ pub struct ProxyBody {
     finish: Option<Box<Finish>>,
     /// HTTP/2: tells the stream's watchdog whether hyper keeps taking frames (see
     /// [`super::stall`]); `None` on HTTP/1, where a client that stops reading blocks the
-    /// socket and `conn::expired` closes the connection.
+    /// socket and the client timeouts (`super::deadlines`) close the connection.
     watch: Option<Arc<Watch>>,
 }
 

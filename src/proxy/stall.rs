@@ -14,7 +14,7 @@
 //! task: dropping hyper's stream handles makes h2 send RST_STREAM(CANCEL), and dropping
 //! the body frees its slot and closes its upstream connection (marked abandoned, so it is
 //! never reused). One timer per stream, armed only when a body first waits and re-armed
-//! when it fires, never reset per frame (the manner of `conn::expired`).
+//! when it fires, never reset per frame (the manner of `super::deadlines`).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -4,7 +4,7 @@
 //!
 //! Both streams are wrapped so that every read that brings bytes notes the time in one
 //! shared timestamp; one sleep per tunnel wakes at the earliest possible deadline, looks at
-//! the timestamp and re-arms (no timer per read, as `conn::expired` does for HTTP).
+//! the timestamp and re-arms (no timer per read, as `super::deadlines` does for HTTP).
 
 use std::io;
 use std::pin::Pin;
