@@ -4,7 +4,7 @@ pub mod access_log;
 pub mod body;
 mod bridge;
 pub mod conn;
-mod deadlines;
+pub mod deadlines;
 pub mod error;
 mod frontend;
 mod grpc;
