@@ -131,7 +131,7 @@ pub async fn handle(
     if let Some(log) = finish.log.as_mut() {
         log.backend = Some(Arc::clone(&backend.name));
     }
-    let mut finish = Box::new(finish.counted(&fe.name, &backend));
+    finish.count_in(&fe.name, &backend);
     // One view of the backend's settings for the whole request: a reload meanwhile
     // does not mix old and new values, and the request path loads them once.
     let b = arc_swap::Guard::into_inner(backend.settings());

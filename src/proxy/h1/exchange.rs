@@ -73,7 +73,9 @@ pub async fn run<S: ClientIo>(
             json: settings.access_log_format == config::LogFormat::Json,
         }
     });
-    let mut finish = Finish::new(busy, log).routed(&target.counts, &fe.name);
+    // Boxed now, not when the exchange takes it: a local moved later would keep its room
+    // (312 bytes) in this future for the whole exchange.
+    let mut finish = Box::new(Finish::new(busy, log).routed(&target.counts, &fe.name));
     let too_large = settings.max_body_bytes > 0
         && matches!(head.body, BodyFraming::Length(n) if n > settings.max_body_bytes);
     let backend = match &target.action {
@@ -92,9 +94,9 @@ pub async fn run<S: ClientIo>(
             stop,
         };
         let keep = match &target.action {
-            _ if too_large => alone.refuse(finish, Refusal::BodyTooLarge).await,
-            Action::Redirect { to, status } => alone.redirect(finish, to, *status).await,
-            _ => alone.refuse(finish, Refusal::NoRoute).await,
+            _ if too_large => alone.refuse(*finish, Refusal::BodyTooLarge).await,
+            Action::Redirect { to, status } => alone.redirect(*finish, to, *status).await,
+            _ => alone.refuse(*finish, Refusal::NoRoute).await,
         };
         if keep {
             client.buf.consume(head.head_len);
@@ -104,7 +106,7 @@ pub async fn run<S: ClientIo>(
     if let Some(log) = finish.log.as_mut() {
         log.backend = Some(Arc::clone(&backend.name));
     }
-    let finish = Box::new(finish.counted(&fe.name, &backend));
+    finish.count_in(&fe.name, &backend);
     let b = arc_swap::Guard::into_inner(backend.settings());
     let mut ex = Exchange {
         client,
