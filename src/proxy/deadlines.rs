@@ -111,6 +111,10 @@ impl Drop for Watched {
     fn drop(&mut self) {
         let mut s = self.deadlines.lock();
         self.activity.set_gone();
+        // An expired connection's entry left the heap when it expired (under this lock).
+        if self.activity.is_expired() {
+            return;
+        }
         s.stale += 1;
         if s.stale > STALE_SLACK && s.stale * 2 > s.heap.len() {
             s.heap.retain(|e| !e.activity.is_gone());
@@ -297,6 +301,16 @@ mod tests {
             "{}",
             s.heap.len()
         );
+    }
+
+    #[tokio::test]
+    async fn expired_connections_leave_no_stale_count_behind() {
+        let d = Deadlines::new(CancellationToken::new());
+        let a = Activity::new();
+        let w = d.watch(&a, Duration::from_millis(10), Duration::from_millis(10));
+        a.expired().await;
+        drop(w);
+        assert_eq!(d.lock().stale, 0);
     }
 
     #[tokio::test]
