@@ -53,10 +53,9 @@ struct State {
     heap: BinaryHeap<Entry>,
     /// Entries whose connection has ended (counted when it ends, until removed).
     stale: usize,
-    /// The sweeper task runs (it stops when the heap is empty).
+    /// The sweeper task runs (it stops when the heap is empty). It sleeps until the
+    /// heap's earliest entry, so that entry is its next wake-up.
     sweeping: bool,
-    /// When the sweeper wakes next.
-    next_ms: u64,
 }
 
 /// One connection's next check: 24 bytes (timeouts in milliseconds, as the checks are).
@@ -150,6 +149,9 @@ impl Deadlines {
         let wait = activity.remaining(idle, header).unwrap_or(Duration::ZERO);
         let at_ms = now + wait.as_millis() as u64;
         let mut s = self.lock();
+        // Earlier than the sweeper's wake-up: the heap's top, or anything if compaction
+        // emptied the heap while it sleeps.
+        let earlier = s.heap.peek().is_none_or(|top| at_ms < top.at_ms);
         s.heap.push(Entry {
             at_ms,
             idle_ms: ms(idle),
@@ -158,10 +160,8 @@ impl Deadlines {
         });
         if !s.sweeping {
             s.sweeping = true;
-            s.next_ms = at_ms;
             tokio::spawn(Arc::clone(self).sweep());
-        } else if at_ms < s.next_ms {
-            s.next_ms = at_ms;
+        } else if earlier {
             self.earlier.notify_one();
         }
         Watched {
@@ -196,11 +196,7 @@ impl Deadlines {
             }
         }
         match s.heap.peek() {
-            Some(top) => {
-                let at = top.at_ms;
-                s.next_ms = at;
-                Some(at)
-            }
+            Some(top) => Some(top.at_ms),
             None => {
                 s.sweeping = false;
                 s.stale = 0;
@@ -214,10 +210,8 @@ impl Deadlines {
     async fn sweep(self: Arc<Self>) {
         let sleep = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(sleep);
-        let mut stopped = self.stop.is_cancelled();
-        if stopped {
-            self.wake_all();
-        }
+        // `cancelled()` is ready at once if fulcrum was stopping before this sweeper began.
+        let mut stopped = false;
         while let Some(at_ms) = self.check_due() {
             let wait = Duration::from_millis(at_ms.saturating_sub(now_ms()));
             sleep.as_mut().reset(Instant::now() + wait);

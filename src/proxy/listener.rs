@@ -222,16 +222,15 @@ pub async fn serve(
             idle: current.client_idle_timeout.get(),
             header: current.client_header_timeout.get(),
         };
-        let proxy = current.accept_proxy_protocol;
+        // With `accept_proxy_protocol`, the PROXY header is read within the header timeout.
+        let proxy_within = current.accept_proxy_protocol.then_some(limits.header);
         let stop = shared.tasks.stopping().clone();
         let tls = match &protocol {
             Protocol::Tcp(tls) => {
                 let fe = Arc::clone(&fe);
                 let tls = tls.as_ref().map(|t| t.acceptor.clone());
                 shared.tasks.spawn(async move {
-                    if let Some(peer) =
-                        client_of(&mut stream, peer, proxy.then_some(limits.header), &stop).await
-                    {
+                    if let Some(peer) = client_of(&mut stream, peer, proxy_within, &stop).await {
                         super::tcp::serve(&fe, stream, peer, tls, limits.header).await;
                     }
                     drop((permit, open));
@@ -240,9 +239,8 @@ pub async fn serve(
             }
             Protocol::Http(tls) => tls.as_ref().map(|t| t.acceptor.clone()),
         };
-        let (conn, io) = Conn::new(Arc::clone(&fe), stream, (&deadlines, limits), stop);
+        let (conn, mut io) = Conn::new(Arc::clone(&fe), stream, (&deadlines, limits), stop);
         let builders = Arc::clone(&builders);
-        let proxy_within = proxy.then_some(limits.header);
         // Two kinds of task, so that a plain connection's task is not sized for a TLS
         // session it does not have (an idle connection's memory is mostly its task).
         // Each connection's future is most of its idle memory, so nothing it holds is
@@ -273,7 +271,6 @@ pub async fn serve(
             }
             Some(acceptor) => shared.tasks.spawn(async move {
                 'conn: {
-                    let mut io = io;
                     let Some(peer) = client_of(io.get_mut(), peer, proxy_within, &conn.stop).await
                     else {
                         break 'conn;

@@ -94,9 +94,9 @@ pub async fn run<S: ClientIo>(
             stop,
         };
         let keep = match &target.action {
-            _ if too_large => alone.refuse(*finish, Refusal::BodyTooLarge).await,
-            Action::Redirect { to, status } => alone.redirect(*finish, to, *status).await,
-            _ => alone.refuse(*finish, Refusal::NoRoute).await,
+            _ if too_large => alone.refuse(finish, Refusal::BodyTooLarge).await,
+            Action::Redirect { to, status } => alone.redirect(finish, to, *status).await,
+            _ => alone.refuse(finish, Refusal::NoRoute).await,
         };
         if keep {
             client.buf.consume(head.head_len);

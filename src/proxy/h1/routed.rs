@@ -92,15 +92,20 @@ impl<S: ClientIo> Alone<'_, S> {
         self.head.body != BodyFraming::None || !self.head.keep_alive || self.stop.is_cancelled()
     }
 
-    pub async fn refuse(self, mut finish: Finish, refusal: Refusal) -> bool {
+    pub async fn refuse(self, mut finish: Box<Finish>, refusal: Refusal) -> bool {
         let close = self.closes() || refusal.closes();
         let sent = relay::answer(self.client, refusal, 1, close).await;
         finish.set_status(refusal.status().as_u16());
-        Box::new(finish).complete(sent.is_ok());
+        finish.complete(sent.is_ok());
         sent.is_ok() && !close
     }
 
-    pub async fn redirect(self, mut finish: Finish, to: &route::Template, status: u16) -> bool {
+    pub async fn redirect(
+        self,
+        mut finish: Box<Finish>,
+        to: &route::Template,
+        status: u16,
+    ) -> bool {
         let close = self.closes();
         let (location, lines) = {
             let buf = self.client.buf.pending();
@@ -118,7 +123,7 @@ impl<S: ClientIo> Alone<'_, S> {
         };
         let sent = relay::redirect(self.client, status, &location, &lines, close).await;
         finish.set_status(status);
-        Box::new(finish).complete(sent.is_ok());
+        finish.complete(sent.is_ok());
         sent.is_ok() && !close
     }
 }
