@@ -252,7 +252,7 @@ impl<S: ClientIo> Exchange<'_, S> {
             // exchange (boxed whole for its life) would carry that room otherwise.
             return Box::pin(super::to_h2::run(cx, slot)).await;
         }
-        let mut out = buffers::take_write();
+        let mut out = buffers::take_head_write();
         // The response's header lines, rendered now: the client's buffer that fills them
         // is the client's again while the response is relayed.
         let mut response_lines = Vec::new();
