@@ -112,13 +112,19 @@ fn give(mut b: Vec<u8>, small: &'static PoolKey, large: &'static PoolKey) {
 pub struct ReadBuf {
     /// What was read, up to its length; the rest of its capacity is room for the next read.
     mem: Option<Vec<u8>>,
-    /// Where the pending bytes start (those before were consumed).
-    start: usize,
+    /// Where the pending bytes start (those before were consumed). 32 bits, as a buffer
+    /// never holds more than [`MAX_HELD`]: an idle connection's task holds this struct,
+    /// and 8 bytes less put it under tokio's next 128-byte step.
+    start: u32,
     /// The last read filled all the room it had: more is coming, so the next buffer taken
     /// is a [`SIZE`] one. Kept across releases (a body relayed read by read releases the
     /// buffer after each one).
     streaming: bool,
 }
+
+/// The most a read buffer holds, whatever limit a caller asks for (heads are limited to
+/// 1 MiB, bodies are relayed a [`SIZE`] at a time).
+const MAX_HELD: usize = u32::MAX as usize;
 
 /// The buffer is at its limit and what it holds is still not enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,14 +155,24 @@ impl ReadBuf {
     /// The bytes read and not yet consumed.
     pub fn pending(&self) -> &[u8] {
         match &self.mem {
-            Some(m) => m.get(self.start..).unwrap_or_default(),
+            Some(m) => m.get(self.start()..).unwrap_or_default(),
             None => &[],
         }
     }
 
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.start >= self.end()
+        self.start() >= self.end()
+    }
+
+    /// Where the pending bytes start.
+    fn start(&self) -> usize {
+        self.start as usize
+    }
+
+    /// Moves the start to `at` (at most the end, which is at most [`MAX_HELD`]).
+    fn set_start(&mut self, at: usize) {
+        self.start = u32::try_from(at.min(self.end())).unwrap_or(u32::MAX);
     }
 
     /// Where the pending bytes end.
@@ -172,7 +188,7 @@ impl ReadBuf {
     /// Marks the first `n` pending bytes as used; the memory goes back to the pool when
     /// nothing is left.
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end());
+        self.set_start(self.start().saturating_add(n));
         if self.is_empty() {
             self.release();
         }
@@ -182,7 +198,7 @@ impl ReadBuf {
     /// behind a head that is still needed); what follows them moves down.
     pub fn cut(&mut self, at: usize, n: usize) {
         let Some(m) = self.mem.as_mut() else { return };
-        let from = (self.start + at).min(m.len());
+        let from = (self.start as usize).saturating_add(at).min(m.len());
         let to = (from + n).min(m.len());
         m.drain(from..to);
         if self.is_empty() {
@@ -202,13 +218,15 @@ impl ReadBuf {
     /// many bytes the next read may add: the pending bytes are moved to the front first, and
     /// the buffer grows past [`SIZE`] only as far as `limit`.
     fn spare(&mut self, limit: usize) -> Result<(&mut Vec<u8>, usize), Full> {
+        let limit = limit.min(MAX_HELD);
         let streaming = self.streaming;
-        let start = std::mem::take(&mut self.start);
+        let kept = std::mem::take(&mut self.start);
+        let start = kept as usize;
         let mem = self.mem.get_or_insert_with(|| take_read(streaming));
         if mem.len() == mem.capacity() && start > 0 {
             mem.drain(..start);
         } else {
-            self.start = start;
+            self.start = kept;
         }
         if mem.len() == mem.capacity() {
             if limit <= mem.capacity() {
@@ -223,7 +241,7 @@ impl ReadBuf {
                 mem.reserve_exact((mem.capacity() * 2).min(limit) - mem.len());
             }
         }
-        let pending = mem.len() - self.start;
+        let pending = mem.len().saturating_sub(self.start as usize);
         if pending >= limit {
             return Err(Full);
         }

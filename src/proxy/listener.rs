@@ -457,15 +457,13 @@ impl Conn {
     /// Serves HTTP/1.1 requests on fulcrum's own engine until the client leaves, a timeout
     /// passes or fulcrum stops (the request in progress is answered first).
     ///
-    /// The client is the task's own and only borrowed here: an async fn keeps what it is
-    /// given by value twice, and this future is most of an idle connection's memory.
-    async fn serve_h1<S: ClientIo>(&self, client: &mut super::h1::Client<S>) {
-        tokio::select! {
-            () = super::h1::serve(&self.fe, client, &self.stop) => {}
-            () = self.activity().expired() => {
-                tracing::debug!(client = %client.peer, "closing an idle or stalled connection");
-            }
-        }
+    /// The client is the task's own and only borrowed here, and this is the engine's
+    /// future itself, with no wrapper of its own: it is most of an idle connection's memory.
+    fn serve_h1<'a, S: ClientIo>(
+        &'a self,
+        client: &'a mut super::h1::Client<S>,
+    ) -> impl Future<Output = ()> + 'a {
+        super::h1::serve(&self.fe, client, &self.stop)
     }
 
     /// Serves an HTTP/2 connection from `peer` through hyper. Called boxed: HTTP/1.1
