@@ -71,12 +71,13 @@ enum Next {
 /// task. The timeouts are watched here, by one flag in the connection's
 /// activity that its deadlines set, rather than by a `select!` around this future (88
 /// bytes more in every idle task).
+// Not an async fn: an async block holds the three references once (24 bytes less).
+#[allow(clippy::manual_async_fn)]
 pub fn serve<'a, S: ClientIo>(
     fe: &'a Arc<Frontend>,
     client: &'a mut Client<S>,
     stop: &'a CancellationToken,
 ) -> impl Future<Output = ()> + 'a {
-    // A block rather than an async fn: it holds the three references once.
     async move {
         loop {
             if client.buf.is_empty() {
