@@ -197,8 +197,9 @@ impl ReadBuf {
     /// Removes `n` pending bytes starting `at` bytes into the pending ones (a body's bytes
     /// behind a head that is still needed); what follows them moves down.
     pub fn cut(&mut self, at: usize, n: usize) {
+        let start = self.start();
         let Some(m) = self.mem.as_mut() else { return };
-        let from = (self.start as usize).saturating_add(at).min(m.len());
+        let from = start.saturating_add(at).min(m.len());
         let to = (from + n).min(m.len());
         m.drain(from..to);
         if self.is_empty() {
@@ -219,14 +220,11 @@ impl ReadBuf {
     /// the buffer grows past [`SIZE`] only as far as `limit`.
     fn spare(&mut self, limit: usize) -> Result<(&mut Vec<u8>, usize), Full> {
         let limit = limit.min(MAX_HELD);
-        let streaming = self.streaming;
-        let kept = std::mem::take(&mut self.start);
-        let start = kept as usize;
+        let (streaming, start) = (self.streaming, self.start());
         let mem = self.mem.get_or_insert_with(|| take_read(streaming));
         if mem.len() == mem.capacity() && start > 0 {
             mem.drain(..start);
-        } else {
-            self.start = kept;
+            self.start = 0;
         }
         if mem.len() == mem.capacity() {
             if limit <= mem.capacity() {
