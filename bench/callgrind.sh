@@ -11,6 +11,7 @@
 #
 # Environment: DURATION=10 (seconds of wrk), CONNS=16, ACCESS_LOG=true, THREADS=1,
 #   BODY_KIB=0 (N > 0: requests fetch an N KiB file instead of the 3-byte "ok\n"),
+#   CLOSE=0 (1 = every request says `Connection: close`: a new client connection each),
 #   ANNOTATE=0 (1 = print callgrind_annotate's top functions), KEEP_TMP=0.
 set -euo pipefail
 
@@ -21,6 +22,9 @@ THREADS=${THREADS:-1}
 ANNOTATE=${ANNOTATE:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 BODY_KIB=${BODY_KIB:-0}
+CLOSE=${CLOSE:-0}
+WRK_HEADER=()
+if [[ $CLOSE == 1 ]]; then WRK_HEADER=(-H "Connection: close"); fi
 [[ $BODY_KIB =~ ^[0-9]+$ ]] || { echo "BODY_KIB must be a number of KiB" >&2; exit 1; }
 PATH_ASKED=/
 if ((BODY_KIB > 0)); then PATH_ASKED=/body.bin; fi
@@ -113,7 +117,7 @@ valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" \
 FPID=$!
 PIDS=("$FPID" "${PIDS[@]}")
 wait_ready "$FE" "$FPID"
-wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout 10s "http://127.0.0.1:$FE$PATH_ASKED" >"$TMP/wrk.txt" 2>&1 \
+wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout 10s "${WRK_HEADER[@]}" "http://127.0.0.1:$FE$PATH_ASKED" >"$TMP/wrk.txt" 2>&1 \
     || { cat "$TMP/wrk.txt" >&2; die "wrk failed"; }
 kill -TERM "$FPID"
 for ((i = 0; i < 300; i++)); do kill -0 "$FPID" 2>/dev/null || break; sleep 0.1; done
@@ -123,7 +127,7 @@ reqs=$(awk '/ requests in / { print $1 }' "$TMP/wrk.txt")
 ir=$(awk '/^summary:/ { print $2 } /^totals:/ { print $2 }' "$TMP/callgrind.out"* | sort -n | tail -1)
 [[ -n $reqs && $reqs -gt 0 ]] || die "wrk completed no request"
 errs=$(grep -E 'Non-2xx|Socket errors' "$TMP/wrk.txt" || true)
-log "binary $BIN, access_log=$ACCESS_LOG, $CONNS connections, ${DURATION}s"
+log "binary $BIN, access_log=$ACCESS_LOG, $CONNS connections, ${DURATION}s, close=$CLOSE"
 [[ -n $errs ]] && log "wrk: $errs"
 printf 'requests %d  instructions %d  Ir/request %d\n' "$reqs" "$ir" $((ir / reqs))
 if [[ $ANNOTATE == 1 ]]; then

@@ -184,7 +184,7 @@ pub fn request(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, fwd: &Forwardi
             out.extend_from_slice(b", ");
         }
     }
-    let _ = write!(out, "{}", fwd.client);
+    push_ip(out, fwd.client);
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
     out.extend_from_slice(if fwd.tls { b"https" } else { b"http" });
     out.extend_from_slice(b"\r\nX-Forwarded-Host: ");
@@ -199,7 +199,9 @@ pub fn request(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, fwd: &Forwardi
     match head.body {
         BodyFraming::None => {}
         BodyFraming::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            out.extend_from_slice(b"Content-Length: ");
+            push_number(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         BodyFraming::Chunked => transfer_encoding(out, buf, &head.headers),
     }
@@ -252,7 +254,9 @@ pub struct Relaying<'a> {
 
 /// Writes the response head for the client into `out`.
 pub fn response(out: &mut Vec<u8>, buf: &[u8], resp: &ResponseHead, r: &Relaying<'_>) {
-    let _ = write!(out, "HTTP/1.1 {} ", resp.status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_number(out, resp.status);
+    out.push(b' ');
     out.extend_from_slice(resp.reason.of(buf));
     out.extend_from_slice(b"\r\n");
     // A bodiless response's framing fields describe the resource (HEAD, 304) and go on as
@@ -279,7 +283,9 @@ pub fn response(out: &mut Vec<u8>, buf: &[u8], resp: &ResponseHead, r: &Relaying
     }
     match r.framing {
         ClientFraming::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            out.extend_from_slice(b"Content-Length: ");
+            push_number(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         ClientFraming::Chunked => transfer_encoding(out, buf, &resp.headers),
         ClientFraming::None | ClientFraming::Close => {}
@@ -290,6 +296,30 @@ pub fn response(out: &mut Vec<u8>, buf: &[u8], resp: &ResponseHead, r: &Relaying
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal. `write!` goes through the formatting machinery: with the client
+/// address below it was over 1,200 instructions of every request (`bench/callgrind.sh`).
+fn push_number(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Appends `ip` as text, as `Display` writes it: an IPv4 address octet by octet (its
+/// `Display` alone cost about 950 instructions per request), an IPv6 one through `Display`.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_number(out, octet);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 #[cfg(test)]
