@@ -230,3 +230,50 @@ pub(crate) fn chunked_last<'a>(
 pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The plain reading `scan_line` must agree with: every byte, one at a time.
+    fn reference(rest: &[u8]) -> Option<(usize, u32, usize, bool, Option<usize>, bool)> {
+        let (mut crs, mut last_cr, mut nul, mut colon, mut space) =
+            (0, usize::MAX, false, None, false);
+        for (i, &b) in rest.iter().enumerate() {
+            match b {
+                b'\n' => return Some((i, crs, last_cr, nul, colon, space)),
+                b'\r' => {
+                    crs += 1;
+                    last_cr = i;
+                }
+                0 => nul = true,
+                b':' if colon.is_none() => colon = Some(i),
+                b' ' | b'\t' if colon.is_none() => space = true,
+                _ => {}
+            }
+        }
+        None
+    }
+
+    proptest! {
+        /// Lines made mostly of the bytes that matter, anywhere in them, and of long runs
+        /// of ordinary ones (so that `memchr3` takes its vector path).
+        #[test]
+        fn scan_line_agrees_with_a_byte_by_byte_reading(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    proptest::sample::select(vec![b'\n', b'\r', 0, b':', b' ', b'\t', b'a'])
+                        .prop_map(|b| vec![b]),
+                    (1usize..80).prop_map(|n| vec![b'x'; n]),
+                ],
+                0..40,
+            )
+        ) {
+            let line: Vec<u8> = parts.concat();
+            let got = scan_line(&line)
+                .map(|l| (l.lf, l.crs, l.last_cr, l.nul, l.colon, l.space_before_colon));
+            prop_assert_eq!(got, reference(&line));
+        }
+    }
+}
