@@ -220,11 +220,11 @@ impl ReadBuf {
     /// the buffer grows past [`SIZE`] only as far as `limit`.
     fn spare(&mut self, limit: usize) -> Result<(&mut Vec<u8>, usize), Full> {
         let limit = limit.min(MAX_HELD);
-        let (streaming, start) = (self.streaming, self.start());
+        let (streaming, mut start) = (self.streaming, self.start());
         let mem = self.mem.get_or_insert_with(|| take_read(streaming));
         if mem.len() == mem.capacity() && start > 0 {
             mem.drain(..start);
-            self.start = 0;
+            (start, self.start) = (0, 0);
         }
         if mem.len() == mem.capacity() {
             if limit <= mem.capacity() {
@@ -239,7 +239,7 @@ impl ReadBuf {
                 mem.reserve_exact((mem.capacity() * 2).min(limit) - mem.len());
             }
         }
-        let pending = mem.len().saturating_sub(self.start as usize);
+        let pending = mem.len().saturating_sub(start);
         if pending >= limit {
             return Err(Full);
         }

@@ -29,6 +29,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::headers::{push_ip, push_number};
+
 /// Bytes pending beyond which lines are dropped (about 25,000 lines).
 pub const MAX_PENDING: usize = 4 << 20;
 /// Bytes pending at which the writer is woken before its next periodic flush.
@@ -299,25 +301,19 @@ impl Line {
     }
 }
 
-/// `a.b.c.d:port` with `itoa`; IPv6 through `Display` (rare on the hot path).
+/// `a.b.c.d:port` without the formatting machinery; IPv6 through `Display` (rare on the
+/// hot path).
 fn write_addr(out: &mut Vec<u8>, addr: SocketAddr) {
-    let mut num = itoa::Buffer::new();
-    match addr.ip() {
-        IpAddr::V4(ip) => {
-            for (i, o) in ip.octets().iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                out.extend_from_slice(num.format(*o).as_bytes());
-            }
+    match addr {
+        SocketAddr::V4(a) => {
+            push_ip(out, IpAddr::V4(*a.ip()));
+            out.push(b':');
+            push_number(out, a.port());
         }
-        IpAddr::V6(_) => {
+        SocketAddr::V6(_) => {
             let _ = write!(out, "{addr}");
-            return;
         }
     }
-    out.push(b':');
-    out.extend_from_slice(num.format(addr.port()).as_bytes());
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC), as `tracing`'s default format writes it.

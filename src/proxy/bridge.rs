@@ -6,7 +6,6 @@
 //! Both client protocols thus share one kind of server connection and one idle pool per
 //! server and worker; hyper only speaks HTTP/2, to clients.
 
-use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::headers::is_hop_by_hop;
+use super::headers::{is_hop_by_hop, push_number};
 use crate::buffers;
 use crate::h1::{self, BodyDecoder, ResponseFraming, ResponseHead};
 use crate::pool::Server;
@@ -83,7 +82,9 @@ fn write_head(out: &mut Vec<u8>, parts: &Parts, body: &UpstreamBody) {
         b @ (UpstreamBody::Client(_) | UpstreamBody::Pumped(_) | UpstreamBody::Capped(_)) => {
             match b.size_hint().exact().or(declared) {
                 Some(n) => {
-                    let _ = write!(out, "Content-Length: {n}\r\n");
+                    out.extend_from_slice(b"Content-Length: ");
+                    push_number(out, n);
+                    out.extend_from_slice(b"\r\n");
                 }
                 None => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             }

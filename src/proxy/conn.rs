@@ -113,17 +113,22 @@ impl Activity {
     /// [`Deadlines`](super::deadlines::Deadlines) it is watched by decides). A reference
     /// and a poll function: far smaller in the connection's task than a timer of its own.
     pub fn expired(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.is_expired() {
-                return Poll::Ready(());
-            }
-            self.register(cx.waker());
-            if self.is_expired() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
+        std::future::poll_fn(move |cx| self.poll_expired(cx))
+    }
+
+    /// [`expired`](Self::expired) as a poll, for a future that watches the timeouts
+    /// itself. `Pending` leaves the task registered, so a stop (which wakes every watched
+    /// connection) is seen by a check made after this one.
+    pub fn poll_expired(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.is_expired() {
+            return Poll::Ready(());
+        }
+        self.register(cx.waker());
+        if self.is_expired() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Registers the connection's task to be woken when a timeout passes, or when fulcrum

@@ -82,17 +82,16 @@ pub fn serve<'a, S: ClientIo>(
         loop {
             if client.buf.is_empty() {
                 // Idle between requests: wait for bytes without holding a buffer, and leave at
-                // once if fulcrum stops or a timeout passes meanwhile. Both are checked after
-                // registering with the connection's activity, which the accept loop's
+                // once if a timeout passes or fulcrum stops meanwhile. The stop is checked
+                // after registering with the connection's activity, which the accept loop's
                 // deadlines wake at expiry and at shutdown: no timer or cancellation future of
                 // its own in every idle task.
                 let idle = std::future::poll_fn(|cx| {
-                    if let Some(end) = ended(client, stop) {
-                        return Poll::Ready(end);
+                    if client.activity.poll_expired(cx).is_ready() {
+                        return Poll::Ready(End::Expired);
                     }
-                    client.activity.register(cx.waker());
-                    if let Some(end) = ended(client, stop) {
-                        return Poll::Ready(end);
+                    if stop.is_cancelled() {
+                        return Poll::Ready(End::Closed);
                     }
                     client.io.poll_idle(cx).map(|r| match r {
                         Ok(()) => End::Open,
@@ -102,7 +101,7 @@ pub fn serve<'a, S: ClientIo>(
                 match idle.await {
                     End::Open => {}
                     End::Closed => break,
-                    End::Expired => return expired(client),
+                    End::Expired => return log_expired(client),
                 }
             }
             // The spell borrows the client: the activity is watched through a second handle.
@@ -110,11 +109,7 @@ pub fn serve<'a, S: ClientIo>(
             let mut spell = Box::pin(busy(fe, client, stop));
             let keep = std::future::poll_fn(|cx| {
                 // Only the timeouts: a stop lets the request in progress finish.
-                if activity.is_expired() {
-                    return Poll::Ready(None);
-                }
-                activity.register(cx.waker());
-                if activity.is_expired() {
+                if activity.poll_expired(cx).is_ready() {
                     return Poll::Ready(None);
                 }
                 spell.as_mut().poll(cx).map(Some)
@@ -124,7 +119,7 @@ pub fn serve<'a, S: ClientIo>(
                 Some(false) => break,
                 None => {
                     drop(spell);
-                    return expired(client);
+                    return log_expired(client);
                 }
             }
         }
@@ -143,20 +138,8 @@ enum End {
     Expired,
 }
 
-/// Whether the connection is to end before its next bytes: a timeout passed or fulcrum
-/// stops.
-fn ended<S>(client: &Client<S>, stop: &CancellationToken) -> Option<End> {
-    if client.activity.is_expired() {
-        Some(End::Expired)
-    } else if stop.is_cancelled() {
-        Some(End::Closed)
-    } else {
-        None
-    }
-}
-
 /// A timeout passed: the connection is dropped as it is, whatever it was doing.
-fn expired<S>(client: &Client<S>) {
+fn log_expired<S>(client: &Client<S>) {
     tracing::debug!(client = %client.peer, "closing an idle or stalled connection");
 }
 

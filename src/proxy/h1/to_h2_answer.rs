@@ -19,6 +19,7 @@ use crate::h1::{self, Version};
 use crate::proxy::body::Finish;
 use crate::proxy::bridge::ServerBody;
 use crate::proxy::headers::is_hop_by_hop;
+use crate::proxy::headers::push_number;
 
 /// Why relaying the response stopped.
 pub enum Relay {
@@ -81,7 +82,9 @@ pub async fn respond<S: ClientIo>(
     }
     match framing {
         Framing::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            out.extend_from_slice(b"Content-Length: ");
+            push_number(&mut out, n);
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::None | Framing::Close => {}
